@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the system packages lightunet needs on Debian/Ubuntu: GStreamer (core, base, good, bad,
+# ugly, libav, x264) with development headers, pkg-config, and Python's pip (only the anchors and the
+# CUDA build use Python). Idempotent: does nothing when everything is already there.
+set -euo pipefail
+pkgs=(
+  pkg-config
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
+  libx264-dev xz-utils
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

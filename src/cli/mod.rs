@@ -1,0 +1,45 @@
+//! Command-line interface: one file per subcommand, each with its clap `Args` and a `run`.
+
+use clap::{Parser, Subcommand};
+
+mod convert;
+mod model_cmds;
+
+#[derive(Debug, Parser)]
+#[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Convert a PyTorch checkpoint (.pth: whole pickled model or state dict) to safetensors.
+    Convert(convert::ConvertArgs),
+    /// Variants, parameter counts and work per 256x256 frame.
+    Info(model_cmds::InfoArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the network alone: warm-up, then median and p90 per batch and per frame.
+    Model(model_cmds::BenchModelArgs),
+}
+
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Convert(args) => convert::run(args),
+        Command::Info(args) => model_cmds::info(args),
+        Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),
+    }
+}

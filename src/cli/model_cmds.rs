@@ -1,0 +1,194 @@
+//! `info` and `bench model`: what the variants are, and how fast the network alone runs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use clap::Args;
+use lightunet::model::{gflops, parameter_count, UNet, Variant};
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Only this variant (unet, light, lighter@C).
+    #[arg(long)]
+    model: Option<Variant>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let variants = match args.model {
+        Some(v) => vec![v],
+        None => Variant::all(),
+    };
+    if args.json {
+        let rows: Vec<_> = variants
+            .iter()
+            .map(|v| {
+                serde_json::json!({
+                    "variant": v.to_string(), "name": v.paper_name(),
+                    "parameters": parameter_count(*v), "gflop_256": gflops(*v, 256, 256),
+                    "size_f32_mb": parameter_count(*v) as f64 * 4.0 / 1048576.0,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!("{:<13} {:<20} {:>12} {:>10} {:>12}", "variant", "name", "parameters", "size f32", "GFLOP/frame");
+    for v in variants {
+        let n = parameter_count(v);
+        println!(
+            "{:<13} {:<20} {:>12} {:>7.1} MB {:>12.1}",
+            v.to_string(),
+            v.paper_name(),
+            group_thousands(n),
+            n as f64 * 4.0 / 1048576.0,
+            gflops(v, 256, 256)
+        );
+    }
+    println!("(GFLOP: 2 x multiply-adds of all convolutions for one 256x256 frame)");
+    Ok(())
+}
+
+pub fn group_thousands(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// Variant to time (unet, light, lighter@C).
+    #[arg(long, default_value = "lighter@1")]
+    model: Variant,
+    /// Weights (safetensors); random weights when absent (the timing does not depend on them).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// cpu, cuda, cuda:N or auto (the GPU when one works).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// f32, f16 or bf16 (reduced precision only on CUDA).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Input height and width.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Timed runs after warm-up.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Print JSON instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `cpu`, `cuda`, `cuda:N` or `auto`.
+pub fn parse_device(s: &str) -> anyhow::Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => match Device::cuda_if_available(0) {
+            Ok(d) => {
+                tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu (no usable GPU)" });
+                Ok(d)
+            }
+            Err(e) => {
+                tracing::info!("device: cpu (CUDA unavailable: {e})");
+                Ok(Device::Cpu)
+            }
+        },
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ord = s.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().context("cuda:N needs a number")?.unwrap_or(0);
+            Device::new_cuda(ord).with_context(|| {
+                format!("cannot use {s}{}", if cfg!(feature = "cuda") { "" } else { " (this binary was built without the `cuda` feature)" })
+            })
+        }
+        other => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
+    }
+}
+
+pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
+    match s {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        other => bail!("unknown dtype `{other}` (f32, f16, bf16)"),
+    }
+}
+
+/// A network with the given weights, or random ones (same cost) for timing only.
+pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<UNet> {
+    match weights {
+        Some(p) => UNet::load(p, variant, device).with_context(|| format!("loading {}", p.display())),
+        None => {
+            let map = candle_nn::VarMap::new();
+            let mut net = UNet::new(variant, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
+            net.fold_bn()?;
+            Ok(net.to_device(device)?)
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx]
+}
+
+pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.runs == 0 || args.size < 16 {
+        bail!("--batch and --runs must be at least 1 and --size at least 16");
+    }
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!("the CPU path runs in f32 only");
+    }
+    let net = load_or_random(args.model, args.weights.as_ref(), &device)?.to_device_dtype(&device, dtype)?;
+    let x = Tensor::rand(0f32, 1f32, (args.batch, 3, args.size, args.size), &device)?;
+    let run = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let y = net.forward(&x)?;
+        // Reading one value back forces the work to finish on asynchronous devices.
+        y.flatten_all()?.get(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for _ in 0..args.warmup {
+        run()?;
+    }
+    let mut times = (0..args.runs).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
+    times.sort_by(f64::total_cmp);
+    let (median, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
+    let b = args.batch as f64;
+    let threads = candle_core::utils::get_num_threads();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "variant": args.model.to_string(), "device": args.device, "dtype": args.dtype,
+                "batch": args.batch, "size": args.size, "runs": args.runs, "threads": threads,
+                "median_ms_batch": median, "p90_ms_batch": p90,
+                "median_ms_frame": median / b, "p90_ms_frame": p90 / b,
+                "frames_per_s": b * 1000.0 / median,
+            })
+        );
+    } else {
+        println!(
+            "{} {} {} batch={} {}x{}: median {:.2} ms/batch ({:.2} ms/frame), p90 {:.2} ms/batch, {:.0} frames/s [{} runs, {} threads]",
+            args.model, args.device, args.dtype, args.batch, args.size, args.size, median, median / b, p90, b * 1000.0 / median, args.runs, threads
+        );
+    }
+    Ok(())
+}

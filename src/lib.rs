@@ -1,0 +1,15 @@
+//! lightunet: lesion segmentation in ultrasound images and video with the Light U-net family
+//! (Li et al., "Light U-net for lesion segmentation in ultrasound images").
+//!
+//! - [`model`]: the networks (U-net, Light U-net, Lighter U-net@C), weights in PyTorch names.
+//! - [`checkpoint`]: PyTorch `.pth` import without Python.
+//! - [`metrics`]: medpy-style segmentation metrics.
+//! - [`phantom`]: synthetic B-mode ultrasound video with ground truth.
+
+pub mod checkpoint;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod phantom;
+
+pub use error::{Error, Result};

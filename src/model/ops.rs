@@ -1,0 +1,518 @@
+//! Custom operations the Light U-net family needs and candle does not do fast (or at all):
+//!
+//! - [`grouped_conv3x3`]: a grouped/depthwise 3x3 convolution, padding 1, with bias, forward and
+//!   backward. candle runs a grouped convolution as one convolution per group plus a concat, which
+//!   for a 256-channel depthwise layer means 256 tiny convolutions.
+//! - [`pointwise`]: a 1x1 convolution with bias and an optional fused ReLU, as one GEMM per image
+//!   whose output is pre-filled with the bias (no im2col copy, no separate bias and ReLU passes).
+//!   Inference only: training uses candle's matmul so autograd sees it.
+//! - [`upsample2x`]: bilinear x2 upsampling with align_corners=True, with the backward pass candle
+//!   lacks.
+//!
+//! All take contiguous NCHW tensors (they make them contiguous if needed). CPU code runs on rayon;
+//! CUDA kernels live in `kernels/ops.cu` (see `cuda_ops`).
+
+use candle_core::{
+    backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
+    Shape, Tensor,
+};
+use rayon::prelude::*;
+
+/// Grouped 3x3 convolution, stride 1, padding 1: `x [N, C, H, W]`, `w [C, k, 3, 3]` (k input
+/// channels per group, C/k groups, C output channels), `b [C]` -> `[N, C, H, W]`.
+pub fn grouped_conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (co, k, kh, kw) = w.dims4()?;
+    if co != c || kh != 3 || kw != 3 || k == 0 || c % k != 0 || b.dims1()? != c {
+        candle_core::bail!(
+            "grouped_conv3x3: input {:?}, weight {:?}, bias {:?} do not fit",
+            x.dims(),
+            w.dims(),
+            b.dims()
+        )
+    }
+    x.contiguous()?.apply_op3(&w.contiguous()?, &b.contiguous()?, GroupedConv3x3)
+}
+
+/// 1x1 convolution `w [Co, Ci]` (or `[Co, Ci, 1, 1]`), bias `b [Co]`, optional ReLU, on
+/// `x [N, Ci, H, W]`. Inference only (no backward).
+pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    let (co, ci) = match w.dims() {
+        [co, ci] => (*co, *ci),
+        [co, ci, 1, 1] => (*co, *ci),
+        d => candle_core::bail!("pointwise: weight shape {d:?}"),
+    };
+    let w = w.reshape((co, ci))?.contiguous()?;
+    let x = x.contiguous()?;
+    if x.device().is_cpu() {
+        x.apply_op3_no_bwd(&w, &b.contiguous()?, &Pointwise { relu })
+    } else {
+        // On the GPU, cuBLAS does the GEMM and one fused kernel adds the bias and clamps.
+        let (n, _, h, wd) = x.dims4()?;
+        let y = w.broadcast_matmul(&x.reshape((n, ci, h * wd))?)?;
+        bias_act(&y.reshape((n, co, h, wd))?, b, relu)
+    }
+}
+
+/// `relu?(x + b[c])` for `x [N, C, H, W]`, in one pass. Inference only.
+pub fn bias_act(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &BiasAct { relu })
+}
+
+/// Bilinear x2 upsampling with align_corners=True (PyTorch `nn.Upsample(scale_factor=2,
+/// mode="bilinear", align_corners=True)`), with a backward pass.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(Upsample2x)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Grouped 3x3 convolution
+
+struct GroupedConv3x3;
+
+/// Geometry shared by the forward and backward kernels.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ConvDims {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Input channels per group.
+    pub k: usize,
+}
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(d) => d.as_slice(),
+        other => candle_core::bail!("{what}: expected f32, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("{what}: input is not contiguous"),
+    }
+}
+
+/// Adds `wt[0..9]` (a 3x3 stencil) applied to `src` (one H x W plane, zero padded) into `dst`.
+#[inline]
+fn stencil3x3_acc(dst: &mut [f32], src: &[f32], wt: &[f32], h: usize, w: usize) {
+    for y in 0..h {
+        let out = &mut dst[y * w..(y + 1) * w];
+        for dy in 0..3 {
+            let sy = y as isize + dy as isize - 1;
+            if sy < 0 || sy >= h as isize {
+                continue;
+            }
+            let row = &src[sy as usize * w..(sy as usize + 1) * w];
+            let (w0, w1, w2) = (wt[dy * 3], wt[dy * 3 + 1], wt[dy * 3 + 2]);
+            if w == 1 {
+                out[0] += w1 * row[0];
+                continue;
+            }
+            // Centre tap over the whole row, then the left and right taps shifted by one: three
+            // straight loops the compiler vectorises, instead of one loop with border branches.
+            for (o, r) in out.iter_mut().zip(row) {
+                *o += w1 * r;
+            }
+            for (o, r) in out[1..].iter_mut().zip(&row[..w - 1]) {
+                *o += w0 * r;
+            }
+            for (o, r) in out[..w - 1].iter_mut().zip(&row[1..]) {
+                *o += w2 * r;
+            }
+        }
+    }
+}
+
+pub(crate) fn grouped_conv3x3_cpu(
+    x: &[f32],
+    wt: &[f32],
+    b: Option<&[f32]>,
+    d: ConvDims,
+) -> Vec<f32> {
+    let plane = d.h * d.w;
+    let mut out = vec![0f32; d.n * d.c * plane];
+    // Few big planes or many small ones: either way hand rayon enough work per task.
+    let min_len = (16384 / plane.max(1)).max(1);
+    out.par_chunks_mut(plane)
+        .with_min_len(min_len)
+        .enumerate()
+        .for_each(|(idx, dst)| {
+            let (ni, o) = (idx / d.c, idx % d.c);
+            let g = o / d.k;
+            dst.fill(b.map_or(0.0, |b| b[o]));
+            for j in 0..d.k {
+                let ic = g * d.k + j;
+                let src = &x[(ni * d.c + ic) * plane..(ni * d.c + ic + 1) * plane];
+                stencil3x3_acc(dst, src, &wt[(o * d.k + j) * 9..(o * d.k + j + 1) * 9], d.h, d.w);
+            }
+        });
+    out
+}
+
+/// d(loss)/d(weight) of the grouped 3x3 convolution: `[C, k, 3, 3]`.
+pub(crate) fn grouped_conv3x3_grad_w_cpu(gy: &[f32], x: &[f32], d: ConvDims) -> Vec<f32> {
+    let plane = d.h * d.w;
+    let mut gw = vec![0f32; d.c * d.k * 9];
+    gw.par_chunks_mut(9).enumerate().for_each(|(idx, acc)| {
+        let (o, j) = (idx / d.k, idx % d.k);
+        let ic = (o / d.k) * d.k + j;
+        for ni in 0..d.n {
+            let g = &gy[(ni * d.c + o) * plane..(ni * d.c + o + 1) * plane];
+            let s = &x[(ni * d.c + ic) * plane..(ni * d.c + ic + 1) * plane];
+            for dy in 0..3 {
+                for dx in 0..3 {
+                    // Output pixel (y, x) saw input (y + dy - 1, x + dx - 1).
+                    let y0 = if dy == 0 { 1 } else { 0 };
+                    let y1 = if dy == 2 { d.h - 1 } else { d.h };
+                    let x0 = if dx == 0 { 1 } else { 0 };
+                    let x1 = if dx == 2 { d.w.saturating_sub(1) } else { d.w };
+                    let mut sum = 0f32;
+                    for y in y0..y1 {
+                        let grow = &g[y * d.w + x0..y * d.w + x1];
+                        let sy = y + dy - 1;
+                        let srow = &s[sy * d.w + x0 + dx - 1..sy * d.w + x1 + dx - 1];
+                        sum += grow.iter().zip(srow).map(|(a, b)| a * b).sum::<f32>();
+                    }
+                    acc[dy * 3 + dx] += sum;
+                }
+            }
+        }
+    });
+    gw
+}
+
+/// The weights that turn the forward convolution into its input gradient: within each group,
+/// swap input and output channel and rotate the kernel by 180 degrees.
+pub(crate) fn transpose_flip_weights(w: &Tensor) -> Result<Tensor> {
+    let (c, k, _, _) = w.dims4()?;
+    let g = c / k;
+    let rev = Tensor::new(&[2u32, 1, 0], w.device())?;
+    w.reshape((g, k, k, 3, 3))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .index_select(&rev, 3)?
+        .index_select(&rev, 4)?
+        .reshape((c, k, 3, 3))
+}
+
+impl CustomOp3 for GroupedConv3x3 {
+    fn name(&self) -> &'static str {
+        "grouped-conv3x3"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let k = wl.shape().dims4()?.1;
+        let x = cpu_f32(xs, xl, "grouped_conv3x3 input")?;
+        let wt = cpu_f32(ws, wl, "grouped_conv3x3 weight")?;
+        let b = cpu_f32(bs, bl, "grouped_conv3x3 bias")?;
+        let out = grouped_conv3x3_cpu(x, wt, Some(b), ConvDims { n, c, h, w, k });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ws: &candle_core::CudaStorage,
+        wl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let k = wl.shape().dims4()?.1;
+        let out = super::cuda_ops::grouped_conv3x3(
+            xs,
+            xl,
+            ws,
+            wl,
+            Some((bs, bl)),
+            ConvDims { n, c, h, w, k },
+        )?;
+        Ok((out, xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let c = w.dim(0)?;
+        let zero_bias = Tensor::zeros(c, grad.dtype(), grad.device())?;
+        let gx = grad.apply_op3_no_bwd(&transpose_flip_weights(w)?, &zero_bias, &GroupedConv3x3)?;
+        let gw = grad.apply_op2_no_bwd(&x.contiguous()?, &GroupedConv3x3GradW { k: w.dim(1)? })?;
+        let gb = grad.sum((0, 2, 3))?;
+        Ok((Some(gx), Some(gw), Some(gb)))
+    }
+}
+
+/// Weight gradient as an op of its own: `(grad_out, input) -> [C, k, 3, 3]`.
+struct GroupedConv3x3GradW {
+    k: usize,
+}
+
+impl CustomOp2 for GroupedConv3x3GradW {
+    fn name(&self) -> &'static str {
+        "grouped-conv3x3-grad-w"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gs: &CpuStorage,
+        gl: &Layout,
+        xs: &CpuStorage,
+        xl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let gy = cpu_f32(gs, gl, "grouped_conv3x3 grad")?;
+        let x = cpu_f32(xs, xl, "grouped_conv3x3 input")?;
+        let gw = grouped_conv3x3_grad_w_cpu(gy, x, ConvDims { n, c, h, w, k: self.k });
+        Ok((CpuStorage::F32(gw), Shape::from((c, self.k, 3, 3))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        let d = ConvDims { n, c, h, w, k: self.k };
+        let out = super::cuda_ops::grouped_conv3x3_grad_w(gs, gl, xs, xl, d)?;
+        Ok((out, Shape::from((c, self.k, 3, 3))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pointwise convolution with bias and ReLU (CPU)
+
+struct Pointwise {
+    relu: bool,
+}
+
+impl CustomOp3 for Pointwise {
+    fn name(&self) -> &'static str {
+        "pointwise-conv"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, ci, h, w) = xl.shape().dims4()?;
+        let (co, _) = wl.shape().dims2()?;
+        let x = cpu_f32(xs, xl, "pointwise input")?;
+        let wt = cpu_f32(ws, wl, "pointwise weight")?;
+        let b = cpu_f32(bs, bl, "pointwise bias")?;
+        let hw = h * w;
+        let mut out = vec![0f32; n * co * hw];
+        let threads = candle_core::utils::get_num_threads();
+        for ni in 0..n {
+            let dst = &mut out[ni * co * hw..(ni + 1) * co * hw];
+            for (o, row) in dst.chunks_mut(hw).enumerate() {
+                row.fill(b[o]);
+            }
+            let src = &x[ni * ci * hw..(ni + 1) * ci * hw];
+            // dst[co, hw] = 1 * dst + W[co, ci] . X[ci, hw], all row-major.
+            unsafe {
+                gemm::gemm(
+                    co,
+                    hw,
+                    ci,
+                    dst.as_mut_ptr(),
+                    1,
+                    hw as isize,
+                    true,
+                    wt.as_ptr(),
+                    1,
+                    ci as isize,
+                    src.as_ptr(),
+                    1,
+                    hw as isize,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+                );
+            }
+            if self.relu {
+                dst.par_chunks_mut(16384).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, co, h, w))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bias + activation
+
+struct BiasAct {
+    relu: bool,
+}
+
+impl CustomOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "bias-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let x = cpu_f32(xs, xl, "bias_act input")?;
+        let b = cpu_f32(bs, bl, "bias_act bias")?;
+        let plane = h * w;
+        let mut out = x.to_vec();
+        let relu = self.relu;
+        out.par_chunks_mut(plane).enumerate().for_each(|(i, p)| {
+            let bias = b[i % c];
+            if relu {
+                p.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+            } else {
+                p.iter_mut().for_each(|v| *v += bias);
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        bs: &candle_core::CudaStorage,
+        bl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let out = super::cuda_ops::bias_act(xs, xl, bs, bl, self.relu)?;
+        Ok((out, xl.shape().clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bilinear x2 upsampling, align_corners=True
+
+struct Upsample2x;
+
+/// Source index and weight of the second tap for output index `i` of an `n -> 2n` align-corners
+/// interpolation: `(i0, i1, frac)` with value `(1 - frac) * s[i0] + frac * s[i1]`.
+#[inline]
+fn ac_taps(i: usize, n: usize) -> (usize, usize, f32) {
+    if n == 1 {
+        return (0, 0, 0.0);
+    }
+    let pos = i as f64 * (n - 1) as f64 / (2 * n - 1) as f64;
+    let i0 = (pos.floor() as usize).min(n - 1);
+    let i1 = (i0 + 1).min(n - 1);
+    (i0, i1, (pos - i0 as f64) as f32)
+}
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "upsample2x-bilinear-ac"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let out = s.upsample_bilinear2d(l, 2 * h, 2 * w, true, None, None)?;
+        Ok((out, Shape::from((n, c, 2 * h, 2 * w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let out = s.upsample_bilinear2d(l, 2 * h, 2 * w, true, None, None)?;
+        Ok((out, Shape::from((n, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Upsample2xBwd { h, w })?))
+    }
+}
+
+/// Adjoint of [`Upsample2x`]: `[N, C, 2h, 2w] -> [N, C, h, w]`.
+struct Upsample2xBwd {
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Upsample2xBwd {
+    fn name(&self) -> &'static str {
+        "upsample2x-bilinear-ac-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, oh, ow) = l.shape().dims4()?;
+        let (h, w) = (self.h, self.w);
+        if oh != 2 * h || ow != 2 * w {
+            candle_core::bail!("upsample2x backward: grad {oh}x{ow} for input {h}x{w}")
+        }
+        let g = cpu_f32(s, l, "upsample2x grad")?;
+        let xt: Vec<_> = (0..ow).map(|i| ac_taps(i, w)).collect();
+        let yt: Vec<_> = (0..oh).map(|i| ac_taps(i, h)).collect();
+        let mut out = vec![0f32; n * c * h * w];
+        out.par_chunks_mut(h * w).enumerate().for_each(|(p, dst)| {
+            let src = &g[p * oh * ow..(p + 1) * oh * ow];
+            for (oy, &(y0, y1, fy)) in yt.iter().enumerate() {
+                let row = &src[oy * ow..(oy + 1) * ow];
+                for (ox, &(x0, x1, fx)) in xt.iter().enumerate() {
+                    let v = row[ox];
+                    dst[y0 * w + x0] += v * (1.0 - fy) * (1.0 - fx);
+                    dst[y0 * w + x1] += v * (1.0 - fy) * fx;
+                    dst[y1 * w + x0] += v * fy * (1.0 - fx);
+                    dst[y1 * w + x1] += v * fy * fx;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, h, w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s: &candle_core::CudaStorage,
+        l: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, _, _) = l.shape().dims4()?;
+        let out = super::cuda_ops::upsample2x_bwd(s, l, self.h, self.w)?;
+        Ok((out, Shape::from((n, c, self.h, self.w))))
+    }
+}
+
+/// Guards the ops above against a dtype they do not implement on the CPU.
+pub(crate) fn check_cpu_dtype(t: &Tensor) -> Result<()> {
+    if t.device().is_cpu() && t.dtype() != DType::F32 {
+        candle_core::bail!("CPU inference runs in f32, got {:?}", t.dtype())
+    }
+    Ok(())
+}
