@@ -5,11 +5,19 @@
 //! - [`checkpoint`]: PyTorch `.pth` import without Python.
 //! - [`metrics`]: medpy-style segmentation metrics.
 //! - [`phantom`]: synthetic B-mode ultrasound video with ground truth.
+//! - [`pipeline`]: the streaming pipeline (GStreamer in, annotated video out, latency).
+//! - [`postprocess`]: probability map to mask, largest component, contours and overlays.
+//! - [`predict`]: offline inference and evaluation on image files.
+//! - [`train`]: training with the original recipe.
 
 pub mod checkpoint;
 pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod phantom;
+pub mod pipeline;
+pub mod postprocess;
+pub mod predict;
+pub mod train;
 
 pub use error::{Error, Result};

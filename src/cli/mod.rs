@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod model_cmds;
+mod pipeline;
 
 #[derive(Debug, Parser)]
 #[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]
@@ -18,6 +19,12 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Variants, parameter counts and work per 256x256 frame.
     Info(model_cmds::InfoArgs),
+    /// Segment a recorded video (or the phantom): every frame, original timestamps, annotated output.
+    Process(pipeline::ProcessArgs),
+    /// Live: capture, segment and show/stream with bounded latency (drops the oldest frames).
+    Live(pipeline::LiveArgs),
+    /// Write a synthetic B-mode phantom clip and its ground-truth masks.
+    Phantom(pipeline::PhantomArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -27,6 +34,8 @@ enum Command {
 enum BenchCommand {
     /// Time the network alone: warm-up, then median and p90 per batch and per frame.
     Model(model_cmds::BenchModelArgs),
+    /// Time the whole streaming pipeline: per-stage latency percentiles, drops, fps.
+    Pipeline(pipeline::BenchPipelineArgs),
 }
 
 pub fn init_tracing() {
@@ -41,5 +50,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Convert(args) => convert::run(args),
         Command::Info(args) => model_cmds::info(args),
         Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),
+        Command::Bench(BenchCommand::Pipeline(args)) => pipeline::bench_pipeline(args),
+        Command::Process(args) => pipeline::process(args),
+        Command::Live(args) => pipeline::live(args),
+        Command::Phantom(args) => pipeline::phantom(args),
     }
 }

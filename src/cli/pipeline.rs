@@ -1,0 +1,526 @@
+//! `process`, `live`, `phantom` and `bench pipeline`: the streaming pipeline from the command line.
+//! Arguments are validated into a [`Job`] before anything starts; Ctrl-C sends EOS so that the
+//! output is finalised, and a second Ctrl-C exits at once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use candle_core::{DType, Device, Tensor};
+use clap::Args;
+use lightunet::model::Variant;
+use lightunet::phantom::{PhantomConfig, Probe};
+use lightunet::pipeline::{
+    run, write_phantom_clip, Job, Mode, NamedPipeline, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
+    SourceSpec, UNetSegmenter,
+};
+
+use super::model_cmds::{load_or_random, parse_device, parse_dtype};
+
+/// The project's trained weights (shipped when present).
+const SHIPPED_WEIGHTS: &str = "pretrained_models/lighter_at1_busi.safetensors";
+/// A reference Lighter@1 trained on BUSI (PyTorch names), present only on the team's machines.
+const REFERENCE_WEIGHTS: &str = "../shared/anchors/torch_lighter_at1_busi_f16.safetensors";
+
+#[derive(Debug, Args, Clone)]
+pub struct ModelOpts {
+    /// Variant (unet, light, lighter@C).
+    #[arg(long, default_value = "lighter@1")]
+    model: Variant,
+    /// Weights (safetensors, PyTorch names). Default: pretrained_models/lighter_at1_busi.safetensors,
+    /// else the reference weights in ../shared when present; `random` for a plumbing run.
+    #[arg(long)]
+    weights: Option<String>,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// f32, f16 or bf16 (reduced precision only on CUDA).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProcessingOpts {
+    /// Region of interest x,y,w,h (scanner UI around the image stays out of the model's view).
+    /// Default: the whole frame (the image region for the phantom).
+    #[arg(long)]
+    roi: Option<Roi>,
+    /// Overlay style.
+    #[arg(long, value_enum, default_value = "contour")]
+    overlay: OverlayStyle,
+    /// Outline thickness in pixels.
+    #[arg(long, default_value_t = 2)]
+    thickness: usize,
+    /// Write fps, latency and lesion area on the frame.
+    #[arg(long)]
+    text: bool,
+    /// Temporal smoothing: weight of the previous frames' probabilities, 0 (off) to <1.
+    #[arg(long, default_value_t = 0.0)]
+    smooth: f32,
+    /// Keep every connected component (default: only the largest, filled, as the original).
+    #[arg(long)]
+    all_components: bool,
+    /// Probability above which a pixel is lesion.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+}
+
+impl ProcessingOpts {
+    fn config(&self, mode: Mode, queue: usize) -> ProcessConfig {
+        let mut c = ProcessConfig { mode, queue_capacity: queue, roi: self.roi, ..Default::default() };
+        c.overlay.style = self.overlay;
+        c.overlay.thickness = self.thickness;
+        c.overlay.text = self.text;
+        c.smooth = self.smooth;
+        c.largest_component = !self.all_components;
+        c.threshold = self.threshold;
+        c
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ProcessArgs {
+    /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
+    input: String,
+    /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), .y4m, or frames_%05d.png.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Raw masks (0/255) as a second output, same formats (a PNG pattern keeps them lossless).
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// Per-frame JSON lines: pts, lesion, area, bbox, centroid, diameter, probability, latency.
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Latency and counter report (JSON) written at the end.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Replace existing outputs.
+    #[arg(long)]
+    overwrite: bool,
+    /// Stop after this many frames (required for the endless phantom unless given).
+    #[arg(long)]
+    frames: Option<u64>,
+    /// Frames the input queue holds.
+    #[arg(long, default_value_t = 4)]
+    queue: usize,
+    #[command(flatten)]
+    model: ModelOpts,
+    #[command(flatten)]
+    processing: ProcessingOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct LiveArgs {
+    /// Input: a gst-launch description ending in a video pad, `phantom[:WxH@FPS]`, or a file
+    /// (played in real time).
+    #[arg(long, conflicts_with = "pipeline")]
+    source: Option<String>,
+    /// Output: a gst-launch description starting with a sink pad, or a file name (encoder by
+    /// extension). Default: a window.
+    #[arg(long, conflicts_with = "pipeline")]
+    sink: Option<String>,
+    /// A named pipeline from the pipelines folder (see pipelines/README.md).
+    #[arg(long)]
+    pipeline: Option<String>,
+    /// Values for a named pipeline's ${var} placeholders, e.g. --set port=5000.
+    #[arg(long = "set", value_name = "VAR=VALUE")]
+    set: Vec<String>,
+    /// Folder of named pipelines.
+    #[arg(long, default_value = "pipelines")]
+    pipelines_dir: PathBuf,
+    /// List the named pipelines and exit.
+    #[arg(long)]
+    list: bool,
+    /// Frames the queue holds before the oldest is dropped.
+    #[arg(long)]
+    queue: Option<usize>,
+    /// A frame later than this (capture to output, ms) is counted late.
+    #[arg(long, default_value_t = 500)]
+    late_ms: u64,
+    /// Seconds between counter reports.
+    #[arg(long, default_value_t = 5)]
+    report_every: u64,
+    /// Finish when the source sends nothing for this many seconds.
+    #[arg(long, default_value_t = 10)]
+    stall_timeout: u64,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Stop after this many frames.
+    #[arg(long)]
+    frames: Option<u64>,
+    #[arg(long)]
+    metadata: Option<PathBuf>,
+    /// Latency and counter report (JSON) written at the end.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    model: ModelOpts,
+    #[command(flatten)]
+    processing: ProcessingOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct PhantomArgs {
+    /// Video output (.mp4, .mkv, .webm, .avi, .y4m, frames_%05d.png).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Ground-truth masks (0/255), e.g. masks_%05d.png (lossless) or masks.mkv.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    #[arg(long, default_value_t = 100)]
+    frames: u64,
+    /// Frame size WxH.
+    #[arg(long, default_value = "640x480")]
+    size: String,
+    #[arg(long, default_value_t = 25)]
+    fps: u32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Convex (fan) probe instead of linear.
+    #[arg(long)]
+    convex: bool,
+    /// Draw calipers on the lesion.
+    #[arg(long)]
+    calipers: bool,
+    /// No scanner text around the image.
+    #[arg(long)]
+    no_text: bool,
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Input: `phantom[:WxH@FPS]`, a file, or a gst-launch description.
+    #[arg(long, default_value = "phantom:960x720@25")]
+    source: String,
+    /// Output: a gst-launch sink description or a file.
+    #[arg(long, default_value = "fakesink")]
+    sink: String,
+    /// Frames to run.
+    #[arg(long, default_value_t = 100)]
+    frames: u64,
+    /// recorded (every frame, as fast as possible) or live (real time, drops).
+    #[arg(long, default_value = "recorded")]
+    mode: String,
+    #[arg(long, default_value_t = 2)]
+    queue: usize,
+    /// Timed model-only runs (same variant and device) for the pipeline/model throughput ratio.
+    #[arg(long, default_value_t = 10)]
+    model_runs: usize,
+    /// JSON report path (also printed with --json).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// PNG plot: latency per frame over time and a histogram.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long)]
+    overwrite: bool,
+    #[command(flatten)]
+    model: ModelOpts,
+    #[command(flatten)]
+    processing: ProcessingOpts,
+}
+
+/// Ctrl-C: the first sets the flag (EOS, finalise), the second exits at once.
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let res = ctrlc::set_handler(move || {
+        if s.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without finalising");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing (Ctrl-C again to exit at once)");
+    });
+    if let Err(e) = res {
+        tracing::warn!("cannot install the Ctrl-C handler: {e}");
+    }
+    stop
+}
+
+fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(w) = opt {
+        if w == "random" {
+            tracing::warn!("random weights: the masks are meaningless (plumbing and timing only)");
+            return Ok(None);
+        }
+        let p = PathBuf::from(w);
+        if !p.is_file() {
+            bail!("weights {} do not exist", p.display());
+        }
+        return Ok(Some(p));
+    }
+    let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
+    for root in &roots {
+        let p = root.join(SHIPPED_WEIGHTS);
+        if p.is_file() {
+            return Ok(Some(p));
+        }
+    }
+    for root in &roots {
+        let p = root.join(REFERENCE_WEIGHTS);
+        if p.is_file() {
+            tracing::warn!(
+                "{SHIPPED_WEIGHTS} is not there yet: using the reference weights {} (for comparison only; never shipped)",
+                p.display()
+            );
+            return Ok(Some(p));
+        }
+    }
+    bail!("no weights: {SHIPPED_WEIGHTS} is missing; pass --weights <file.safetensors> (or --weights random for a plumbing run)")
+}
+
+fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::UNet, Device)> {
+    let device = parse_device(&opts.device)?;
+    let dtype = parse_dtype(&opts.dtype)?;
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!("the CPU path runs in f32 only");
+    }
+    let weights = resolve_weights(&opts.weights)?;
+    let net = load_or_random(opts.model, weights.as_ref(), &device)?.to_device_dtype(&device, dtype)?;
+    tracing::info!(
+        "model {} on {} ({})",
+        opts.model,
+        if device.is_cuda() { "cuda" } else { "cpu" },
+        weights.as_ref().map_or("random weights".into(), |p| p.display().to_string())
+    );
+    Ok((Box::new(UNetSegmenter::new(net.clone())), net, device))
+}
+
+fn sink_spec(s: &str, overwrite: bool) -> SinkSpec {
+    let p = Path::new(s);
+    let looks_like_file = !s.contains('!') && !s.contains(' ') && p.extension().is_some_and(|e| e != "toml");
+    if looks_like_file {
+        SinkSpec::File { path: p.to_path_buf(), overwrite }
+    } else {
+        SinkSpec::Launch(s.to_string())
+    }
+}
+
+fn write_report(path: &Option<PathBuf>, value: &serde_json::Value, overwrite: bool) -> anyhow::Result<()> {
+    if let Some(p) = path {
+        if p.exists() && !overwrite {
+            bail!("report {} already exists (pass --overwrite)", p.display());
+        }
+        std::fs::write(p, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
+    eprint!("{}", report.table());
+    if let Some(e) = &report.input_error {
+        bail!("the input failed after {} frames (the output was finalised): {e}", report.counters.frames_in);
+    }
+    if interrupted_is_error && report.stopped.is_some() {
+        bail!("interrupted after {} frames (the output was finalised)", report.counters.frames_out);
+    }
+    Ok(())
+}
+
+pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
+    let source = SourceSpec::parse(&args.input, args.frames)?;
+    if let SourceSpec::Launch(_) = source {
+        bail!("input {} does not exist (process takes a file or phantom[:WxH@FPS]; use `live --source` for pipelines)", args.input);
+    }
+    if matches!(source, SourceSpec::Phantom { frames: None, .. }) {
+        bail!("the phantom never ends: pass --frames N");
+    }
+    let output = SinkSpec::File { path: args.output.clone(), overwrite: args.overwrite };
+    let mut job = Job::new(source, output);
+    job.masks = args.masks.map(|p| SinkSpec::File { path: p, overwrite: args.overwrite });
+    job.metadata = args.metadata;
+    job.overwrite = args.overwrite;
+    job.max_frames = args.frames;
+    job.config = args.processing.config(Mode::Recorded, args.queue);
+    job.config.validate()?;
+    job.output.check()?;
+    if let Some(r) = &args.report {
+        if r.exists() && !args.overwrite {
+            bail!("report {} already exists (pass --overwrite)", r.display());
+        }
+    }
+    let (seg, _, _) = segmenter(&args.model)?;
+    job.stop = stop_flag();
+    let report = run(job, seg).context("process")?;
+    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    eprintln!("wrote {}", args.output.display());
+    finish(&report, true)
+}
+
+pub fn live(args: LiveArgs) -> anyhow::Result<()> {
+    if args.list {
+        for p in NamedPipeline::list(&args.pipelines_dir)? {
+            println!("{:<20} {}", p.name, p.description);
+        }
+        return Ok(());
+    }
+    let mut queue = args.queue;
+    let mut roi = args.processing.roi;
+    let (source, sink) = match &args.pipeline {
+        Some(name) => {
+            let p = NamedPipeline::load(&args.pipelines_dir, name)?;
+            let mut vars = BTreeMap::new();
+            for kv in &args.set {
+                let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected VAR=VALUE"))?;
+                vars.insert(k.to_string(), v.to_string());
+            }
+            let (src, sink) = p.resolve(&vars)?;
+            queue = queue.or(p.queue);
+            if roi.is_none() {
+                roi = p.roi.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?;
+            }
+            tracing::info!("pipeline `{}`: {} | {}", p.name, src, sink);
+            (src, sink)
+        }
+        None => (
+            args.source.clone().unwrap_or_else(|| "phantom".into()),
+            args.sink.clone().unwrap_or_else(|| "autovideosink".into()),
+        ),
+    };
+    let source = SourceSpec::parse(&source, args.frames)?;
+    let mut job = Job::new(source, sink_spec(&sink, args.overwrite));
+    job.metadata = args.metadata;
+    job.overwrite = args.overwrite;
+    job.max_frames = args.frames;
+    let mut processing = args.processing.clone();
+    processing.roi = roi;
+    job.config = processing.config(Mode::Live, queue.unwrap_or(2));
+    job.config.late_after = Duration::from_millis(args.late_ms);
+    job.config.report_every = Duration::from_secs(args.report_every.max(1));
+    job.config.stall_timeout = Duration::from_secs(args.stall_timeout.max(1));
+    job.config.validate()?;
+    job.output.check()?;
+    let (seg, _, _) = segmenter(&args.model)?;
+    job.stop = stop_flag();
+    if let Some(d) = args.duration {
+        let stop = job.stop.clone();
+        // Detached on purpose: it only sets a flag and ends with the process.
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs_f64(d.max(0.0)));
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let report = run(job, seg).context("live")?;
+    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    finish(&report, false)
+}
+
+fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
+    let (w, h) = s.split_once('x').with_context(|| format!("size `{s}`: expected WxH"))?;
+    Ok((w.parse().with_context(|| format!("width `{w}`"))?, h.parse().with_context(|| format!("height `{h}`"))?))
+}
+
+pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
+    let (width, height) = parse_size(&args.size)?;
+    if args.fps == 0 {
+        bail!("--fps must be positive");
+    }
+    let cfg = PhantomConfig {
+        width,
+        height,
+        fps: args.fps,
+        seed: args.seed,
+        calipers: args.calipers,
+        scanner_text: !args.no_text,
+        probe: if args.convex { Probe::Convex } else { Probe::Linear },
+        ..Default::default()
+    };
+    let video = SinkSpec::File { path: args.output.clone(), overwrite: args.overwrite };
+    let masks = args.masks.clone().map(|p| SinkSpec::File { path: p, overwrite: args.overwrite });
+    let t = Instant::now();
+    let (x, y, w, h) = write_phantom_clip(&cfg, args.frames, &video, masks.as_ref())?;
+    eprintln!(
+        "wrote {} frames {}x{} at {} fps to {}{} in {:.1} s; image region (--roi) {x},{y},{w},{h}",
+        args.frames,
+        width,
+        height,
+        args.fps,
+        args.output.display(),
+        args.masks.as_ref().map(|m| format!(" (masks: {})", m.display())).unwrap_or_default(),
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Model-only throughput on the same net and device: frames per second (median of `runs`).
+fn model_fps(net: &lightunet::model::UNet, device: &Device, size: (usize, usize), runs: usize) -> anyhow::Result<(f64, f64)> {
+    let x = Tensor::rand(0f32, 1f32, (1, 3, size.1, size.0), device)?;
+    let once = || -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let y = net.forward(&x)?;
+        y.flatten_all()?.get(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    once()?;
+    let mut ms = (0..runs.max(1)).map(|_| once()).collect::<anyhow::Result<Vec<f64>>>()?;
+    ms.sort_by(f64::total_cmp);
+    let median = ms[ms.len() / 2];
+    Ok((median, 1000.0 / median))
+}
+
+pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
+    let mode = match args.mode.as_str() {
+        "recorded" => Mode::Recorded,
+        "live" => Mode::Live,
+        other => bail!("--mode {other}: expected recorded or live"),
+    };
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    if let Some(p) = &args.plot {
+        if p.exists() && !args.overwrite {
+            bail!("plot {} already exists (pass --overwrite)", p.display());
+        }
+    }
+    let source = SourceSpec::parse(&args.source, Some(args.frames))?;
+    let mut job = Job::new(source, sink_spec(&args.sink, args.overwrite));
+    job.overwrite = args.overwrite;
+    job.max_frames = Some(args.frames);
+    job.keep_records = true;
+    job.config = args.processing.config(mode, args.queue);
+    job.config.validate()?;
+    let (seg, net, device) = segmenter(&args.model)?;
+    let (model_ms, model_fps) = model_fps(&net, &device, job.config.model_size, args.model_runs)?;
+    drop(net);
+    job.stop = stop_flag();
+    let report = run(job, seg).context("bench pipeline")?;
+    let json = serde_json::json!({
+        "source": args.source, "sink": args.sink, "mode": report.mode, "variant": args.model.model.to_string(),
+        "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
+        "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs },
+        "pipeline_fps_out": report.fps_out, "pipeline_over_model": report.fps_out / model_fps,
+        "counters": report.counters, "wall_s": report.wall_s,
+        "latency_ms": report.latency_ms.iter().map(|(n, p)| (n.to_string(), serde_json::to_value(p).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
+        "input_error": report.input_error,
+    });
+    write_report(&args.report, &json, args.overwrite)?;
+    if let Some(p) = &args.plot {
+        lightunet::pipeline::plot::latency_plot(&report.records, p).with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("plot: {}", p.display());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", report.table());
+        println!(
+            "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s); pipeline {:.2} frames/s = {:.2}x model",
+            report.fps_out,
+            report.fps_out / model_fps
+        );
+    }
+    if let Some(e) = &report.input_error {
+        bail!("the input failed: {e}");
+    }
+    Ok(())
+}

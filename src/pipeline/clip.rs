@@ -1,0 +1,91 @@
+//! `lightunet phantom`: writes a phantom clip and its ground-truth masks through the same output
+//! pipelines as `process` (so every output format works for both).
+
+use std::time::Duration;
+
+use gst::prelude::*;
+
+use super::config::{Mode, SinkSpec};
+use super::error::{PipelineError, Result};
+use super::sink::build_output;
+use super::source::init;
+use crate::phantom::{Phantom, PhantomConfig, PixelLayout};
+
+/// Writes `frames` phantom frames to `video` (and their masks, 0/255 grey, to `masks`), with
+/// PTS `i / fps`. Returns the image region `(x, y, w, h)`.
+pub fn write_phantom_clip(
+    config: &PhantomConfig,
+    frames: u64,
+    video: &SinkSpec,
+    masks: Option<&SinkSpec>,
+) -> Result<(usize, usize, usize, usize)> {
+    video.check()?;
+    if let Some(m) = masks {
+        m.check()?;
+    }
+    if frames == 0 {
+        return Err(PipelineError::Config("--frames must be at least 1".into()));
+    }
+    init()?;
+    let phantom = Phantom::new(config.clone()).map_err(|e| PipelineError::Config(format!("phantom: {e}")))?;
+    let mut outs = vec![build_output(video, gst_video::VideoFormat::Bgr, Mode::Recorded, None)?];
+    if let Some(m) = masks {
+        outs.push(build_output(m, gst_video::VideoFormat::Gray8, Mode::Recorded, None)?);
+    }
+    for o in &outs {
+        o.pipeline.set_state(gst::State::Playing).map_err(|e| PipelineError::gst("output", e))?;
+    }
+    let result = (|| -> Result<()> {
+        let (w, h) = (config.width, config.height);
+        let fps = gst::Fraction::new(config.fps as i32, 1);
+        let frame_ns = 1_000_000_000u64 / u64::from(config.fps);
+        let mut rgb = vec![0u8; w * h * 3];
+        let mut mask = vec![0u8; w * h];
+        for i in 0..frames {
+            phantom.fill_into(i, PixelLayout::Rgb8, &mut rgb, w * 3, Some(&mut mask)).map_err(PipelineError::Config)?;
+            let pts = Some(gst::ClockTime::from_nseconds(i * frame_ns));
+            let dur = Some(gst::ClockTime::from_nseconds(frame_ns));
+            outs[0].push((w, h, w * 3), &rgb, fps, pts, dur, i)?;
+            if let Some(o) = outs.get_mut(1) {
+                o.push((w, h, w), &mask, fps, pts, dur, i)?;
+            }
+            check_bus(&outs)?;
+        }
+        for o in &outs {
+            o.end_of_stream();
+        }
+        for o in &outs {
+            wait_eos(&o.pipeline)?;
+        }
+        Ok(())
+    })();
+    for o in &outs {
+        let _ = o.pipeline.set_state(gst::State::Null);
+    }
+    result.map(|()| phantom.image_rect())
+}
+
+fn check_bus(outs: &[super::sink::Output]) -> Result<()> {
+    for o in outs {
+        if let Some(bus) = o.pipeline.bus() {
+            while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
+                if let gst::MessageView::Error(e) = msg.view() {
+                    return Err(PipelineError::Stream { side: "output", message: e.error().to_string(), debug: e.debug().map(|d| d.to_string()) });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_eos(p: &gst::Pipeline) -> Result<()> {
+    let bus = p.bus().ok_or_else(|| PipelineError::gst("output", "no bus"))?;
+    let timeout = gst::ClockTime::from_seconds(Duration::from_secs(60).as_secs());
+    match bus.timed_pop_filtered(timeout, &[gst::MessageType::Eos, gst::MessageType::Error]) {
+        Some(msg) => match msg.view() {
+            gst::MessageView::Error(e) => Err(PipelineError::Stream { side: "output", message: e.error().to_string(), debug: e.debug().map(|d| d.to_string()) }),
+            _ => Ok(()),
+        },
+        None => Err(PipelineError::gst("output", "no EOS within 60 s")),
+    }
+}

@@ -1,0 +1,290 @@
+//! Frames in flight, their per-stage timestamps, and the collector that turns them into counters,
+//! percentiles and the per-frame `--metadata` JSON lines.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// One captured frame: packed BGR (`stride == width * 3`), its stream timing and its stamps.
+#[derive(Debug)]
+pub struct Frame {
+    /// Capture order, from 0. Also written into the output buffers' `offset` so that the output
+    /// pad probe can find the frame again.
+    pub seq: u64,
+    pub pts: Option<gst::ClockTime>,
+    pub duration: Option<gst::ClockTime>,
+    pub fps: gst::Fraction,
+    pub width: usize,
+    pub height: usize,
+    pub stride: usize,
+    pub data: Vec<u8>,
+    pub stamps: Stamps,
+}
+
+/// When a frame passed each point of the pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct Stamps {
+    /// The appsink callback received it.
+    pub capture: Instant,
+    pub dequeue: Option<Instant>,
+    pub infer_start: Option<Instant>,
+    pub infer_end: Option<Instant>,
+    pub overlay_done: Option<Instant>,
+    /// Handed to the output appsrc.
+    pub pushed: Option<Instant>,
+    /// Reached the output sink (pad probe on the sink's input).
+    pub sink: Option<Instant>,
+}
+
+impl Stamps {
+    pub fn new(capture: Instant) -> Stamps {
+        Stamps { capture, dequeue: None, infer_start: None, infer_end: None, overlay_done: None, pushed: None, sink: None }
+    }
+
+    /// Milliseconds per stage; a stage whose stamps are missing is `None`.
+    pub fn stages(&self) -> StageTimes {
+        let ms = |a: Option<Instant>, b: Option<Instant>| match (a, b) {
+            (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64() * 1e3),
+            _ => None,
+        };
+        let c = Some(self.capture);
+        StageTimes {
+            queue: ms(c, self.dequeue),
+            preprocess: ms(self.dequeue, self.infer_start),
+            inference: ms(self.infer_start, self.infer_end),
+            postprocess: ms(self.infer_end, self.overlay_done),
+            output_queue: ms(self.overlay_done, self.pushed),
+            output: ms(self.pushed, self.sink),
+            end_to_end: ms(c, self.sink.or(self.pushed)),
+        }
+    }
+}
+
+/// Per-stage latency of one frame in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct StageTimes {
+    /// Capture to dequeue by the inference thread (time waiting in the input queue).
+    pub queue: Option<f64>,
+    /// Crop, resize, channel order, scaling.
+    pub preprocess: Option<f64>,
+    /// The network alone.
+    pub inference: Option<f64>,
+    /// Resize back, threshold, components, statistics, overlay.
+    pub postprocess: Option<f64>,
+    /// Overlay done to pushed into the output appsrc.
+    pub output_queue: Option<f64>,
+    /// Pushed to the output sink (conversion, appsrc queue).
+    pub output: Option<f64>,
+    /// Capture to output sink (to the push when the sink stamp is missing).
+    pub end_to_end: Option<f64>,
+}
+
+pub const STAGE_NAMES: [&str; 7] = ["queue", "preprocess", "inference", "postprocess", "output_queue", "output", "end_to_end"];
+
+impl StageTimes {
+    pub fn get(&self, i: usize) -> Option<f64> {
+        [self.queue, self.preprocess, self.inference, self.postprocess, self.output_queue, self.output, self.end_to_end][i]
+    }
+}
+
+/// What the model found in one frame, in full-frame pixel coordinates.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LesionStats {
+    pub area_px: usize,
+    /// `[x, y, w, h]`.
+    pub bbox: [usize; 4],
+    pub centroid: [f64; 2],
+    pub longest_diameter_px: f64,
+    pub mean_probability: f64,
+}
+
+/// One line of `--metadata`.
+#[derive(Clone, Debug, Serialize)]
+pub struct FrameRecord {
+    pub frame: u64,
+    pub pts_ns: Option<u64>,
+    pub pts_s: Option<f64>,
+    pub lesion: bool,
+    #[serde(flatten)]
+    pub stats: Option<LesionStats>,
+    pub latency_ms: StageTimes,
+    /// Seconds since the pipeline started, at capture (for plots over time).
+    pub t_s: f64,
+}
+
+/// Counters of one run.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Counters {
+    /// Frames received from the input pipeline.
+    pub frames_in: u64,
+    /// Frames dropped from the live input queue (oldest first).
+    pub dropped: u64,
+    /// Frames pushed into the output pipeline.
+    pub frames_out: u64,
+    /// Frames seen at the output sink.
+    pub frames_at_sink: u64,
+    /// Live: frames whose end-to-end latency exceeded the limit.
+    pub late: u64,
+}
+
+/// Percentiles of one stage in milliseconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Percentiles {
+    pub n: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(mut v: Vec<f64>) -> Percentiles {
+        if v.is_empty() {
+            return Percentiles::default();
+        }
+        v.sort_by(f64::total_cmp);
+        // Nearest rank: p99 of 100 frames is the 99th value, never interpolated below a real one.
+        let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        Percentiles { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: v[v.len() - 1] }
+    }
+}
+
+/// How many finished records are kept for the percentiles (a long live run keeps the latest).
+const KEEP_RECORDS: usize = 200_000;
+
+/// Shared between the inference thread, the pusher thread and the output pad probe.
+pub struct Collector {
+    start: Instant,
+    late_after_ms: f64,
+    pending: BTreeMap<u64, FrameRecord>,
+    pending_stamps: BTreeMap<u64, Stamps>,
+    done: VecDeque<FrameRecord>,
+    pub counters: Counters,
+    metadata: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
+    metadata_error: Option<String>,
+}
+
+impl Collector {
+    pub fn new(start: Instant, late_after_ms: f64, metadata: Option<(std::path::PathBuf, std::fs::File)>) -> Collector {
+        Collector {
+            start,
+            late_after_ms,
+            pending: BTreeMap::new(),
+            pending_stamps: BTreeMap::new(),
+            done: VecDeque::new(),
+            counters: Counters::default(),
+            metadata: metadata.map(|(p, f)| (p, std::io::BufWriter::new(f))),
+            metadata_error: None,
+        }
+    }
+
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// A frame is about to be pushed to the output; it completes at [`Collector::at_sink`].
+    pub fn pushed(&mut self, seq: u64, pts: Option<gst::ClockTime>, stats: Option<LesionStats>, stamps: Stamps) {
+        self.counters.frames_out += 1;
+        let record = FrameRecord {
+            frame: seq,
+            pts_ns: pts.map(|p| p.nseconds()),
+            pts_s: pts.map(|p| p.nseconds() as f64 / 1e9),
+            lesion: stats.is_some(),
+            stats,
+            latency_ms: StageTimes::default(),
+            t_s: stamps.capture.saturating_duration_since(self.start).as_secs_f64(),
+        };
+        self.pending.insert(seq, record);
+        self.pending_stamps.insert(seq, stamps);
+    }
+
+    /// The output pad probe saw frame `seq`. Frames before it that never arrived are finished
+    /// without a sink stamp (an element may drop buffers, e.g. a display sink that is late).
+    pub fn at_sink(&mut self, seq: u64, now: Instant) {
+        let earlier: Vec<u64> = self.pending.range(..seq).map(|(&k, _)| k).collect();
+        for k in earlier {
+            self.finish(k, None);
+        }
+        if self.pending.contains_key(&seq) {
+            self.counters.frames_at_sink += 1;
+            self.finish(seq, Some(now));
+        }
+    }
+
+    /// Finishes everything still pending (end of run).
+    pub fn flush(&mut self) {
+        let keys: Vec<u64> = self.pending.keys().copied().collect();
+        for k in keys {
+            self.finish(k, None);
+        }
+        if let Some((path, w)) = &mut self.metadata {
+            if let Err(e) = w.flush() {
+                self.metadata_error.get_or_insert(format!("{}: {e}", path.display()));
+            }
+        }
+    }
+
+    fn finish(&mut self, seq: u64, sink: Option<Instant>) {
+        let (Some(mut record), Some(mut stamps)) = (self.pending.remove(&seq), self.pending_stamps.remove(&seq)) else { return };
+        stamps.sink = sink;
+        record.latency_ms = stamps.stages();
+        if sink.is_some() && record.latency_ms.end_to_end.is_some_and(|e| e > self.late_after_ms) {
+            self.counters.late += 1;
+        }
+        if let Some((path, w)) = &mut self.metadata {
+            let line = serde_json::to_string(&record).unwrap_or_default();
+            if let Err(e) = writeln!(w, "{line}") {
+                self.metadata_error.get_or_insert(format!("{}: {e}", path.display()));
+            }
+        }
+        if self.done.len() == KEEP_RECORDS {
+            self.done.pop_front();
+        }
+        self.done.push_back(record);
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = &FrameRecord> {
+        self.done.iter()
+    }
+
+    pub fn metadata_error(&self) -> Option<&str> {
+        self.metadata_error.as_deref()
+    }
+
+    /// Percentiles per stage (in [`STAGE_NAMES`] order) over the kept records.
+    pub fn summary(&self) -> Vec<(&'static str, Percentiles)> {
+        STAGE_NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (*name, Percentiles::of(self.done.iter().filter_map(|r| r.latency_ms.get(i)).collect())))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect());
+        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(Percentiles::of(vec![]).n, 0);
+    }
+
+    #[test]
+    fn frames_skipped_at_the_sink_finish_without_a_stamp() {
+        let t = Instant::now();
+        let mut c = Collector::new(t, 1e9, None);
+        for seq in 0..3 {
+            c.pushed(seq, None, None, Stamps::new(t));
+        }
+        c.at_sink(2, Instant::now());
+        assert_eq!(c.counters.frames_at_sink, 1);
+        assert_eq!(c.records().count(), 3);
+        assert!(c.records().next().unwrap().latency_ms.output.is_none());
+    }
+}

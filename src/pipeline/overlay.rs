@@ -1,0 +1,220 @@
+//! Per-frame work of the inference thread after capture: ROI, model input, segmenter, temporal
+//! smoothing, resize back, threshold, largest component, statistics, and the overlay drawn on the
+//! full-resolution BGR frame (ROI mapped back exactly: the mask is computed at ROI size and drawn
+//! at the ROI's offset).
+
+use std::time::Instant;
+
+use super::config::{OverlayStyle, ProcessConfig, Roi};
+use super::error::{PipelineError, Result};
+use super::inference::{preprocess_bgr, SegmentInput, Segmenter};
+use super::latency::{Frame, LesionStats};
+use crate::metrics::Mask;
+use crate::postprocess::{draw_contour_rgb, fill_translucent_rgb, largest_component, resize_bilinear_f32, threshold, MaskStats};
+
+/// A processed frame: the annotated picture, the full-frame mask when asked for, the lesion.
+pub struct Processed {
+    pub frame: Frame,
+    /// `width * height` bytes, 0 or 255.
+    pub mask: Option<Vec<u8>>,
+    pub stats: Option<LesionStats>,
+}
+
+pub struct Processor {
+    cfg: ProcessConfig,
+    /// The ROI used when the config has none (the phantom's image region).
+    default_roi: Option<Roi>,
+    want_mask: bool,
+    plane: Vec<f32>,
+    input: Vec<f32>,
+    /// Smoothed probability map at model size, with the frame size it belongs to.
+    ema: Option<((usize, usize), Vec<f32>)>,
+    warned_roi: bool,
+    last_done: Option<Instant>,
+    fps_ema: f64,
+}
+
+impl Processor {
+    pub fn new(cfg: ProcessConfig, default_roi: Option<Roi>, want_mask: bool) -> Processor {
+        Processor {
+            cfg,
+            default_roi,
+            want_mask,
+            plane: Vec::new(),
+            input: Vec::new(),
+            ema: None,
+            warned_roi: false,
+            last_done: None,
+            fps_ema: 0.0,
+        }
+    }
+
+    fn roi_for(&mut self, w: usize, h: usize) -> Result<Roi> {
+        match self.cfg.roi.or(self.default_roi) {
+            None => Ok(Roi::full(w, h)),
+            Some(r) => match r.check(w, h) {
+                Ok(r) => Ok(r),
+                // The user's ROI is an error; a default one (phantom) that no longer fits after a
+                // resolution change falls back to the whole frame.
+                Err(e) if self.cfg.roi.is_some() => Err(e),
+                Err(_) => {
+                    if !self.warned_roi {
+                        tracing::warn!("the default ROI does not fit the {w}x{h} frame; using the whole frame");
+                        self.warned_roi = true;
+                    }
+                    Ok(Roi::full(w, h))
+                }
+            },
+        }
+    }
+
+    pub fn process(&mut self, mut frame: Frame, seg: &mut dyn Segmenter) -> Result<Processed> {
+        let (w, h) = (frame.width, frame.height);
+        let roi = self.roi_for(w, h)?;
+        let (mw, mh) = self.cfg.model_size;
+        preprocess_bgr(&frame.data, frame.stride, roi, (mw, mh), &mut self.plane, &mut self.input)?;
+        frame.stamps.infer_start = Some(Instant::now());
+        let input = SegmentInput { seq: frame.seq, pts: frame.pts, chw: &self.input, width: mw, height: mh, roi };
+        let mut probs = seg.segment(&input)?;
+        frame.stamps.infer_end = Some(Instant::now());
+        if probs.len() != mw * mh {
+            return Err(PipelineError::Frame {
+                seq: frame.seq,
+                message: format!("the segmenter returned {} values for a {mw}x{mh} input", probs.len()),
+            });
+        }
+        self.smooth(&mut probs, (w, h));
+
+        let seq = frame.seq;
+        let frame_err = |m: String| PipelineError::Frame { seq, message: m };
+        let roi_probs = resize_bilinear_f32(&probs, mw, mh, roi.w, roi.h).map_err(|e| frame_err(e.to_string()))?;
+        let mut mask = threshold(&roi_probs, roi.w, roi.h, self.cfg.threshold).map_err(|e| frame_err(e.to_string()))?;
+        if self.cfg.largest_component {
+            mask = largest_component(&mask);
+        }
+        let stats = MaskStats::compute(&mask, &roi_probs).map_err(|e| frame_err(e.to_string()))?.map(|s| LesionStats {
+            area_px: s.area_px,
+            bbox: [s.bbox.0 + roi.x, s.bbox.1 + roi.y, s.bbox.2, s.bbox.3],
+            centroid: [s.centroid.0 + roi.x as f64, s.centroid.1 + roi.y as f64],
+            longest_diameter_px: s.longest_diameter_px,
+            mean_probability: s.mean_probability,
+        });
+
+        let full_mask = self.want_mask.then(|| {
+            let mut m = vec![0u8; w * h];
+            for y in 0..roi.h {
+                for x in 0..roi.w {
+                    if mask.data[y * roi.w + x] {
+                        m[(roi.y + y) * w + roi.x + x] = 255;
+                    }
+                }
+            }
+            m
+        });
+
+        self.draw(&mut frame, roi, &mask, stats.as_ref()).map_err(frame_err)?;
+        let now = Instant::now();
+        frame.stamps.overlay_done = Some(now);
+        if let Some(prev) = self.last_done.replace(now) {
+            let dt = now.duration_since(prev).as_secs_f64();
+            if dt > 0.0 {
+                self.fps_ema = if self.fps_ema == 0.0 { 1.0 / dt } else { 0.9 * self.fps_ema + 0.1 / dt };
+            }
+        }
+        Ok(Processed { frame, mask: full_mask, stats })
+    }
+
+    fn smooth(&mut self, probs: &mut [f32], size: (usize, usize)) {
+        let a = self.cfg.smooth;
+        if a <= 0.0 {
+            return;
+        }
+        match &mut self.ema {
+            Some((s, prev)) if *s == size && prev.len() == probs.len() => {
+                for (p, q) in probs.iter_mut().zip(prev.iter_mut()) {
+                    *p = (1.0 - a) * *p + a * *q;
+                    *q = *p;
+                }
+            }
+            _ => self.ema = Some((size, probs.to_vec())),
+        }
+    }
+
+    fn draw(&self, frame: &mut Frame, roi: Roi, mask: &Mask, stats: Option<&LesionStats>) -> Result<(), String> {
+        let o = &self.cfg.overlay;
+        let stride = frame.stride;
+        let sub = &mut frame.data[roi.y * stride + roi.x * 3..];
+        if matches!(o.style, OverlayStyle::Fill | OverlayStyle::Both) {
+            fill_translucent_rgb(sub, roi.w, roi.h, stride, mask, o.color_bgr, o.fill_alpha).map_err(|e| e.to_string())?;
+        }
+        if matches!(o.style, OverlayStyle::Contour | OverlayStyle::Both) {
+            draw_contour_rgb(sub, roi.w, roi.h, stride, mask, o.color_bgr, o.thickness).map_err(|e| e.to_string())?;
+        }
+        if o.text {
+            let lat = frame.stamps.infer_end.map(|t| t.saturating_duration_since(frame.stamps.capture).as_secs_f64() * 1e3).unwrap_or(0.0);
+            let text = format!("FPS {:.1} LAT {:.0}MS AREA {}PX", self.fps_ema, lat, stats.map_or(0, |s| s.area_px));
+            draw_text(&mut frame.data, frame.width, frame.height, stride, 8, 8, 2, &text);
+        }
+        Ok(())
+    }
+}
+
+/// 3x5 glyphs for the on-screen text (rows, top to bottom, 3 bits each).
+fn glyph(c: char) -> [u8; 5] {
+    match c {
+        '0' => [7, 5, 5, 5, 7],
+        '1' => [2, 6, 2, 2, 7],
+        '2' => [7, 1, 7, 4, 7],
+        '3' => [7, 1, 7, 1, 7],
+        '4' => [5, 5, 7, 1, 1],
+        '5' => [7, 4, 7, 1, 7],
+        '6' => [7, 4, 7, 5, 7],
+        '7' => [7, 1, 1, 1, 1],
+        '8' => [7, 5, 7, 5, 7],
+        '9' => [7, 5, 7, 1, 7],
+        '.' => [0, 0, 0, 0, 2],
+        'A' => [2, 5, 7, 5, 5],
+        'E' => [7, 4, 6, 4, 7],
+        'F' => [7, 4, 6, 4, 4],
+        'L' => [4, 4, 4, 4, 7],
+        'M' => [5, 7, 7, 5, 5],
+        'N' => [6, 5, 5, 5, 5],
+        'P' => [7, 5, 7, 4, 4],
+        'R' => [6, 5, 6, 5, 5],
+        'S' => [7, 4, 7, 1, 7],
+        'T' => [7, 2, 2, 2, 2],
+        'X' => [5, 5, 2, 5, 5],
+        _ => [0; 5],
+    }
+}
+
+/// White text on a black box at `(x0, y0)`, `scale` pixels per glyph dot, clipped to the frame.
+fn draw_text(data: &mut [u8], w: usize, h: usize, stride: usize, x0: usize, y0: usize, scale: usize, text: &str) {
+    let n = text.chars().count();
+    let (bw, bh) = ((n * 4 + 1) * scale, 7 * scale);
+    let mut put = |x: usize, y: usize, v: u8| {
+        if x < w && y < h {
+            let i = y * stride + x * 3;
+            data[i..i + 3].fill(v);
+        }
+    };
+    for y in y0..y0 + bh {
+        for x in x0..x0 + bw {
+            put(x, y, 0);
+        }
+    }
+    for (k, c) in text.chars().enumerate() {
+        for (row, bits) in glyph(c).iter().enumerate() {
+            for col in 0..3 {
+                if bits & (4 >> col) != 0 {
+                    let (gx, gy) = (x0 + (1 + k * 4 + col) * scale, y0 + (1 + row) * scale);
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            put(gx + dx, gy + dy, 255);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

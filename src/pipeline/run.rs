@@ -1,0 +1,477 @@
+//! The run loop: starts the input and output pipelines and the two worker threads, watches both
+//! buses, and shuts everything down in order (EOS first, so files are always finalised).
+//!
+//! ```text
+//! input pipeline -> appsink callback -> [queue: capacity N] -> inference thread (Processor)
+//!     -> [queue: 2] -> pusher thread -> appsrc -> output pipeline(s)
+//! ```
+//! Recorded mode: the appsink callback blocks on a full queue (every frame is processed, in order).
+//! Live mode: it never blocks; on a full queue the oldest frame is dropped and counted.
+//! Shutdown: EOS (end of input, Ctrl-C, `max_frames`, a stalled live source) closes the input
+//! queue; the inference thread drains it and closes its queue; the pusher sends EOS into the
+//! outputs; the run ends when every output has posted EOS. An error aborts: outputs go to `Null`
+//! first, which unblocks the pusher, whose exit unblocks the inference thread, and so on upstream.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use gst::prelude::*;
+use serde::Serialize;
+
+use super::config::{Mode, ProcessConfig, Roi, SinkSpec, SourceSpec};
+use super::error::{PipelineError, Result};
+use super::inference::Segmenter;
+use super::latency::{Collector, Counters, Frame, FrameRecord, Percentiles, Stamps};
+use super::overlay::{Processed, Processor};
+use super::sink::{build_output, Output};
+use super::source::{build_input, copy_bgr, init};
+
+/// One run of the pipeline.
+pub struct Job {
+    pub source: SourceSpec,
+    pub output: SinkSpec,
+    /// Raw masks (0/255 grey) as a second output.
+    pub masks: Option<SinkSpec>,
+    /// Per-frame JSON lines.
+    pub metadata: Option<PathBuf>,
+    /// Replace existing output files (metadata included).
+    pub overwrite: bool,
+    pub config: ProcessConfig,
+    /// Stop after this many input frames (EOS is sent; outputs are finalised).
+    pub max_frames: Option<u64>,
+    /// Set from outside (Ctrl-C): EOS is sent to the input, frames in flight finish, outputs
+    /// are finalised.
+    pub stop: Arc<AtomicBool>,
+    /// Return every frame's record in the report (for plots).
+    pub keep_records: bool,
+}
+
+impl Job {
+    pub fn new(source: SourceSpec, output: SinkSpec) -> Job {
+        Job {
+            source,
+            output,
+            masks: None,
+            metadata: None,
+            overwrite: false,
+            config: ProcessConfig::default(),
+            max_frames: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            keep_records: false,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub counters: Counters,
+    /// Seconds from start to the last output's EOS.
+    pub wall_s: f64,
+    /// Frames pushed to the output per second of wall time (first frame to last push).
+    pub fps_out: f64,
+    pub latency_ms: Vec<(&'static str, Percentiles)>,
+    /// The input failed part-way (what decoded was processed and the outputs finalised).
+    pub input_error: Option<String>,
+    /// The run was stopped from outside (Ctrl-C) or by a stalled live source.
+    pub stopped: Option<String>,
+    #[serde(skip)]
+    pub records: Vec<FrameRecord>,
+}
+
+impl Report {
+    /// A human summary: counters and one row per stage.
+    pub fn table(&self) -> String {
+        let c = &self.counters;
+        let mut s = format!(
+            "{} run: {} frames in, {} out, {} at the output sink, {} dropped, {} late; {:.1} s, {:.2} frames/s out\n",
+            self.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, self.wall_s, self.fps_out
+        );
+        s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
+        for (name, p) in &self.latency_ms {
+            s.push_str(&format!(
+                "{:<13} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                name, p.n, p.mean, p.p50, p.p95, p.p99, p.max
+            ));
+        }
+        s
+    }
+}
+
+type Shared<T> = Arc<Mutex<T>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked mid-update of counters; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `job` to the end with `segmenter` as the inference step.
+pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
+    job.config.validate()?;
+    job.output.check()?;
+    if let Some(m) = &job.masks {
+        m.check()?;
+    }
+    let metadata = match &job.metadata {
+        None => None,
+        Some(p) => {
+            if p.exists() && !job.overwrite {
+                return Err(PipelineError::OutputExists(p.clone()));
+            }
+            let f = std::fs::File::create(p).map_err(|e| PipelineError::Io { path: p.clone(), source: e })?;
+            Some((p.clone(), f))
+        }
+    };
+    init()?;
+    let mode = job.config.mode;
+    let live = mode == Mode::Live;
+    let start = Instant::now();
+    let collector = Arc::new(Mutex::new(Collector::new(start, job.config.late_after.as_secs_f64() * 1e3, metadata)));
+
+    let input = build_input(&job.source, live)?;
+    let mut outputs = vec![build_output(&job.output, gst_video::VideoFormat::Bgr, mode, Some(collector.clone()))?];
+    if let Some(m) = &job.masks {
+        outputs.push(build_output(m, gst_video::VideoFormat::Gray8, mode, None)?);
+    }
+    let default_roi = input.phantom.as_ref().map(|p| {
+        let (x, y, w, h) = p.image_rect();
+        Roi { x, y, w, h }
+    });
+
+    let (in_tx, in_rx) = bounded::<Frame>(job.config.queue_capacity);
+    let (out_tx, out_rx) = bounded::<Processed>(2);
+    let sender: Shared<Option<Sender<Frame>>> = Arc::new(Mutex::new(Some(in_tx)));
+    let last_frame: Shared<Option<Instant>> = Arc::new(Mutex::new(None));
+    let abort = Arc::new(AtomicBool::new(false));
+
+    install_appsink_callbacks(&input.appsink, mode, sender.clone(), in_rx.clone(), collector.clone(), last_frame.clone(), job.max_frames);
+
+    let processor = Processor::new(job.config.clone(), default_roi, job.masks.is_some());
+    let inference = spawn_inference(processor, segmenter, in_rx, out_tx, abort.clone())?;
+    let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
+    let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
+    let files: Vec<Option<PathBuf>> = outputs.iter().map(|o| o.file.clone()).collect();
+    let pushed_any = Arc::new(AtomicBool::new(false));
+    let pusher = spawn_pusher(outputs, out_rx, collector.clone(), pushed_any.clone())?;
+
+    let in_bus = input.pipeline.bus().ok_or_else(|| PipelineError::gst("input", "no bus"))?;
+    let outcome = (|| -> Result<Loop> {
+        for p in &out_pipelines {
+            p.set_state(gst::State::Playing).map_err(|_| bus_error(p, "output"))?;
+        }
+        input.pipeline.set_state(gst::State::Playing).map_err(|_| bus_error(&input.pipeline, "input"))?;
+        Ok(watch(&job, &input.pipeline, &in_bus, &out_buses, &sender, &collector, &last_frame, &inference, &pusher, &pushed_any))
+    })();
+
+    // Shutdown in order; see the module comment.
+    let failed = !matches!(outcome, Ok(Loop { error: None, .. }));
+    if failed {
+        abort.store(true, Ordering::SeqCst);
+        for p in &out_pipelines {
+            let _ = p.set_state(gst::State::Null);
+        }
+    }
+    lock(&sender).take();
+    let inference_result = join(inference, "inference");
+    let pusher_result = join(pusher, "pusher");
+    let _ = input.pipeline.set_state(gst::State::Null);
+    for p in &out_pipelines {
+        let _ = p.set_state(gst::State::Null);
+    }
+    let outcome = outcome?;
+    // The inference thread's own error is the cause when it stopped the run; a pusher error after
+    // an output error is only the consequence (a flushing appsrc).
+    inference_result?;
+    if let Some(e) = outcome.error {
+        return Err(e);
+    }
+    let last_push = pusher_result?;
+
+    let mut c = lock(&collector);
+    c.flush();
+    if let Some(e) = c.metadata_error() {
+        return Err(PipelineError::Config(format!("writing metadata: {e}")));
+    }
+    if c.counters.frames_out == 0 {
+        // Nothing decoded: do not leave an empty or unplayable file behind.
+        for f in files.iter().flatten() {
+            let _ = std::fs::remove_file(f);
+        }
+        if let Some(e) = outcome.input_error {
+            return Err(PipelineError::Stream { side: "input", message: format!("no video frame could be decoded: {e}"), debug: None });
+        }
+    }
+    let counters = c.counters;
+    let first = c.records().next().map(|r| r.t_s).unwrap_or(0.0);
+    let span = last_push.map(|t| t.saturating_duration_since(start).as_secs_f64() - first).unwrap_or(0.0);
+    Ok(Report {
+        mode: if live { "live" } else { "recorded" },
+        counters,
+        wall_s: start.elapsed().as_secs_f64(),
+        fps_out: if span > 0.0 && counters.frames_out > 1 { (counters.frames_out - 1) as f64 / span } else { 0.0 },
+        latency_ms: c.summary(),
+        input_error: outcome.input_error,
+        stopped: outcome.stopped,
+        records: if job.keep_records { c.records().cloned().collect() } else { Vec::new() },
+    })
+}
+
+fn join<T>(h: JoinHandle<Result<T>>, name: &'static str) -> Result<T> {
+    h.join().map_err(|_| PipelineError::ThreadPanic(name))?
+}
+
+/// The first error on a pipeline's bus, for a failed state change.
+fn bus_error(p: &gst::Pipeline, side: &'static str) -> PipelineError {
+    if let Some(bus) = p.bus() {
+        while let Some(msg) = bus.timed_pop_filtered(gst::ClockTime::from_mseconds(500), &[gst::MessageType::Error]) {
+            if let gst::MessageView::Error(e) = msg.view() {
+                return stream_error(side, e);
+            }
+        }
+    }
+    PipelineError::gst(side, "could not start")
+}
+
+fn stream_error(side: &'static str, e: &gst::message::Error) -> PipelineError {
+    let src = e.src().map(|s| s.name().to_string()).unwrap_or_default();
+    PipelineError::Stream {
+        side,
+        message: format!("{} [{src}]", e.error()),
+        debug: e.debug().map(|d| d.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn install_appsink_callbacks(
+    appsink: &gst_app::AppSink,
+    mode: Mode,
+    sender: Shared<Option<Sender<Frame>>>,
+    queue: Receiver<Frame>,
+    collector: Shared<Collector>,
+    last_frame: Shared<Option<Instant>>,
+    max_frames: Option<u64>,
+) {
+    let eos_sender = sender.clone();
+    let mut seq = 0u64;
+    appsink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let capture = Instant::now();
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                if max_frames.is_some_and(|n| seq >= n) {
+                    lock(&sender).take();
+                    return Err(gst::FlowError::Eos);
+                }
+                let (width, height, fps, data) = match copy_bgr(&sample) {
+                    Ok(v) => v,
+                    Err(msg) => {
+                        gst::element_error!(sink, gst::StreamError::Format, ("cannot read frame {}: {}", seq, msg));
+                        return Err(gst::FlowError::Error);
+                    }
+                };
+                let buffer = sample.buffer();
+                let frame = Frame {
+                    seq,
+                    pts: buffer.and_then(|b| b.pts()),
+                    duration: buffer.and_then(|b| b.duration()),
+                    fps,
+                    width,
+                    height,
+                    stride: width * 3,
+                    data,
+                    stamps: Stamps::new(capture),
+                };
+                seq += 1;
+                *lock(&last_frame) = Some(capture);
+                lock(&collector).counters.frames_in += 1;
+                // Clone the sender out of the lock so that closing it never waits on a send.
+                let Some(tx) = lock(&sender).clone() else { return Err(gst::FlowError::Eos) };
+                match mode {
+                    Mode::Recorded => tx.send(frame).map_err(|_| gst::FlowError::Eos)?,
+                    Mode::Live => match tx.try_send(frame) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(frame)) => {
+                            let mut dropped = u64::from(queue.try_recv().is_ok());
+                            if let Err(TrySendError::Full(_)) = tx.try_send(frame) {
+                                dropped += 1; // the consumer cannot have refilled it; be safe anyway
+                            }
+                            lock(&collector).counters.dropped += dropped;
+                        }
+                        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
+                    },
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .eos(move |_| {
+                lock(&eos_sender).take();
+            })
+            .build(),
+    );
+}
+
+fn spawn_inference(
+    mut processor: Processor,
+    mut segmenter: Box<dyn Segmenter>,
+    rx: Receiver<Frame>,
+    tx: Sender<Processed>,
+    abort: Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<u64>>> {
+    std::thread::Builder::new()
+        .name("lightunet-inference".into())
+        .spawn(move || {
+            let mut n = 0u64;
+            loop {
+                if abort.load(Ordering::SeqCst) {
+                    return Ok(n);
+                }
+                let mut frame = match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(f) => f,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => return Ok(n),
+                };
+                frame.stamps.dequeue = Some(Instant::now());
+                let processed = processor.process(frame, segmenter.as_mut())?;
+                if tx.send(processed).is_err() {
+                    return Ok(n); // the pusher stopped (its error is reported by it)
+                }
+                n += 1;
+            }
+        })
+        .map_err(|e| PipelineError::gst("inference", e))
+}
+
+fn spawn_pusher(
+    mut outputs: Vec<Output>,
+    rx: Receiver<Processed>,
+    collector: Shared<Collector>,
+    pushed_any: Arc<AtomicBool>,
+) -> Result<JoinHandle<Result<Option<Instant>>>> {
+    std::thread::Builder::new()
+        .name("lightunet-pusher".into())
+        .spawn(move || {
+            let mut last = None;
+            for p in rx.iter() {
+                let mut f = p.frame;
+                let now = Instant::now();
+                f.stamps.pushed = Some(now);
+                lock(&collector).pushed(f.seq, f.pts, p.stats, f.stamps);
+                outputs[0].push((f.width, f.height, f.stride), &f.data, f.fps, f.pts, f.duration, f.seq)?;
+                if let (Some(mask), Some(out)) = (p.mask.as_ref(), outputs.get_mut(1)) {
+                    out.push((f.width, f.height, f.width), mask, f.fps, f.pts, f.duration, f.seq)?;
+                }
+                pushed_any.store(true, Ordering::SeqCst);
+                last = Some(now);
+            }
+            for o in &outputs {
+                o.end_of_stream();
+            }
+            Ok(last)
+        })
+        .map_err(|e| PipelineError::gst("pusher", e))
+}
+
+struct Loop {
+    error: Option<PipelineError>,
+    input_error: Option<String>,
+    stopped: Option<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn watch(
+    job: &Job,
+    input: &gst::Pipeline,
+    in_bus: &gst::Bus,
+    out_buses: &[gst::Bus],
+    sender: &Shared<Option<Sender<Frame>>>,
+    collector: &Shared<Collector>,
+    last_frame: &Shared<Option<Instant>>,
+    inference: &JoinHandle<Result<u64>>,
+    pusher: &JoinHandle<Result<Option<Instant>>>,
+    pushed_any: &AtomicBool,
+) -> Loop {
+    let cfg = &job.config;
+    let mut out = Loop { error: None, input_error: None, stopped: None };
+    let mut out_eos = vec![false; out_buses.len()];
+    let mut eos_sent: Option<Instant> = None;
+    let mut pusher_done: Option<Instant> = None;
+    let mut last_report = Instant::now();
+    let close_input = || {
+        lock(sender).take();
+    };
+    loop {
+        while let Some(msg) = in_bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) => close_input(),
+                gst::MessageView::Error(e) => {
+                    let err = stream_error("input", e);
+                    tracing::error!("{err}");
+                    out.input_error.get_or_insert(err.to_string());
+                    close_input();
+                }
+                gst::MessageView::Warning(w) => tracing::warn!("input: {}", w.error()),
+                _ => {}
+            }
+        }
+        for (i, bus) in out_buses.iter().enumerate() {
+            while let Some(msg) = bus.pop() {
+                match msg.view() {
+                    gst::MessageView::Eos(_) => out_eos[i] = true,
+                    gst::MessageView::Error(e) => {
+                        out.error = Some(stream_error("output", e));
+                        return out;
+                    }
+                    gst::MessageView::Warning(w) => tracing::warn!("output: {}", w.error()),
+                    _ => {}
+                }
+            }
+        }
+        if out_eos.iter().all(|&e| e) {
+            return out;
+        }
+        if inference.is_finished() && !pusher.is_finished() && lock(sender).is_some() {
+            // The inference thread failed: its error is collected at join.
+            out.error = Some(PipelineError::Config("the inference thread stopped".into()));
+            return out;
+        }
+        if pusher.is_finished() {
+            let t = *pusher_done.get_or_insert_with(Instant::now);
+            if !pushed_any.load(Ordering::SeqCst) {
+                return out; // nothing was pushed: no EOS will come from an unnegotiated output
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                out.error = Some(PipelineError::gst("output", "no EOS 30 s after the last frame; the file may be incomplete"));
+                return out;
+            }
+        }
+        if job.stop.load(Ordering::SeqCst) && eos_sent.is_none() {
+            tracing::info!("stopping: sending EOS to the input (the output will be finalised)");
+            out.stopped.get_or_insert("interrupted".into());
+            input.send_event(gst::event::Eos::new());
+            eos_sent = Some(Instant::now());
+        }
+        if eos_sent.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
+            close_input(); // the source ignored EOS
+        }
+        if cfg.mode == Mode::Live {
+            let stalled = lock(last_frame).is_some_and(|t| t.elapsed() > cfg.stall_timeout);
+            if stalled && lock(sender).is_some() {
+                tracing::warn!("the source sent no frame for {:.1} s: finishing", cfg.stall_timeout.as_secs_f64());
+                out.stopped.get_or_insert(format!("source stalled for {:.1} s", cfg.stall_timeout.as_secs_f64()));
+                close_input();
+            }
+            if last_report.elapsed() >= cfg.report_every {
+                last_report = Instant::now();
+                let c = lock(collector).counters;
+                tracing::info!(
+                    "live: {} in, {} out, {} dropped, {} late (> {} ms)",
+                    c.frames_in, c.frames_out, c.dropped, c.late, cfg.late_after.as_millis()
+                );
+            }
+        }
+    }
+}

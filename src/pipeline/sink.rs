@@ -1,0 +1,182 @@
+//! Output side: an appsrc fed by the pusher thread, then conversion and an encoder/muxer chosen by
+//! the output file's extension, or any gst-launch sink description.
+//!
+//! ```text
+//! {appsrc} - {videoconvert} - {videoscale} - {capsfilter: first frame's size} - {videobox: pad to
+//! even} - {identity: output pad probe} - {x264enc ! h264parse ! mp4mux ! filesink | ... | <description>}
+//! ```
+//! The appsrc caps are `video/x-raw,format=BGR` (annotated frames) or `GRAY8` (masks) at the
+//! frame's size; a resolution change mid-stream is scaled back to the first frame's size so that
+//! encoders and muxers never renegotiate. 4:2:0 encoders get a 1-px black pad on odd sizes.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+use super::config::{first_pattern_file, Mode, OutputFormat, SinkSpec};
+use super::error::{PipelineError, Result};
+use super::latency::Collector;
+use super::source::launch;
+
+const APPSRC_NAME: &str = "lightunet_out";
+
+pub struct Output {
+    pub pipeline: gst::Pipeline,
+    appsrc: gst_app::AppSrc,
+    size_filter: gst::Element,
+    pad: gst::Element,
+    pad_to_even: bool,
+    format: gst_video::VideoFormat,
+    mode: Mode,
+    caps_for: Option<(usize, usize, gst::Fraction)>,
+    first_size: Option<(usize, usize)>,
+    /// Where the output file (or first file of a pattern) goes; removed when no frame was written.
+    pub file: Option<PathBuf>,
+    pub pushed: u64,
+}
+
+fn file_chain(format: OutputFormat, live: bool) -> &'static str {
+    // No B-frames: with them mp4mux shifts the first PTS by the reorder delay, and recorded mode
+    // promises the input's timestamps. zerolatency also drops the lookahead for live files.
+    match (format, live) {
+        (OutputFormat::Mp4, false) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! mp4mux ! filesink name=lightunet_file",
+        (OutputFormat::Mp4, true) => "x264enc speed-preset=veryfast bframes=0 tune=zerolatency ! h264parse ! mp4mux ! filesink name=lightunet_file",
+        (OutputFormat::Mov, _) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! qtmux ! filesink name=lightunet_file",
+        (OutputFormat::Mkv, _) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! matroskamux ! filesink name=lightunet_file",
+        (OutputFormat::Webm, _) => "vp8enc deadline=1 ! webmmux ! filesink name=lightunet_file",
+        (OutputFormat::Avi, _) => "jpegenc ! avimux ! filesink name=lightunet_file",
+        (OutputFormat::Y4m, _) => "y4menc ! filesink name=lightunet_file",
+        (OutputFormat::PngSequence, _) => "pngenc ! multifilesink name=lightunet_file",
+    }
+}
+
+/// Builds (does not start) the output pipeline. `collector` gets the output pad probe's stamps.
+pub fn build_output(
+    spec: &SinkSpec,
+    format: gst_video::VideoFormat,
+    mode: Mode,
+    collector: Option<Arc<Mutex<Collector>>>,
+) -> Result<Output> {
+    let live = mode == Mode::Live;
+    let (chain, shown, pad_to_even, file) = match spec {
+        SinkSpec::File { path, .. } => {
+            let f = OutputFormat::from_path(path)?;
+            let first = if f == OutputFormat::PngSequence { first_pattern_file(&path.to_string_lossy()) } else { path.clone() };
+            (file_chain(f, live).to_string(), path.display().to_string(), f.needs_even_size(), Some(first))
+        }
+        SinkSpec::Launch(desc) => (desc.clone(), desc.clone(), desc.contains("enc"), None),
+    };
+    let description = format!(
+        "appsrc name={APPSRC_NAME} ! videoconvert ! videoscale ! capsfilter name=lightunet_size ! videobox name=lightunet_pad ! identity name=lightunet_probe ! {chain}"
+    );
+    let pipeline = launch(&description, &shown)?;
+    if let SinkSpec::File { path, .. } = spec {
+        let sink = pipeline.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("output", "file sink missing"))?;
+        sink.set_property("location", path.to_string_lossy().as_ref());
+    }
+    let get = |name: &str| pipeline.by_name(name).ok_or_else(|| PipelineError::gst("output", format!("{name} missing")));
+    let appsrc = get(APPSRC_NAME)?
+        .downcast::<gst_app::AppSrc>()
+        .map_err(|_| PipelineError::gst("output", "not an appsrc"))?;
+    appsrc.set_format(gst::Format::Time);
+    appsrc.set_stream_type(gst_app::AppStreamType::Stream);
+    if live {
+        // Stamped with the output pipeline's clock on push: shown now, not at the input's time.
+        appsrc.set_is_live(true);
+        appsrc.set_do_timestamp(true);
+        appsrc.set_property_from_str("leaky-type", "downstream");
+    } else {
+        appsrc.set_block(true);
+    }
+    let size_filter = get("lightunet_size")?;
+    let pad = get("lightunet_pad")?;
+    if let Some(collector) = collector {
+        let probe = get("lightunet_probe")?;
+        let srcpad = probe.static_pad("src").ok_or_else(|| PipelineError::gst("output", "identity without src pad"))?;
+        srcpad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buffer) = info.buffer() {
+                let now = Instant::now();
+                if let Ok(mut c) = collector.lock() {
+                    c.at_sink(buffer.offset(), now);
+                }
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, file, pushed: 0 })
+}
+
+impl Output {
+    /// Pushes one packed frame (`stride` bytes per row, 3 or 1 bytes per pixel). Blocks in
+    /// recorded mode while the appsrc queue is full.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        (w, h, stride): (usize, usize, usize),
+        data: &[u8],
+        fps: gst::Fraction,
+        pts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+        seq: u64,
+    ) -> Result<()> {
+        let fps = if fps.numer() > 0 && fps.denom() > 0 { fps } else { gst::Fraction::new(0, 1) };
+        let info = gst_video::VideoInfo::builder(self.format, w as u32, h as u32)
+            .fps(fps)
+            .build()
+            .map_err(|e| PipelineError::gst("output", e))?;
+        if self.caps_for != Some((w, h, fps)) {
+            if self.first_size.is_none() {
+                self.first_size = Some((w, h));
+                let caps = gst_video::VideoCapsBuilder::new().width(w as i32).height(h as i32).build();
+                self.size_filter.set_property("caps", &caps);
+                if self.pad_to_even {
+                    self.pad.set_property("right", -((w % 2) as i32));
+                    self.pad.set_property("bottom", -((h % 2) as i32));
+                }
+                if self.mode == Mode::Recorded {
+                    self.appsrc.set_max_bytes(3 * info.size() as u64);
+                }
+            } else if self.first_size != Some((w, h)) {
+                tracing::warn!("output: frame size changed to {w}x{h}; scaling to the first frame's size");
+            }
+            let caps = info.to_caps().map_err(|e| PipelineError::gst("output", e))?;
+            self.appsrc.set_caps(Some(&caps));
+            self.caps_for = Some((w, h, fps));
+        }
+        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| PipelineError::gst("output", e))?;
+        {
+            let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "new buffer not writable"))?;
+            if self.mode == Mode::Recorded {
+                b.set_pts(pts);
+            }
+            b.set_duration(duration);
+            b.set_offset(seq);
+            let mut vf =
+                gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).map_err(|e| PipelineError::gst("output", e))?;
+            let dst_stride = vf.plane_stride()[0] as usize;
+            let dst = vf.plane_data_mut(0).map_err(|e| PipelineError::gst("output", e))?;
+            let row = w * self.format_bpp();
+            for y in 0..h {
+                dst[y * dst_stride..y * dst_stride + row].copy_from_slice(&data[y * stride..y * stride + row]);
+            }
+        }
+        self.appsrc.push_buffer(buffer).map_err(|e| PipelineError::gst("output", format!("push: {e:?}")))?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    fn format_bpp(&self) -> usize {
+        if self.format == gst_video::VideoFormat::Gray8 {
+            1
+        } else {
+            3
+        }
+    }
+
+    pub fn end_of_stream(&self) {
+        let _ = self.appsrc.end_of_stream();
+    }
+}

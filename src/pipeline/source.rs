@@ -1,0 +1,160 @@
+//! Input side: a GStreamer pipeline that decodes or captures video and ends in an appsink that
+//! hands packed BGR frames to the inference thread.
+//!
+//! ```text
+//! {filesrc ! decodebin | <gst-launch description> | appsrc(phantom)} - {videoconvert} - {appsink}
+//! ```
+//! The appsink asks for `video/x-raw,format=BGR` (any size and rate); `videoconvert` turns grey,
+//! 16-bit and YUV input into it, so grey input is replicated to three channels as the original
+//! did. Rows are copied with the buffer's own stride (BGR rows are padded to 4 bytes).
+
+use std::sync::Arc;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+use super::config::SourceSpec;
+use super::error::{PipelineError, Result};
+use crate::phantom::{Phantom, PixelLayout};
+
+pub(crate) const APPSINK_NAME: &str = "lightunet_in";
+
+pub fn init() -> Result<()> {
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+}
+
+/// A `gst::parse::launch` that reports GStreamer's own message (and the description) on failure.
+pub(crate) fn launch(description: &str, shown: &str) -> Result<gst::Pipeline> {
+    let element = gst::parse::launch(description).map_err(|e| {
+        let message = if e.matches(gst::ParseError::NoSuchElement) {
+            format!("{} (is the plugin installed? see scripts/setup.sh)", e.message())
+        } else {
+            e.message().to_string()
+        };
+        PipelineError::Parse { description: shown.to_string(), message }
+    })?;
+    element
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| PipelineError::Parse { description: shown.to_string(), message: "not a pipeline".into() })
+}
+
+/// The input pipeline, not yet started.
+pub struct Input {
+    pub pipeline: gst::Pipeline,
+    pub appsink: gst_app::AppSink,
+    /// The phantom when it is the source (its ground truth and image region).
+    pub phantom: Option<Arc<Phantom>>,
+}
+
+pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
+    let tail = format!("videoconvert ! appsink name={APPSINK_NAME}");
+    let (pipeline, phantom) = match spec {
+        SourceSpec::File(path) => {
+            if !path.exists() {
+                return Err(PipelineError::MissingInput(path.clone()));
+            }
+            if !path.is_file() {
+                return Err(PipelineError::Config(format!("{} is not a file", path.display())));
+            }
+            let p = launch(&format!("filesrc name=lightunet_file ! decodebin ! {tail}"), &path.display().to_string())?;
+            let src = p.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("input", "filesrc missing"))?;
+            src.set_property("location", path.to_string_lossy().as_ref());
+            (p, None)
+        }
+        SourceSpec::Launch(desc) => (launch(&format!("{desc} ! {tail}"), desc)?, None),
+        SourceSpec::Phantom { config, frames } => {
+            let phantom = Arc::new(Phantom::new(config.clone()).map_err(|e| PipelineError::Config(format!("phantom: {e}")))?);
+            let p = launch(&format!("appsrc name=lightunet_phantom ! {tail}"), "phantom")?;
+            let src = p
+                .by_name("lightunet_phantom")
+                .and_then(|e| e.downcast::<gst_app::AppSrc>().ok())
+                .ok_or_else(|| PipelineError::gst("input", "phantom appsrc missing"))?;
+            setup_phantom(&src, phantom.clone(), *frames)?;
+            (p, Some(phantom))
+        }
+    };
+    let appsink = pipeline
+        .by_name(APPSINK_NAME)
+        .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+        .ok_or_else(|| PipelineError::gst("input", "appsink missing"))?;
+    appsink.set_caps(Some(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Bgr).build()));
+    // Live: the appsink waits for each frame's time, so a file plays at its real rate and a live
+    // source's frames arrive as captured. Recorded: as fast as the consumer takes them.
+    appsink.set_sync(live);
+    appsink.set_property("enable-last-sample", false);
+    Ok(Input { pipeline, appsink, phantom })
+}
+
+/// The phantom as an appsrc: frame `i` is rendered on demand, straight into the buffer, with
+/// PTS `i / fps`; EOS after `frames` frames.
+fn setup_phantom(src: &gst_app::AppSrc, phantom: Arc<Phantom>, frames: Option<u64>) -> Result<()> {
+    let cfg = phantom.config();
+    let fps = gst::Fraction::new(cfg.fps as i32, 1);
+    let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, cfg.width as u32, cfg.height as u32)
+        .fps(fps)
+        .build()
+        .map_err(|e| PipelineError::gst("input", e))?;
+    let caps = info.to_caps().map_err(|e| PipelineError::gst("input", e))?;
+    src.set_caps(Some(&caps));
+    src.set_format(gst::Format::Time);
+    src.set_is_live(false);
+    let frame_ns = 1_000_000_000u64 / u64::from(cfg.fps);
+    let mut index = 0u64;
+    src.set_callbacks(
+        gst_app::AppSrcCallbacks::builder()
+            .need_data(move |src, _| {
+                if frames.is_some_and(|n| index >= n) {
+                    let _ = src.end_of_stream();
+                    return;
+                }
+                match render(&phantom, &info, index, frame_ns) {
+                    Ok(buffer) => {
+                        if src.push_buffer(buffer).is_err() {
+                            return; // flushing or shutting down
+                        }
+                        index += 1;
+                    }
+                    Err(msg) => {
+                        gst::element_error!(src, gst::CoreError::Failed, ("phantom frame {}: {}", index, msg));
+                    }
+                }
+            })
+            .build(),
+    );
+    Ok(())
+}
+
+fn render(phantom: &Phantom, info: &gst_video::VideoInfo, index: u64, frame_ns: u64) -> Result<gst::Buffer, String> {
+    let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| e.to_string())?;
+    {
+        let b = buffer.get_mut().ok_or("new buffer not writable")?;
+        b.set_pts(gst::ClockTime::from_nseconds(index * frame_ns));
+        b.set_duration(gst::ClockTime::from_nseconds(frame_ns));
+        b.set_offset(index);
+        let mut vf = gst_video::VideoFrameRef::from_buffer_ref_writable(b, info).map_err(|e| e.to_string())?;
+        let stride = vf.plane_stride()[0] as usize;
+        let data = vf.plane_data_mut(0).map_err(|e| e.to_string())?;
+        phantom.fill_into(index, PixelLayout::Rgb8, data, stride, None)?;
+    }
+    Ok(buffer)
+}
+
+/// Copies a BGR sample into a packed buffer: `(width, height, fps, data)`.
+pub(crate) fn copy_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fraction, Vec<u8>), String> {
+    let caps = sample.caps().ok_or("sample without caps")?;
+    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
+    if info.format() != gst_video::VideoFormat::Bgr {
+        return Err(format!("expected BGR, got {:?}", info.format()));
+    }
+    let buffer = sample.buffer().ok_or("sample without buffer")?;
+    let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| e.to_string())?;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let stride = vf.plane_stride()[0] as usize;
+    let src = vf.plane_data(0).map_err(|e| e.to_string())?;
+    let row = w * 3;
+    let mut data = Vec::with_capacity(row * h);
+    for y in 0..h {
+        data.extend_from_slice(src.get(y * stride..y * stride + row).ok_or("short video buffer")?);
+    }
+    Ok((w, h, info.fps(), data))
+}
