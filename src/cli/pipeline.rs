@@ -66,6 +66,9 @@ pub struct ProcessingOpts {
     /// Probability above which a pixel is lesion.
     #[arg(long, default_value_t = 0.5)]
     threshold: f32,
+    /// Model input side in pixels (the original: 256; smaller is faster and coarser).
+    #[arg(long, default_value_t = 256)]
+    input_size: usize,
 }
 
 impl ProcessingOpts {
@@ -77,6 +80,7 @@ impl ProcessingOpts {
         c.smooth = self.smooth;
         c.largest_component = !self.all_components;
         c.threshold = self.threshold;
+        c.model_size = (self.input_size, self.input_size);
         c
     }
 }
@@ -85,7 +89,7 @@ impl ProcessingOpts {
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
     input: String,
-    /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), .y4m, or frames_%05d.png.
+    /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), or frames_%05d.png.
     #[arg(short, long)]
     output: PathBuf,
     /// Raw masks (0/255) as a second output, same formats (a PNG pattern keeps them lossless).
@@ -167,7 +171,7 @@ pub struct LiveArgs {
 
 #[derive(Debug, Args)]
 pub struct PhantomArgs {
-    /// Video output (.mp4, .mkv, .webm, .avi, .y4m, frames_%05d.png).
+    /// Video output (.mp4, .mkv, .webm, .avi, frames_%05d.png).
     #[arg(short, long)]
     output: PathBuf,
     /// Ground-truth masks (0/255), e.g. masks_%05d.png (lossless) or masks.mkv.

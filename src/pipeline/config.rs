@@ -240,8 +240,6 @@ pub enum OutputFormat {
     Webm,
     /// `.avi`: Motion JPEG in AVI.
     Avi,
-    /// `.y4m`: raw I420 frames (lossless luma), handy for exact checks.
-    Y4m,
     /// `name_%05d.png`: one lossless PNG per frame.
     PngSequence,
 }
@@ -256,7 +254,6 @@ impl OutputFormat {
             "mkv" => OutputFormat::Mkv,
             "webm" => OutputFormat::Webm,
             "avi" => OutputFormat::Avi,
-            "y4m" => OutputFormat::Y4m,
             "png" if name.contains('%') => OutputFormat::PngSequence,
             "png" => {
                 return Err(PipelineError::Config(format!(
@@ -265,7 +262,7 @@ impl OutputFormat {
             }
             other => {
                 return Err(PipelineError::Config(format!(
-                    "{name}: unknown output extension `{other}` (mp4, m4v, mov, mkv, webm, avi, y4m, or a PNG pattern like frames_%05d.png)"
+                    "{name}: unknown output extension `{other}` (mp4, m4v, mov, mkv, webm, avi, or a PNG pattern like frames_%05d.png)"
                 )))
             }
         })
@@ -273,7 +270,7 @@ impl OutputFormat {
 
     /// 4:2:0 encoders need even frame sizes; the frame is padded by one black row/column.
     pub fn needs_even_size(self) -> bool {
-        matches!(self, OutputFormat::Mp4 | OutputFormat::Mov | OutputFormat::Mkv | OutputFormat::Webm | OutputFormat::Y4m)
+        matches!(self, OutputFormat::Mp4 | OutputFormat::Mov | OutputFormat::Mkv | OutputFormat::Webm)
     }
 }
 

@@ -48,7 +48,6 @@ fn file_chain(format: OutputFormat, live: bool) -> &'static str {
         (OutputFormat::Mkv, _) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! matroskamux ! filesink name=lightunet_file",
         (OutputFormat::Webm, _) => "vp8enc deadline=1 ! webmmux ! filesink name=lightunet_file",
         (OutputFormat::Avi, _) => "jpegenc ! avimux ! filesink name=lightunet_file",
-        (OutputFormat::Y4m, _) => "y4menc ! filesink name=lightunet_file",
         (OutputFormat::PngSequence, _) => "pngenc ! multifilesink name=lightunet_file",
     }
 }

@@ -47,7 +47,8 @@ pub struct Input {
 }
 
 pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
-    let tail = format!("videoconvert ! appsink name={APPSINK_NAME}");
+    // No dithering: grey and 16-bit input must reach the model as three equal channels.
+    let tail = format!("videoconvert dither=none ! appsink name={APPSINK_NAME}");
     let (pipeline, phantom) = match spec {
         SourceSpec::File(path) => {
             if !path.exists() {
@@ -77,7 +78,11 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
         .by_name(APPSINK_NAME)
         .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
         .ok_or_else(|| PipelineError::gst("input", "appsink missing"))?;
-    appsink.set_caps(Some(&gst_video::VideoCapsBuilder::new().format(gst_video::VideoFormat::Bgr).build()));
+    // Grey input stays grey (16-bit is reduced to 8 by videoconvert) and is replicated to three
+    // channels here, exactly, as the original did; videoconvert's own GRAY->RGB path goes through
+    // YUV and can leave G one level off R and B.
+    let formats = [gst_video::VideoFormat::Bgr, gst_video::VideoFormat::Gray8];
+    appsink.set_caps(Some(&gst_video::VideoCapsBuilder::new().format_list(formats).build()));
     // Live: the appsink waits for each frame's time, so a file plays at its real rate and a live
     // source's frames arrive as captured. Recorded: as fast as the consumer takes them.
     appsink.set_sync(live);
@@ -139,22 +144,29 @@ fn render(phantom: &Phantom, info: &gst_video::VideoInfo, index: u64, frame_ns: 
     Ok(buffer)
 }
 
-/// Copies a BGR sample into a packed buffer: `(width, height, fps, data)`.
+/// Copies a BGR or GRAY8 sample into a packed BGR buffer: `(width, height, fps, data)`.
 pub(crate) fn copy_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fraction, Vec<u8>), String> {
     let caps = sample.caps().ok_or("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
-    if info.format() != gst_video::VideoFormat::Bgr {
-        return Err(format!("expected BGR, got {:?}", info.format()));
-    }
+    let grey = match info.format() {
+        gst_video::VideoFormat::Bgr => false,
+        gst_video::VideoFormat::Gray8 => true,
+        other => return Err(format!("expected BGR or GRAY8, got {other:?}")),
+    };
     let buffer = sample.buffer().ok_or("sample without buffer")?;
     let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| e.to_string())?;
     let (w, h) = (info.width() as usize, info.height() as usize);
     let stride = vf.plane_stride()[0] as usize;
     let src = vf.plane_data(0).map_err(|e| e.to_string())?;
-    let row = w * 3;
-    let mut data = Vec::with_capacity(row * h);
+    let row = if grey { w } else { w * 3 };
+    let mut data = Vec::with_capacity(w * 3 * h);
     for y in 0..h {
-        data.extend_from_slice(src.get(y * stride..y * stride + row).ok_or("short video buffer")?);
+        let line = src.get(y * stride..y * stride + row).ok_or("short video buffer")?;
+        if grey {
+            data.extend(line.iter().flat_map(|&v| [v, v, v]));
+        } else {
+            data.extend_from_slice(line);
+        }
     }
     Ok((w, h, info.fps(), data))
 }
