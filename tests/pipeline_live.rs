@@ -1,0 +1,135 @@
+//! Live mode: the capture side never blocks, the queue drops its oldest frame, every frame is
+//! either processed or counted as dropped; RTP/H.264 over UDP on 127.0.0.1 in and out; a source
+//! that stops sending ends the run cleanly.
+
+mod pipeline_support;
+
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use lightunet::pipeline::{run, Job, Mode, SegmentInput, SinkSpec, SourceSpec};
+use pipeline_support::*;
+
+/// A segmenter that takes `ms` per frame and marks a centred square.
+fn slow_square(ms: u64) -> Box<dyn lightunet::pipeline::Segmenter> {
+    Box::new(move |input: &SegmentInput| {
+        std::thread::sleep(Duration::from_millis(ms));
+        let (w, h) = (input.width, input.height);
+        Ok((0..w * h).map(|i| if (w / 4..3 * w / 4).contains(&(i % w)) && (h / 4..3 * h / 4).contains(&(i / w)) { 1.0 } else { 0.0 }).collect())
+    })
+}
+
+#[test]
+fn slow_stage_drops_oldest_and_counts_every_frame() {
+    // 30 fps for 1.5 s into a 120 ms stage: about 12 frames get through, the rest are dropped.
+    let source = SourceSpec::Launch("videotestsrc is-live=true num-buffers=45 ! video/x-raw,width=160,height=120,framerate=30/1".into());
+    let mut job = Job::new(source, SinkSpec::Launch("fakesink sync=false".into()));
+    job.config.mode = Mode::Live;
+    job.config.queue_capacity = 2;
+    job.config.model_size = (32, 32);
+    job.keep_records = true;
+    let t = Instant::now();
+    let report = run(job, slow_square(120)).unwrap();
+    let c = report.counters;
+    eprintln!("{}", report.table());
+    assert_eq!(c.frames_in, 45);
+    assert_eq!(c.frames_in, c.frames_out + c.dropped, "every frame is processed or counted as dropped");
+    assert!(c.dropped >= 20, "dropped {}", c.dropped);
+    assert!((8..=20).contains(&c.frames_out), "out {}", c.frames_out);
+    // Capture never waited on the stage: 45 frames at 30 fps take 1.5 s, not 45 x 120 ms.
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    // Bounded latency: at most `capacity` frames wait ahead of a frame (plus the one running).
+    let queue_p = report.latency_ms.iter().find(|(n, _)| *n == "queue").unwrap().1;
+    assert!(queue_p.max < 3.0 * 120.0 + 100.0, "queue wait max {} ms", queue_p.max);
+    // Frames come out in capture order.
+    let seqs: Vec<u64> = report.records.iter().map(|r| r.frame).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A test pipeline that receives RTP/H.264 on `port` and counts decoded frames and red pixels.
+struct Receiver {
+    pipeline: gst::Pipeline,
+    sink: gst_app::AppSink,
+}
+
+impl Receiver {
+    fn start(port: u16) -> Receiver {
+        init();
+        let p = gst::parse::launch(&format!(
+            "udpsrc address=127.0.0.1 port={port} caps=\"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96\" \
+             ! rtph264depay ! h264parse ! avdec_h264 ! videoconvert ! video/x-raw,format=BGR ! appsink name=sink sync=false"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        Receiver { pipeline: p, sink }
+    }
+
+    /// Frames received until nothing arrives for `idle`; and the number with a red outline.
+    fn collect(&self, idle: Duration) -> (usize, usize) {
+        let (mut frames, mut red) = (0, 0);
+        while let Some(sample) = self.sink.try_pull_sample(gst::ClockTime::from_nseconds(idle.as_nanos() as u64)) {
+            frames += 1;
+            let map = sample.buffer().unwrap().map_readable().unwrap();
+            // BGR: strongly red pixels are the overlay (the test pattern has no pure red area
+            // wider than the contour on the frames' centre rows is irrelevant; count them all).
+            let n = map.chunks_exact(3).filter(|p| p[2] > 180 && p[1] < 80 && p[0] < 80).count();
+            red += usize::from(n > 50);
+        }
+        (frames, red)
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// sender (test) -> RTP/UDP -> lightunet live (udpsrc ... ! appsink, overlay, appsrc ... ! udpsink)
+/// -> RTP/UDP -> receiver (test). The sender stops without EOS (as a network stream does), so the
+/// run must end by itself through the stall timeout.
+#[test]
+fn rtp_udp_loopback_round_trip_and_stalled_source() {
+    let (port_in, port_out) = (free_udp_port(), free_udp_port());
+    let receiver = Receiver::start(port_out);
+
+    let source = SourceSpec::Launch(format!(
+        "udpsrc address=127.0.0.1 port={port_in} caps=\"application/x-rtp,media=video,encoding-name=H264,clock-rate=90000,payload=96\" \
+         ! rtpjitterbuffer latency=50 ! rtph264depay ! h264parse ! avdec_h264"
+    ));
+    let sink = SinkSpec::Launch(format!(
+        "x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay pt=96 config-interval=1 ! udpsink host=127.0.0.1 port={port_out} sync=false"
+    ));
+    let mut job = Job::new(source, sink);
+    job.config.mode = Mode::Live;
+    job.config.model_size = (32, 32);
+    job.config.stall_timeout = Duration::from_millis(1500);
+    let live = std::thread::spawn(move || run(job, slow_square(5)));
+
+    // Give lightunet's udpsrc time to bind, then send 40 frames (black, so the only red is ours).
+    std::thread::sleep(Duration::from_millis(700));
+    let sender = gst::parse::launch(&format!(
+        "videotestsrc is-live=true num-buffers=40 pattern=black ! video/x-raw,width=320,height=240,framerate=25/1 \
+         ! x264enc tune=zerolatency speed-preset=ultrafast key-int-max=10 ! rtph264pay pt=96 config-interval=1 ! udpsink host=127.0.0.1 port={port_in}"
+    ))
+    .unwrap();
+    sender.set_state(gst::State::Playing).unwrap();
+    let bus = sender.bus().unwrap();
+    bus.timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Eos, gst::MessageType::Error]).unwrap();
+    sender.set_state(gst::State::Null).unwrap();
+
+    let report = live.join().unwrap().expect("live run ends cleanly when the source stops");
+    let (frames, red) = receiver.collect(Duration::from_millis(1500));
+    eprintln!("{}received {frames} frames, {red} with the overlay", report.table());
+    assert!(report.stopped.as_deref().unwrap_or("").contains("stalled"), "{:?}", report.stopped);
+    assert!(report.counters.frames_in >= 25, "in {}", report.counters.frames_in);
+    assert!(frames >= 20, "received {frames}");
+    assert!(red >= frames / 2, "overlay visible in {red} of {frames}");
+}
