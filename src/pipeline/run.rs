@@ -131,7 +131,9 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let mode = job.config.mode;
     let live = mode == Mode::Live;
     let start = Instant::now();
-    let collector = Arc::new(Mutex::new(Collector::new(start, job.config.late_after.as_secs_f64() * 1e3, metadata)));
+    // Lateness is a live-mode notion: recorded mode waits for every frame by design.
+    let late_ms = if live { job.config.late_after.as_secs_f64() * 1e3 } else { f64::INFINITY };
+    let collector = Arc::new(Mutex::new(Collector::new(start, late_ms, metadata)));
 
     let input = build_input(&job.source, live)?;
     let mut outputs = vec![build_output(&job.output, gst_video::VideoFormat::Bgr, mode, Some(collector.clone()))?];
@@ -146,7 +148,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let (in_tx, in_rx) = bounded::<Frame>(job.config.queue_capacity);
     let (out_tx, out_rx) = bounded::<Processed>(2);
     let sender: Shared<Option<Sender<Frame>>> = Arc::new(Mutex::new(Some(in_tx)));
-    let last_frame: Shared<Option<Instant>> = Arc::new(Mutex::new(None));
+    let last_frame: Shared<Option<LastFrame>> = Arc::new(Mutex::new(None));
     let abort = Arc::new(AtomicBool::new(false));
 
     install_appsink_callbacks(&input.appsink, mode, sender.clone(), in_rx.clone(), collector.clone(), last_frame.clone(), job.max_frames);
@@ -253,7 +255,7 @@ fn install_appsink_callbacks(
     sender: Shared<Option<Sender<Frame>>>,
     queue: Receiver<Frame>,
     collector: Shared<Collector>,
-    last_frame: Shared<Option<Instant>>,
+    last_frame: Shared<Option<LastFrame>>,
     max_frames: Option<u64>,
 ) {
     let eos_sender = sender.clone();
@@ -287,7 +289,8 @@ fn install_appsink_callbacks(
                     stamps: Stamps::new(capture),
                 };
                 seq += 1;
-                *lock(&last_frame) = Some(capture);
+                let end = frame.pts.map(|p| p + frame.duration.unwrap_or(gst::ClockTime::ZERO));
+                *lock(&last_frame) = Some(LastFrame { at: capture, end });
                 lock(&collector).counters.frames_in += 1;
                 // Clone the sender out of the lock so that closing it never waits on a send.
                 let Some(tx) = lock(&sender).clone() else { return Err(gst::FlowError::Eos) };
@@ -375,6 +378,13 @@ fn spawn_pusher(
         .map_err(|e| PipelineError::gst("pusher", e))
 }
 
+/// When the newest frame was captured and where it ends in stream time.
+#[derive(Clone, Copy)]
+struct LastFrame {
+    at: Instant,
+    end: Option<gst::ClockTime>,
+}
+
 struct Loop {
     error: Option<PipelineError>,
     input_error: Option<String>,
@@ -389,7 +399,7 @@ fn watch(
     out_buses: &[gst::Bus],
     sender: &Shared<Option<Sender<Frame>>>,
     collector: &Shared<Collector>,
-    last_frame: &Shared<Option<Instant>>,
+    last_frame: &Shared<Option<LastFrame>>,
     inference: &JoinHandle<Result<u64>>,
     pusher: &JoinHandle<Result<Option<Instant>>>,
     pushed_any: &AtomicBool,
@@ -400,6 +410,7 @@ fn watch(
     let mut eos_sent: Option<Instant> = None;
     let mut pusher_done: Option<Instant> = None;
     let mut last_report = Instant::now();
+    let mut duration: Option<gst::ClockTime> = None;
     let close_input = || {
         lock(sender).take();
     };
@@ -409,7 +420,7 @@ fn watch(
                 gst::MessageView::Eos(_) => close_input(),
                 gst::MessageView::Error(e) => {
                     let err = stream_error("input", e);
-                    tracing::error!("{err}");
+                    tracing::debug!("{err}");
                     out.input_error.get_or_insert(err.to_string());
                     close_input();
                 }
@@ -430,7 +441,24 @@ fn watch(
                 }
             }
         }
+        if duration.is_none() && lock(last_frame).is_some() {
+            duration = input.query_duration::<gst::ClockTime>();
+        }
         if out_eos.iter().all(|&e| e) {
+            // Demuxers often stop quietly at the end of a truncated file: compare with the
+            // container's duration so that the loss is reported, not silent.
+            let end = lock(last_frame).and_then(|f| f.end);
+            let file = matches!(job.source, SourceSpec::File(_));
+            if let (true, None, None, Some(d), Some(e)) = (file, &out.input_error, &out.stopped, duration, end) {
+                let reached = lock(collector).counters.frames_in;
+                if job.max_frames.is_none_or(|m| reached < m) && e + gst::ClockTime::from_mseconds(100) < d {
+                    out.input_error = Some(format!(
+                        "the input ended at {:.2} s of its {:.2} s duration (truncated or corrupted file?)",
+                        e.nseconds() as f64 / 1e9,
+                        d.nseconds() as f64 / 1e9
+                    ));
+                }
+            }
             return out;
         }
         if inference.is_finished() && !pusher.is_finished() && lock(sender).is_some() {
@@ -458,7 +486,7 @@ fn watch(
             close_input(); // the source ignored EOS
         }
         if cfg.mode == Mode::Live {
-            let stalled = lock(last_frame).is_some_and(|t| t.elapsed() > cfg.stall_timeout);
+            let stalled = lock(last_frame).is_some_and(|f| f.at.elapsed() > cfg.stall_timeout);
             if stalled && lock(sender).is_some() {
                 tracing::warn!("the source sent no frame for {:.1} s: finishing", cfg.stall_timeout.as_secs_f64());
                 out.stopped.get_or_insert(format!("source stalled for {:.1} s", cfg.stall_timeout.as_secs_f64()));
