@@ -153,68 +153,8 @@ impl Processor {
         if o.text {
             let lat = frame.stamps.infer_end.map(|t| t.saturating_duration_since(frame.stamps.capture).as_secs_f64() * 1e3).unwrap_or(0.0);
             let text = format!("FPS {:.1} LAT {:.0}MS AREA {}PX", self.fps_ema, lat, stats.map_or(0, |s| s.area_px));
-            draw_text(&mut frame.data, frame.width, frame.height, stride, 8, 8, 2, &text);
+            super::font::draw_text_bgr(&mut frame.data, frame.width, frame.height, stride, (8, 8), 2, &text, [255; 3], Some([0; 3]));
         }
         Ok(())
-    }
-}
-
-/// 3x5 glyphs for the on-screen text (rows, top to bottom, 3 bits each).
-fn glyph(c: char) -> [u8; 5] {
-    match c {
-        '0' => [7, 5, 5, 5, 7],
-        '1' => [2, 6, 2, 2, 7],
-        '2' => [7, 1, 7, 4, 7],
-        '3' => [7, 1, 7, 1, 7],
-        '4' => [5, 5, 7, 1, 1],
-        '5' => [7, 4, 7, 1, 7],
-        '6' => [7, 4, 7, 5, 7],
-        '7' => [7, 1, 1, 1, 1],
-        '8' => [7, 5, 7, 5, 7],
-        '9' => [7, 5, 7, 1, 7],
-        '.' => [0, 0, 0, 0, 2],
-        'A' => [2, 5, 7, 5, 5],
-        'E' => [7, 4, 6, 4, 7],
-        'F' => [7, 4, 6, 4, 4],
-        'L' => [4, 4, 4, 4, 7],
-        'M' => [5, 7, 7, 5, 5],
-        'N' => [6, 5, 5, 5, 5],
-        'P' => [7, 5, 7, 4, 4],
-        'R' => [6, 5, 6, 5, 5],
-        'S' => [7, 4, 7, 1, 7],
-        'T' => [7, 2, 2, 2, 2],
-        'X' => [5, 5, 2, 5, 5],
-        _ => [0; 5],
-    }
-}
-
-/// White text on a black box at `(x0, y0)`, `scale` pixels per glyph dot, clipped to the frame.
-fn draw_text(data: &mut [u8], w: usize, h: usize, stride: usize, x0: usize, y0: usize, scale: usize, text: &str) {
-    let n = text.chars().count();
-    let (bw, bh) = ((n * 4 + 1) * scale, 7 * scale);
-    let mut put = |x: usize, y: usize, v: u8| {
-        if x < w && y < h {
-            let i = y * stride + x * 3;
-            data[i..i + 3].fill(v);
-        }
-    };
-    for y in y0..y0 + bh {
-        for x in x0..x0 + bw {
-            put(x, y, 0);
-        }
-    }
-    for (k, c) in text.chars().enumerate() {
-        for (row, bits) in glyph(c).iter().enumerate() {
-            for col in 0..3 {
-                if bits & (4 >> col) != 0 {
-                    let (gx, gy) = (x0 + (1 + k * 4 + col) * scale, y0 + (1 + row) * scale);
-                    for dy in 0..scale {
-                        for dx in 0..scale {
-                            put(gx + dx, gy + dy, 255);
-                        }
-                    }
-                }
-            }
-        }
     }
 }
