@@ -7,6 +7,8 @@
 //! - [`phantom`]: synthetic B-mode ultrasound video with ground truth.
 //! - [`pipeline`]: the streaming pipeline (GStreamer in, annotated video out, latency).
 //! - [`postprocess`]: probability map to mask, largest component, contours and overlays.
+//! - [`predict`]: offline inference and evaluation on image files.
+//! - [`train`]: training with the original recipe.
 
 pub mod checkpoint;
 pub mod error;
@@ -15,5 +17,7 @@ pub mod model;
 pub mod phantom;
 pub mod pipeline;
 pub mod postprocess;
+pub mod predict;
+pub mod train;
 
 pub use error::{Error, Result};

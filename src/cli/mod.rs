@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod model_cmds;
+mod predict;
+mod train;
 mod pipeline;
 
 #[derive(Debug, Parser)]
@@ -25,6 +27,10 @@ enum Command {
     Live(pipeline::LiveArgs),
     /// Write a synthetic B-mode phantom clip and its ground-truth masks.
     Phantom(pipeline::PhantomArgs),
+    /// Train a model with the original recipe (resumable; Ctrl-C writes a checkpoint).
+    Train(train::TrainArgs),
+    /// Segment a folder of images; with --masks, per-image and mean metrics.
+    Predict(predict::PredictArgs),
     /// Benchmarks.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -49,6 +55,8 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Info(args) => model_cmds::info(args),
+        Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),
         Command::Bench(BenchCommand::Pipeline(args)) => pipeline::bench_pipeline(args),
         Command::Process(args) => pipeline::process(args),

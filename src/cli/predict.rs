@@ -1,0 +1,214 @@
+//! `predict`: masks, contour overlays and (with `--masks`) metrics for a folder of images.
+//!
+//! ```text
+//! OUT/masks/NAME.png      final mask at the image's size (0/255)
+//! OUT/overlays/NAME.png   the image with the mask's outline in red, 2 px
+//! OUT/metrics.json        per-image metrics, means, unmatched files, problems
+//! OUT/metrics.csv         the same, one row per image and a final `mean` row
+//! ```
+//! Unreadable images, images without a mask and masks without an image are listed, not fatal.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use lightunet::metrics::Metrics;
+use lightunet::model::{UNet, Variant};
+use lightunet::postprocess::draw_contour_rgb;
+use lightunet::predict::{
+    load_bgr, load_mask, pair_files, report_csv, report_table, BgrImage, ImageReport, MetricsRow, PostOptions,
+    Predictor, Report, SummaryRow,
+};
+use lightunet::train::checkpoint::write_atomic;
+use rayon::prelude::*;
+
+use super::model_cmds::parse_device;
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Variant (unet, light, lighter@C); read from config.json next to the weights when absent.
+    #[arg(long)]
+    model: Option<Variant>,
+    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Folder of images (PNG, JPEG, BMP, TIFF; grey or colour; 8 or 16 bit).
+    #[arg(long)]
+    images: PathBuf,
+    /// Folder of ground-truth masks with the same names: adds metrics.
+    #[arg(long)]
+    masks: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Keep every connected component (default: only the largest, filled, as the original).
+    #[arg(long)]
+    no_cleanup: bool,
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// Network input size (default: config.json's, else 256).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Do not write overlays.
+    #[arg(long)]
+    no_overlays: bool,
+}
+
+/// Variant and input size from a config.json next to the weights, if there is one.
+fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
+    let path = weights.with_file_name("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return (None, None) };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        tracing::warn!("{} is not valid JSON; ignored", path.display());
+        return (None, None);
+    };
+    let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
+    let size = json["preprocessing"]["size"].as_u64().map(|s| s as usize);
+    (variant, size)
+}
+
+fn save_png(path: &Path, img: image::DynamicImage) -> anyhow::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .with_context(|| format!("encoding {}", path.display()))?;
+    Ok(write_atomic(path, &bytes)?)
+}
+
+pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    let (side_variant, side_size) = sidecar(&args.weights);
+    let Some(variant) = args.model.or(side_variant) else {
+        bail!("--model is required (no config.json with a variant next to {})", args.weights.display());
+    };
+    let size = args.size.or(side_size).unwrap_or(256);
+    if args.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    if !(0.0..1.0).contains(&args.threshold) {
+        bail!("--threshold must be in [0, 1), got {}", args.threshold);
+    }
+    if !args.images.is_dir() {
+        bail!("--images {} is not a folder", args.images.display());
+    }
+    if let Some(m) = &args.masks {
+        if !m.is_dir() {
+            bail!("--masks {} is not a folder", m.display());
+        }
+    }
+    let device = parse_device(&args.device)?;
+    let net = UNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
+    let predictor = Predictor::new(net, size, post)?;
+    let pairing = pair_files(&args.images, args.masks.as_deref())?;
+    if pairing.pairs.is_empty() {
+        bail!("no images in {} (expected .png, .jpg, .bmp or .tif files)", args.images.display());
+    }
+    let mask_dir = args.out.join("masks");
+    let overlay_dir = args.out.join("overlays");
+    for d in [&mask_dir, &overlay_dir] {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+
+    let mut rows = Vec::new();
+    let mut all_metrics = Vec::new();
+    for chunk in pairing.pairs.chunks(args.batch) {
+        let loaded: Vec<Result<BgrImage, String>> =
+            chunk.par_iter().map(|(_, p, _)| load_bgr(p).map_err(|e| e.to_string())).collect();
+        let ok: Vec<&BgrImage> = loaded.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let mut preds = predictor.predict(&ok)?.into_iter();
+        for ((key, img_path, mask_path), img) in chunk.iter().zip(&loaded) {
+            let mut row = ImageReport {
+                name: key.clone(),
+                image: img_path.clone(),
+                mask: mask_path.clone(),
+                width: 0,
+                height: 0,
+                predicted_area_px: 0,
+                metrics: None,
+                problem: None,
+            };
+            let img = match img {
+                Ok(img) => img,
+                Err(e) => {
+                    tracing::warn!("skipped: {e}");
+                    row.problem = Some(format!("unreadable image: {e}"));
+                    rows.push(row);
+                    continue;
+                }
+            };
+            let pred = preds.next().context("prediction count mismatch")?;
+            row.width = img.width;
+            row.height = img.height;
+            row.predicted_area_px = pred.mask.count();
+            let grey = pred.mask.to_u8();
+            let mask_img = image::GrayImage::from_raw(img.width as u32, img.height as u32, grey)
+                .context("mask buffer size")?;
+            save_png(&mask_dir.join(format!("{key}.png")), mask_img.into())?;
+            if !args.no_overlays {
+                let mut bgr = img.data.clone();
+                draw_contour_rgb(&mut bgr, img.width, img.height, img.stride(), &pred.mask, [0, 0, 255], 2)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                for px in bgr.chunks_exact_mut(3) {
+                    px.swap(0, 2);
+                }
+                let rgb = image::RgbImage::from_raw(img.width as u32, img.height as u32, bgr)
+                    .context("overlay buffer size")?;
+                save_png(&overlay_dir.join(format!("{key}.png")), rgb.into())?;
+            }
+            if let Some(mp) = mask_path {
+                match load_mask(mp) {
+                    Err(e) => row.problem = Some(format!("unreadable mask: {e}")),
+                    Ok(m) if (m.mask.width, m.mask.height) != (img.width, img.height) => {
+                        row.problem = Some(format!(
+                            "mask is {}x{}, image {}x{}: no metrics",
+                            m.mask.width, m.mask.height, img.width, img.height
+                        ))
+                    }
+                    Ok(m) => {
+                        if m.non_binary > 0 {
+                            tracing::warn!("{}: {} non-binary mask pixels (binarised at > 127)", mp.display(), m.non_binary);
+                        }
+                        let metrics = Metrics::compute(&pred.mask, &m.mask).map_err(|e| anyhow::anyhow!("{e}"))?;
+                        row.metrics = Some(MetricsRow::from(&metrics));
+                        all_metrics.push(metrics);
+                    }
+                }
+            }
+            rows.push(row);
+        }
+    }
+
+    let report = Report {
+        model: variant.to_string(),
+        weights: args.weights.clone(),
+        size,
+        post,
+        images: rows,
+        images_without_mask: pairing.images_without_mask.clone(),
+        masks_without_image: pairing.masks_without_image.clone(),
+        duplicates: pairing.duplicates.clone(),
+        summary: SummaryRow::from(all_metrics.as_slice()),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    write_atomic(&args.out.join("metrics.json"), json.as_bytes())?;
+    write_atomic(&args.out.join("metrics.csv"), report_csv(&report).as_bytes())?;
+    print!("{}", report_table(&report));
+    let list = |what: &str, v: &[PathBuf]| {
+        if !v.is_empty() {
+            println!("{} {what}:", v.len());
+            for p in v {
+                println!("  {}", p.display());
+            }
+        }
+    };
+    list("images without a mask", &report.images_without_mask);
+    list("masks without an image", &report.masks_without_image);
+    list("files ignored (same name as another)", &report.duplicates);
+    println!("wrote {} masks to {} (metrics.json, metrics.csv)", report.images.len(), args.out.display());
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `train`: arguments to a [`TrainConfig`] (the original recipe unless overridden), Ctrl-C to
+//! a resumable checkpoint, and `--resume RUN_DIR` to continue.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use lightunet::model::Variant;
+use lightunet::train::loss::LossKind;
+use lightunet::train::optim::OptimizerKind;
+use lightunet::train::{device_from_name, Outcome, TrainConfig, Trainer};
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data root holding `train/` and `val/`, each with `images/` and `mask/` (same file names).
+    #[arg(long, required_unless_present = "resume")]
+    data: Option<PathBuf>,
+    /// Variant: unet, light or lighter@C.
+    #[arg(long, required_unless_present = "resume")]
+    model: Option<Variant>,
+    /// Run directory (checkpoint, best weights, config.json, log, curves).
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this directory exactly where it stopped (the recipe comes from its
+    /// checkpoint; only --epochs and --max-steps may be changed).
+    #[arg(long, conflicts_with_all = ["data", "model", "out"])]
+    resume: Option<PathBuf>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, value_enum, default_value = "dice")]
+    loss: LossKind,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 1e-4)]
+    lr: f64,
+    /// L2 weight decay (default: the original's for the variant: 1e-4 U-net / Lighter@128,
+    /// 1e-3 Light, 1e-2 Lighter@1).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Maximum number of epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Early stopping: epochs without improvement of the validation loss.
+    #[arg(long, default_value_t = 15)]
+    patience: usize,
+    /// Early stopping only from this epoch on.
+    #[arg(long, default_value_t = 50)]
+    min_epochs: usize,
+    /// ReduceLROnPlateau patience (factor 0.5).
+    #[arg(long, default_value_t = 5)]
+    lr_patience: usize,
+    /// Images are resized to SIZE x SIZE.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Turn the augmentation off.
+    #[arg(long)]
+    no_augment: bool,
+    /// Stop after this many optimizer steps in total (writes a resumable checkpoint).
+    #[arg(long)]
+    max_steps: Option<u64>,
+    /// Folder names inside the data root.
+    #[arg(long, default_value = "train")]
+    train_dir: String,
+    #[arg(long, default_value = "val")]
+    val_dir: String,
+    #[arg(long, default_value = "images")]
+    images_dir: String,
+    #[arg(long, default_value = "mask")]
+    masks_dir: String,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
+    let (Some(data), Some(variant), Some(out)) = (&args.data, args.model, &args.out) else {
+        bail!("--data, --model and --out are required for a new run");
+    };
+    let mut cfg = TrainConfig::recipe(variant, data.clone());
+    cfg.loss = args.loss;
+    cfg.optimizer.kind = args.optimizer;
+    cfg.optimizer.lr = args.lr;
+    if let Some(wd) = args.weight_decay {
+        cfg.optimizer.weight_decay = wd;
+    }
+    cfg.optimizer.momentum = args.momentum;
+    cfg.batch = args.batch;
+    if let Some(e) = args.epochs {
+        cfg.max_epochs = e;
+    }
+    cfg.early_stop_patience = args.patience;
+    cfg.min_epochs = args.min_epochs;
+    cfg.plateau_patience = args.lr_patience;
+    cfg.size = args.size;
+    cfg.seed = args.seed;
+    cfg.augment = !args.no_augment;
+    cfg.max_steps = args.max_steps;
+    cfg.data.train = args.train_dir.clone();
+    cfg.data.val = args.val_dir.clone();
+    cfg.data.images = args.images_dir.clone();
+    cfg.data.masks = args.masks_dir.clone();
+    cfg.validate()?;
+    Ok((cfg, out.clone()))
+}
+
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let device = device_from_name(&args.device)?;
+    let (trainer, out) = match &args.resume {
+        Some(dir) => {
+            let (epochs, max_steps) = (args.epochs, args.max_steps);
+            let t = Trainer::resume(dir, device, |c| {
+                if let Some(e) = epochs {
+                    c.max_epochs = e;
+                }
+                c.max_steps = max_steps;
+            })
+            .with_context(|| format!("resuming {}", dir.display()))?;
+            tracing::info!(
+                "resuming at epoch {} batch {} (step {})",
+                t.state().epoch + 1,
+                t.state().batch_in_epoch,
+                t.state().global_step
+            );
+            (t, dir.clone())
+        }
+        None => {
+            let (cfg, out) = config(&args)?;
+            (Trainer::new(cfg, &out, device).context("setting up training")?, out)
+        }
+    };
+    let mut trainer = trainer.with_progress(!args.quiet);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let outcome = trainer.run(&stop)?;
+    let s = trainer.state();
+    let best = s.history.iter().find(|r| r.epoch == s.early_stop.best_epoch);
+    match outcome {
+        Outcome::Finished => println!("finished after {} epochs ({} steps)", s.epoch, s.global_step),
+        Outcome::StepLimit => println!(
+            "stopped at step {} (--max-steps); continue with: lightunet train --resume {}",
+            s.global_step,
+            out.display()
+        ),
+        Outcome::Interrupted => println!(
+            "interrupted at step {}; continue with: lightunet train --resume {}",
+            s.global_step,
+            out.display()
+        ),
+    }
+    if let Some(b) = best {
+        println!(
+            "best epoch {}: val loss {:.4}, val Dice {:.4} -> {}",
+            b.epoch,
+            b.val_loss,
+            b.val_dice,
+            out.join(lightunet::train::trainer::BEST_FILE).display()
+        );
+    }
+    Ok(())
+}

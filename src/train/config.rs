@@ -1,0 +1,126 @@
+//! The training configuration: the original recipe as defaults, every knob overridable, and the
+//! whole thing serialised into config.json and the resumable checkpoint.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::loss::LossKind;
+use super::optim::{OptimizerConfig, OptimizerKind};
+use crate::error::{Error, Result};
+use crate::model::Variant;
+
+/// Folder names inside the data root (the original layout by default).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataLayout {
+    pub root: PathBuf,
+    pub train: String,
+    pub val: String,
+    pub images: String,
+    pub masks: String,
+}
+
+impl DataLayout {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root, train: "train".into(), val: "val".into(), images: "images".into(), masks: "mask".into() }
+    }
+
+    /// `(images, masks)` folders of `split`.
+    pub fn dirs(&self, split: &str) -> (PathBuf, PathBuf) {
+        let base = self.root.join(split);
+        (base.join(&self.images), base.join(&self.masks))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// `unet`, `light` or `lighter@C`.
+    pub variant: String,
+    pub data: DataLayout,
+    pub loss: LossKind,
+    pub optimizer: OptimizerConfig,
+    pub batch: usize,
+    /// Images are resized to `size x size`.
+    pub size: usize,
+    pub max_epochs: usize,
+    /// Early stopping is considered only from this epoch on.
+    pub min_epochs: usize,
+    /// Epochs without a better validation loss before stopping.
+    pub early_stop_patience: usize,
+    pub plateau_patience: usize,
+    pub plateau_factor: f64,
+    pub augment: bool,
+    pub seed: u64,
+    /// Stop (with a resumable checkpoint) after this many optimizer steps in total.
+    pub max_steps: Option<u64>,
+}
+
+/// The original's weight decay: 1e-4 for U-net and Lighter@128, 1e-3 for Light U-net, 1e-2 for
+/// Lighter@1. Other Lighter@C were not published; they get 1e-4 like the @128 model.
+pub fn default_weight_decay(v: Variant) -> f64 {
+    match v {
+        Variant::UNet => 1e-4,
+        Variant::Light => 1e-3,
+        Variant::Lighter(1) => 1e-2,
+        Variant::Lighter(_) => 1e-4,
+    }
+}
+
+impl TrainConfig {
+    /// The original recipe for `variant` on the data in `root`.
+    pub fn recipe(variant: Variant, root: PathBuf) -> Self {
+        Self {
+            variant: variant.to_string(),
+            data: DataLayout::new(root),
+            loss: LossKind::Dice,
+            optimizer: OptimizerConfig {
+                kind: OptimizerKind::Adam,
+                lr: 1e-4,
+                weight_decay: default_weight_decay(variant),
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+                momentum: 0.9,
+            },
+            batch: 8,
+            size: 256,
+            max_epochs: 200,
+            min_epochs: 50,
+            early_stop_patience: 15,
+            plateau_patience: 5,
+            plateau_factor: 0.5,
+            augment: true,
+            seed: 0,
+            max_steps: None,
+        }
+    }
+
+    pub fn variant(&self) -> Result<Variant> {
+        self.variant.parse()
+    }
+
+    /// Rejects values no run could use, before any data is read.
+    pub fn validate(&self) -> Result<()> {
+        self.variant()?;
+        let bad = |m: String| Err(Error::Input(m));
+        if self.batch == 0 {
+            return bad("batch must be at least 1".into());
+        }
+        if self.size < 16 {
+            return bad(format!("image size must be >= 16, got {}", self.size));
+        }
+        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
+            return bad(format!("learning rate must be > 0, got {}", self.optimizer.lr));
+        }
+        if !(self.optimizer.weight_decay >= 0.0) {
+            return bad(format!("weight decay must be >= 0, got {}", self.optimizer.weight_decay));
+        }
+        if self.max_epochs == 0 {
+            return bad("epochs must be at least 1".into());
+        }
+        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
+            return bad(format!("plateau factor must be in (0, 1), got {}", self.plateau_factor));
+        }
+        Ok(())
+    }
+}

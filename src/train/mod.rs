@@ -1,0 +1,16 @@
+//! Training the Light U-net family with the original recipe (SPEC.md): data loading and
+//! augmentation ([`data`]), losses ([`loss`]), PyTorch-exact optimizers ([`optim`]), plateau
+//! schedule and early stopping ([`schedule`]), atomic checkpoints ([`checkpoint`]), the
+//! training-curve plot ([`plot`]) and the loop tying them together ([`trainer`]).
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod loss;
+pub mod optim;
+pub mod plot;
+pub mod schedule;
+pub mod trainer;
+
+pub use config::{DataLayout, TrainConfig};
+pub use trainer::{device_from_name, EpochRecord, Outcome, Trainer};

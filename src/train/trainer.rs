@@ -1,0 +1,495 @@
+//! The training loop: model and optimizer on one device, batches from the loader thread,
+//! validation each epoch, plateau schedule, early stopping, and the files of a run directory:
+//!
+//! ```text
+//! RUN/checkpoint.safetensors   resumable: weights (`model.*`), optimizer moments (`optim.*`),
+//!                              run state and config as JSON metadata; rewritten each epoch,
+//!                              on Ctrl-C and at --max-steps
+//! RUN/best.safetensors         best validation loss weights, PyTorch key names
+//! RUN/config.json              variant, recipe, preprocessing, data fingerprint, epochs, metrics
+//! RUN/log.jsonl                one line per finished epoch
+//! RUN/curves.png               train/val loss and val Dice per epoch
+//! ```
+//!
+//! Reproducibility: weights are initialised from the seed (PyTorch's default uniform bounds),
+//! the sample order of each epoch and each sample's augmentation come from seeded streams keyed
+//! by (epoch, position), so a run resumed mid-epoch sees exactly the batches it would have seen.
+//! Not seeded: the dropout mask, drawn by candle's unseedable CPU generator inside the model.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{load_tensors, save_tensors, write_atomic};
+use super::config::TrainConfig;
+use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
+use super::loss::{hard_confusions, loss};
+use super::optim::Optimizer;
+use super::plot::plot_curves;
+use super::schedule::{EarlyStop, Plateau};
+use crate::error::{Error, Result};
+use crate::metrics::Confusion;
+use crate::model::{is_buffer, UNet, Variant};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const BEST_FILE: &str = "best.safetensors";
+pub const CONFIG_FILE: &str = "config.json";
+pub const LOG_FILE: &str = "log.jsonl";
+pub const CURVES_FILE: &str = "curves.png";
+
+/// One finished epoch (a line of log.jsonl).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub steps: u64,
+    pub train_loss: f64,
+    pub train_dice: f64,
+    pub val_loss: f64,
+    pub val_dice: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    pub best: bool,
+}
+
+/// Running sums over the batches of the current epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochAccum {
+    pub loss_sum: f64,
+    pub dice_sum: f64,
+    pub images: usize,
+    pub seconds: f64,
+}
+
+/// Everything besides tensors that a resumed run needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Epochs fully done.
+    pub epoch: usize,
+    /// Batches done in the current (unfinished) epoch.
+    pub batch_in_epoch: usize,
+    pub global_step: u64,
+    pub lr: f64,
+    pub plateau: Plateau,
+    pub early_stop: EarlyStop,
+    pub accum: EpochAccum,
+    pub history: Vec<EpochRecord>,
+    pub finished: bool,
+}
+
+/// Why [`Trainer::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Early stopping or the epoch limit.
+    Finished,
+    /// `max_steps` reached: resumable.
+    StepLimit,
+    /// The stop flag (Ctrl-C): resumable.
+    Interrupted,
+}
+
+pub struct Trainer {
+    cfg: TrainConfig,
+    variant: Variant,
+    device: Device,
+    varmap: VarMap,
+    net: UNet,
+    opt: Optimizer,
+    state: TrainState,
+    train: Arc<Dataset>,
+    val: Arc<Dataset>,
+    out: PathBuf,
+    progress: bool,
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N`.
+pub fn device_from_name(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::new_cuda(0)?),
+        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(n) => Ok(Device::new_cuda(n)?),
+            None => Err(Error::Input(format!("unknown device `{s}` (cpu, cuda, cuda:N)"))),
+        },
+    }
+}
+
+/// PyTorch's default initialisation, drawn from `seed`: every conv weight and its bias
+/// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; BatchNorm keeps gamma 1, beta 0, mean 0, var 1.
+fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for (i, name) in names.iter().enumerate() {
+        let Some(prefix) = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")) else { continue };
+        let Some(w) = vars.get(&format!("{prefix}.weight")) else { continue };
+        let [_, ci, kh, kw] = w.dims() else { continue }; // BatchNorm: 1-D
+        let bound = 1.0 / ((ci * kh * kw) as f64).sqrt();
+        let var = &vars[*name];
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(seed, 0x1417, i as u64));
+        let vals: Vec<f32> = (0..var.elem_count()).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        var.set(&Tensor::from_vec(vals, var.shape(), &Device::Cpu)?.to_device(var.device())?)?;
+    }
+    Ok(())
+}
+
+fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
+    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let mut params: Vec<(String, Var)> =
+        vars.iter().filter(|(n, _)| !is_buffer(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(params)
+}
+
+fn load_split(cfg: &TrainConfig, split: &str) -> Result<Dataset> {
+    let (images, masks) = cfg.data.dirs(split);
+    let d = Dataset::load(&images, &masks, cfg.size)
+        .map_err(|e| Error::Input(format!("{split} split ({}): {e}", cfg.data.root.join(split).display())))?;
+    for w in &d.warnings {
+        tracing::warn!("{split}: {w}");
+    }
+    Ok(d)
+}
+
+impl Trainer {
+    /// A fresh run in `out` (created; an existing checkpoint there is an error: use resume).
+    pub fn new(cfg: TrainConfig, out: &Path, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        if out.join(CHECKPOINT_FILE).exists() {
+            return Err(Error::Input(format!(
+                "{} already holds a run; continue it with --resume or choose another --out",
+                out.display()
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let variant = cfg.variant()?;
+        let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
+        let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
+        let varmap = VarMap::new();
+        let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+        seeded_init(&varmap, cfg.seed)?;
+        let opt = Optimizer::new(cfg.optimizer, trainable(&varmap)?);
+        let state = TrainState {
+            epoch: 0,
+            batch_in_epoch: 0,
+            global_step: 0,
+            lr: cfg.optimizer.lr,
+            plateau: Plateau::new(cfg.plateau_factor, cfg.plateau_patience),
+            early_stop: EarlyStop::new(cfg.early_stop_patience, cfg.min_epochs, cfg.max_epochs),
+            accum: EpochAccum::default(),
+            history: Vec::new(),
+            finished: false,
+        };
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false })
+    }
+
+    /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
+    /// limits (`max_steps`, `max_epochs`) but nothing that would change the trajectory.
+    pub fn resume(out: &Path, device: Device, adjust: impl FnOnce(&mut TrainConfig)) -> Result<Self> {
+        let path = out.join(CHECKPOINT_FILE);
+        if !path.exists() {
+            return Err(Error::Input(format!("{} has no {CHECKPOINT_FILE} to resume from", out.display())));
+        }
+        let (tensors, meta) = load_tensors(&path)?;
+        let bad = |reason: String| Error::Checkpoint { path: path.clone(), reason };
+        let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no `{k}` metadata")));
+        let mut cfg: TrainConfig = serde_json::from_str(get("config")?).map_err(|e| bad(e.to_string()))?;
+        let mut state: TrainState = serde_json::from_str(get("state")?).map_err(|e| bad(e.to_string()))?;
+        let fingerprints: HashMap<String, String> =
+            serde_json::from_str(get("data")?).map_err(|e| bad(e.to_string()))?;
+        adjust(&mut cfg);
+        cfg.validate()?;
+        state.early_stop.max_epochs = cfg.max_epochs;
+        state.finished = false;
+        let variant = cfg.variant()?;
+        let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
+        let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
+        for (split, d) in [("train", &train), ("val", &val)] {
+            if fingerprints.get(split) != Some(&d.fingerprint) {
+                tracing::warn!("the {split} data changed since the checkpoint was written: the run will not be reproducible");
+            }
+        }
+        let varmap = VarMap::new();
+        let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
+        {
+            let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+            for (name, var) in vars.iter() {
+                let t = tensors.get(&format!("model.{name}")).ok_or_else(|| bad(format!("missing model.{name}")))?;
+                if t.dims() != var.dims() {
+                    return Err(bad(format!("model.{name}: shape {:?}, expected {:?}", t.dims(), var.dims())));
+                }
+                var.set(&t.to_device(&device)?)?;
+            }
+        }
+        let mut opt = Optimizer::new(cfg.optimizer, trainable(&varmap)?);
+        let optim: HashMap<String, Tensor> = tensors
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("optim.").map(|k| (k.to_string(), t.clone())))
+            .collect();
+        opt.load_state(state.global_step, &optim)?;
+        opt.set_lr(state.lr);
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false })
+    }
+
+    /// Shows an indicatif progress bar (on a terminal).
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    pub fn net(&self) -> &UNet {
+        &self.net
+    }
+
+    pub fn optimizer(&self) -> &Optimizer {
+        &self.opt
+    }
+
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    pub fn train_len(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Every variable (weights and BatchNorm statistics) under its PyTorch name, sorted.
+    pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let vars = self.varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+        let mut v: Vec<(String, Tensor)> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(v)
+    }
+
+    /// One optimizer step on `batch`: returns the loss and the hard-Dice confusions.
+    pub fn train_step(&mut self, batch: Batch) -> Result<(f64, Vec<Confusion>)> {
+        let s = self.cfg.size;
+        let x = Tensor::from_vec(batch.images, (batch.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
+        let y = Tensor::from_vec(batch.masks, (batch.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
+        let logits = self.net.logits_t(&x, true)?;
+        let l = loss(self.cfg.loss, &logits, &y)?;
+        let value = f64::from(l.to_scalar::<f32>()?);
+        if !value.is_finite() {
+            return Err(Error::Msg(format!(
+                "the loss became {value} at step {}: lower the learning rate or check the data",
+                self.state.global_step + 1
+            )));
+        }
+        let grads = l.backward()?;
+        self.opt.step(&grads)?;
+        self.state.global_step += 1;
+        let conf = hard_confusions(&logits.detach(), &y)?;
+        Ok((value, conf))
+    }
+
+    /// Validation in inference mode (running statistics, no dropout): mean loss and mean Dice
+    /// per image (at the training size, threshold 0.5, no clean-up).
+    pub fn evaluate(&self) -> Result<(f64, f64)> {
+        let s = self.cfg.size;
+        let order: Vec<usize> = (0..self.val.len()).collect();
+        let loader = Loader::spawn(self.val.clone(), order, self.cfg.batch, 0, None, 2);
+        let (mut loss_sum, mut dice_sum, mut n) = (0f64, 0f64, 0usize);
+        while let Some(b) = loader.next_batch()? {
+            let x = Tensor::from_vec(b.images, (b.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
+            let y = Tensor::from_vec(b.masks, (b.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
+            let logits = self.net.logits_t(&x, false)?;
+            loss_sum += f64::from(loss(self.cfg.loss, &logits, &y)?.to_scalar::<f32>()?) * b.n as f64;
+            dice_sum += hard_confusions(&logits, &y)?.iter().map(Confusion::dice).sum::<f64>();
+            n += b.n;
+        }
+        let n = n.max(1) as f64;
+        Ok((loss_sum / n, dice_sum / n))
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.train.len().div_ceil(self.cfg.batch)
+    }
+
+    /// Trains until early stopping, the epoch or step limit, or `stop` is set. Writes the
+    /// resumable checkpoint whenever it returns `Ok`.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+        let per_epoch = self.steps_per_epoch();
+        tracing::info!(
+            "training {} on {} images ({} val), {} steps per epoch, device {:?}",
+            self.variant,
+            self.train.len(),
+            self.val.len(),
+            per_epoch,
+            self.device
+        );
+        while !self.state.finished {
+            let epoch = self.state.epoch; // 0-based, the one being trained
+            let bar = if self.progress { ProgressBar::new(per_epoch as u64) } else { ProgressBar::hidden() };
+            if let Ok(style) = ProgressStyle::with_template(
+                "epoch {prefix} [{bar:25}] {pos}/{len} {msg} {elapsed_precise} eta {eta}",
+            ) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_prefix(format!("{}/{}", epoch + 1, self.cfg.max_epochs));
+            bar.set_position(self.state.batch_in_epoch as u64);
+            let order = epoch_order(self.train.len(), self.cfg.seed, epoch);
+            let aug = self.cfg.augment.then_some(AugmentSeed { seed: self.cfg.seed, epoch });
+            let loader = Loader::spawn(self.train.clone(), order, self.cfg.batch, self.state.batch_in_epoch, aug, 2);
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    bar.abandon();
+                    self.save_checkpoint()?;
+                    return Ok(Outcome::Interrupted);
+                }
+                if self.cfg.max_steps.is_some_and(|m| self.state.global_step >= m) {
+                    bar.abandon();
+                    self.save_checkpoint()?;
+                    return Ok(Outcome::StepLimit);
+                }
+                let t0 = Instant::now();
+                let Some(batch) = loader.next_batch()? else { break };
+                let n = batch.n;
+                let (l, conf) = self.train_step(batch)?;
+                let a = &mut self.state.accum;
+                a.loss_sum += l * n as f64;
+                a.dice_sum += conf.iter().map(Confusion::dice).sum::<f64>();
+                a.images += n;
+                a.seconds += t0.elapsed().as_secs_f64();
+                self.state.batch_in_epoch += 1;
+                let images = a.images.max(1) as f64;
+                bar.set_message(format!(
+                    "loss {:.4} dice {:.3} lr {:.1e}",
+                    a.loss_sum / images,
+                    a.dice_sum / images,
+                    self.opt.lr()
+                ));
+                bar.inc(1);
+            }
+            drop(loader);
+            bar.finish_and_clear();
+            self.finish_epoch()?;
+        }
+        Ok(Outcome::Finished)
+    }
+
+    fn finish_epoch(&mut self) -> Result<()> {
+        let t0 = Instant::now();
+        let (val_loss, val_dice) = self.evaluate()?;
+        let epoch = self.state.epoch + 1;
+        let a = std::mem::take(&mut self.state.accum);
+        let images = a.images.max(1) as f64;
+        let best = self.state.early_stop.update(epoch, val_loss);
+        let lr_used = self.opt.lr();
+        let record = EpochRecord {
+            epoch,
+            steps: self.state.global_step,
+            train_loss: a.loss_sum / images,
+            train_dice: a.dice_sum / images,
+            val_loss,
+            val_dice,
+            lr: lr_used,
+            seconds: a.seconds + t0.elapsed().as_secs_f64(),
+            best,
+        };
+        tracing::info!(
+            "epoch {epoch}: train loss {:.4} dice {:.4} | val loss {:.4} dice {:.4} | lr {:.1e}{}",
+            record.train_loss,
+            record.train_dice,
+            val_loss,
+            val_dice,
+            lr_used,
+            if best { " | best" } else { "" }
+        );
+        self.state.history.push(record);
+        let new_lr = self.state.plateau.step(val_loss, lr_used);
+        if new_lr != lr_used {
+            tracing::info!("validation loss plateaued: learning rate {lr_used:.1e} -> {new_lr:.1e}");
+        }
+        self.opt.set_lr(new_lr);
+        self.state.lr = new_lr;
+        self.state.epoch = epoch;
+        self.state.batch_in_epoch = 0;
+        self.state.finished = self.state.early_stop.should_stop(epoch);
+        if best {
+            save_tensors(&self.out.join(BEST_FILE), &self.named_tensors()?, None)?;
+        }
+        self.write_config()?;
+        self.write_log()?;
+        if let Err(e) = plot_curves(&self.state.history, &self.out.join(CURVES_FILE)) {
+            tracing::warn!("could not draw {CURVES_FILE}: {e}");
+        }
+        self.save_checkpoint()
+    }
+
+    fn write_log(&self) -> Result<()> {
+        let mut s = String::new();
+        for r in &self.state.history {
+            s.push_str(&serde_json::to_string(r).map_err(|e| Error::Msg(e.to_string()))?);
+            s.push('\n');
+        }
+        write_atomic(&self.out.join(LOG_FILE), s.as_bytes())
+    }
+
+    /// config.json: what inference needs to reload the best weights, and what produced them.
+    fn write_config(&self) -> Result<()> {
+        let es = &self.state.early_stop;
+        let best = self.state.history.iter().find(|r| r.epoch == es.best_epoch);
+        let json = serde_json::json!({
+            "variant": self.variant.to_string(),
+            "name": self.variant.paper_name(),
+            "weights": BEST_FILE,
+            "preprocessing": {
+                "size": self.cfg.size, "channels": "BGR", "resize": "bilinear, 8-bit", "scale": "1/255",
+            },
+            "postprocessing": { "threshold": 0.5, "largest_component": true },
+            "recipe": self.cfg,
+            "data": {
+                "root": self.cfg.data.root,
+                "train_images": self.train.len(), "val_images": self.val.len(),
+                "train_fingerprint": self.train.fingerprint, "val_fingerprint": self.val.fingerprint,
+            },
+            "epochs_done": self.state.epoch,
+            "steps_done": self.state.global_step,
+            "best_epoch": es.best_epoch,
+            "best": best,
+            "finished": self.state.finished,
+            "tool": format!("lightunet {}", env!("CARGO_PKG_VERSION")),
+            "device": format!("{:?}", self.device),
+        });
+        let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Msg(e.to_string()))?;
+        write_atomic(&self.out.join(CONFIG_FILE), text.as_bytes())
+    }
+
+    /// Writes the resumable checkpoint (atomically).
+    pub fn save_checkpoint(&self) -> Result<()> {
+        let mut tensors: Vec<(String, Tensor)> =
+            self.named_tensors()?.into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        tensors.extend(self.opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+        let data = HashMap::from([
+            ("train".to_string(), self.train.fingerprint.clone()),
+            ("val".to_string(), self.val.fingerprint.clone()),
+        ]);
+        let meta = HashMap::from([
+            ("config".to_string(), to_json(&self.cfg)?),
+            ("state".to_string(), to_json(&self.state)?),
+            ("data".to_string(), to_json(&data)?),
+            ("format".to_string(), "lightunet-train-checkpoint-1".to_string()),
+        ]);
+        save_tensors(&self.out.join(CHECKPOINT_FILE), &tensors, Some(meta))
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| Error::Msg(e.to_string()))
+}
