@@ -208,7 +208,8 @@ impl Trainer {
         adjust(&mut cfg);
         cfg.validate()?;
         state.early_stop.max_epochs = cfg.max_epochs;
-        state.finished = false;
+        // A finished run continues only if the new limits allow more epochs.
+        state.finished = state.epoch > 0 && state.early_stop.should_stop(state.epoch);
         let variant = cfg.variant()?;
         let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
         let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
@@ -334,6 +335,10 @@ impl Trainer {
             self.device
         );
         while !self.state.finished {
+            if let Some(outcome) = self.limit_reached(stop) {
+                self.save_checkpoint()?;
+                return Ok(outcome);
+            }
             let epoch = self.state.epoch; // 0-based, the one being trained
             let bar = if self.progress { ProgressBar::new(per_epoch as u64) } else { ProgressBar::hidden() };
             if let Ok(style) = ProgressStyle::with_template(
@@ -347,18 +352,15 @@ impl Trainer {
             let aug = self.cfg.augment.then_some(AugmentSeed { seed: self.cfg.seed, epoch });
             let loader = Loader::spawn(self.train.clone(), order, self.cfg.batch, self.state.batch_in_epoch, aug, 2);
             loop {
-                if stop.load(Ordering::SeqCst) {
-                    bar.abandon();
-                    self.save_checkpoint()?;
-                    return Ok(Outcome::Interrupted);
-                }
-                if self.cfg.max_steps.is_some_and(|m| self.state.global_step >= m) {
-                    bar.abandon();
-                    self.save_checkpoint()?;
-                    return Ok(Outcome::StepLimit);
-                }
                 let t0 = Instant::now();
+                // The end of the epoch comes first: a limit reached on its last step still
+                // gets the epoch's validation, log and checkpoint.
                 let Some(batch) = loader.next_batch()? else { break };
+                if let Some(outcome) = self.limit_reached(stop) {
+                    bar.abandon();
+                    self.save_checkpoint()?;
+                    return Ok(outcome);
+                }
                 let n = batch.n;
                 let (l, conf) = self.train_step(batch)?;
                 let a = &mut self.state.accum;
@@ -381,6 +383,16 @@ impl Trainer {
             self.finish_epoch()?;
         }
         Ok(Outcome::Finished)
+    }
+
+    fn limit_reached(&self, stop: &AtomicBool) -> Option<Outcome> {
+        if stop.load(Ordering::SeqCst) {
+            Some(Outcome::Interrupted)
+        } else if self.cfg.max_steps.is_some_and(|m| self.state.global_step >= m) {
+            Some(Outcome::StepLimit)
+        } else {
+            None
+        }
     }
 
     fn finish_epoch(&mut self) -> Result<()> {

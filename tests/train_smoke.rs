@@ -1,0 +1,159 @@
+//! Training end to end on generated data (dark disks on noise, 32x32): the loss goes down, the
+//! run directory holds every file, the weights reload with `UNet::load`, and a stopped run
+//! resumes from exactly the state it stopped in.
+
+mod train_util;
+
+use std::sync::atomic::AtomicBool;
+
+use candle_core::{Device, Tensor};
+use lightunet::model::{UNet, Variant};
+use lightunet::train::checkpoint::{load_tensors, save_tensors};
+use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
+use lightunet::train::{Outcome, TrainConfig, Trainer};
+use train_util::{temp_dir, write_dataset};
+
+fn small_config(root: &std::path::Path) -> TrainConfig {
+    let mut cfg = TrainConfig::recipe(Variant::Lighter(1), root.to_path_buf());
+    cfg.size = 32;
+    cfg.batch = 4;
+    cfg.optimizer.lr = 3e-3;
+    cfg.optimizer.weight_decay = 0.0;
+    cfg.min_epochs = 1;
+    cfg.seed = 7;
+    cfg
+}
+
+fn batch_of_val(root: &std::path::Path) -> Tensor {
+    let imgs: Vec<f32> = (0..2)
+        .flat_map(|i| {
+            let img = lightunet::predict::load_bgr(&root.join(format!("val/images/s{i}.png"))).unwrap();
+            lightunet::predict::to_unit_f32(&lightunet::predict::resize_planar_u8(&img, 32).unwrap())
+        })
+        .collect();
+    Tensor::from_vec(imgs, (2, 3, 32, 32), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn trains_writes_run_dir_and_reloads() -> anyhow::Result<()> {
+    let root = temp_dir("smoke-data");
+    write_dataset(&root, 8, 4, 32);
+    let out = root.join("run");
+    let mut cfg = small_config(&root);
+    cfg.max_epochs = 4;
+    cfg.augment = false;
+    let mut t = Trainer::new(cfg, &out, Device::Cpu)?;
+    assert_eq!(t.run(&AtomicBool::new(false))?, Outcome::Finished);
+    let h = &t.state().history;
+    assert_eq!(h.len(), 4);
+    assert!(h.last().unwrap().train_loss < h[0].train_loss, "train loss did not decrease: {h:#?}");
+    for f in [BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, CURVES_FILE] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    assert_eq!(std::fs::read_to_string(out.join(LOG_FILE))?.lines().count(), 4);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join(CONFIG_FILE))?)?;
+    assert_eq!(config["variant"], "lighter@1");
+    assert_eq!(config["preprocessing"]["size"], 32);
+    assert!(image::open(out.join(CURVES_FILE))?.width() > 100);
+
+    // The trained weights, saved and reloaded for inference (BatchNorm folded), give what the
+    // trained model gives in eval mode.
+    let x = batch_of_val(&root);
+    let trained = t.net().forward_t(&x, false)?;
+    let saved = out.join("final.safetensors");
+    save_tensors(&saved, &t.named_tensors()?, None)?;
+    let reloaded = UNet::load(&saved, Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
+    let diff = (trained - reloaded)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(diff < 1e-4, "reloaded model differs by {diff}");
+    // best.safetensors loads too.
+    UNet::load(out.join(BEST_FILE), Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// Stop mid-epoch (3 steps of 2 per epoch), resume: weights, BatchNorm statistics, optimizer
+/// moments and run state come back bit for bit, and the run continues to the step limit.
+#[test]
+fn resume_restores_exact_state() -> anyhow::Result<()> {
+    let root = temp_dir("resume-data");
+    write_dataset(&root, 6, 2, 32);
+    let out = root.join("run");
+    let mut cfg = small_config(&root);
+    cfg.max_epochs = 10;
+    cfg.max_steps = Some(3);
+    let mut t = Trainer::new(cfg, &out, Device::Cpu)?;
+    assert_eq!(t.run(&AtomicBool::new(false))?, Outcome::StepLimit);
+    assert_eq!(t.state().epoch, 1);
+    assert_eq!(t.state().batch_in_epoch, 1);
+    let before = t.named_tensors()?;
+    let opt_before = t.optimizer().state_tensors();
+    let state_before = t.state().clone();
+
+    let mut r = Trainer::resume(&out, Device::Cpu, |c| c.max_steps = Some(6))?;
+    assert_eq!(r.state(), &state_before);
+    for ((n1, a), (n2, b)) in before.iter().zip(r.named_tensors()?.iter()) {
+        assert_eq!(n1, n2);
+        assert_eq!(a.to_vec1::<f32>().or_else(|_| a.flatten_all()?.to_vec1::<f32>())?, b.flatten_all()?.to_vec1::<f32>()?, "{n1}");
+    }
+    let opt_after = r.optimizer().state_tensors();
+    assert_eq!(opt_before.len(), opt_after.len());
+    assert!(!opt_before.is_empty());
+    for ((n1, a), (n2, b)) in opt_before.iter().zip(&opt_after) {
+        assert_eq!(n1, n2);
+        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?, "{n1}");
+    }
+    assert_eq!(r.optimizer().steps(), 3);
+    assert_eq!(r.run(&AtomicBool::new(false))?, Outcome::StepLimit);
+    assert_eq!(r.state().global_step, 6);
+    assert_eq!(r.state().epoch, 3);
+    assert_eq!(r.state().history.len(), 3);
+    // The checkpoint on disk is the resumed run's.
+    let (tensors, meta) = load_tensors(&out.join(CHECKPOINT_FILE))?;
+    assert!(meta["state"].contains("\"global_step\":6"));
+    assert!(tensors.keys().any(|k| k.starts_with("optim.exp_avg_sq.")));
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
+/// N steps straight == N/2, resume, N/2 more. Needs a seeded dropout mask inside the model
+/// (`UNet::logits_t` draws it from candle's CPU generator, which cannot be seeded); everything
+/// else (init, order, augmentation, optimizer, schedule) is seeded and restored exactly.
+#[test]
+#[ignore = "dropout in UNet::logits_t is drawn from candle's unseedable CPU RNG"]
+fn resume_equals_straight_run() -> anyhow::Result<()> {
+    let root = temp_dir("resume-eq-data");
+    write_dataset(&root, 6, 2, 32);
+    let run = |dir: &str, split: bool| -> anyhow::Result<Vec<(String, Tensor)>> {
+        let out = root.join(dir);
+        let mut cfg = small_config(&root);
+        cfg.max_steps = Some(if split { 3 } else { 6 });
+        let mut t = Trainer::new(cfg, &out, Device::Cpu)?;
+        t.run(&AtomicBool::new(false))?;
+        if split {
+            t = Trainer::resume(&out, Device::Cpu, |c| c.max_steps = Some(6))?;
+            t.run(&AtomicBool::new(false))?;
+        }
+        Ok(t.named_tensors()?)
+    };
+    let a = run("straight", false)?;
+    let b = run("split", true)?;
+    for ((n, x), (_, y)) in a.iter().zip(&b) {
+        let d = (x - y)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d <= 1e-6, "{n} differs by {d}");
+    }
+    Ok(())
+}
+
+#[test]
+fn fresh_run_refuses_existing_run_dir() -> anyhow::Result<()> {
+    let root = temp_dir("refuse-data");
+    write_dataset(&root, 2, 1, 32);
+    let out = root.join("run");
+    let mut cfg = small_config(&root);
+    cfg.max_steps = Some(1);
+    Trainer::new(cfg.clone(), &out, Device::Cpu)?.run(&AtomicBool::new(false))?;
+    let err = Trainer::new(cfg, &out, Device::Cpu).err().expect("must refuse").to_string();
+    assert!(err.contains("--resume"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
