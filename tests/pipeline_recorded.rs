@@ -119,3 +119,27 @@ fn grey_input_reaches_the_model_as_three_equal_channels() {
         assert!(m[0] > 0.05 && (m[0] - m[1]).abs() < 1e-6 && (m[1] - m[2]).abs() < 1e-6, "{m:?}");
     }
 }
+
+/// A PNG sequence whose size changes after three frames: every frame is processed, and the
+/// encoded output keeps the first frame's size (the encoder never renegotiates).
+#[test]
+fn resolution_change_mid_stream() {
+    let dir = scratch("recorded-resize");
+    for (prefix, w, h) in [("a", 160, 120), ("b", 200, 150)] {
+        let cfg = PhantomConfig { width: w, height: h, ..Default::default() };
+        write_phantom_clip(&cfg, 3, &file(&dir.join(format!("{prefix}_%03d.png"))), None).unwrap();
+    }
+    for (i, p) in files(&dir, "a_").into_iter().chain(files(&dir, "b_")).enumerate() {
+        std::fs::rename(p, dir.join(format!("in_{i:03}.png"))).unwrap();
+    }
+    let source = SourceSpec::Launch(format!("multifilesrc location={}/in_%03d.png caps=image/png,framerate=25/1 ! pngdec", dir.display()));
+    let out = dir.join("out.mkv");
+    let mut job = Job::new(source, file(&out));
+    job.masks = Some(file(&dir.join("mask_%02d.png")));
+    let report = run(job, empty_segmenter()).unwrap();
+    assert_eq!(report.counters.frames_out, 6);
+    let d = decode(&out).unwrap();
+    assert_eq!(d.frames.len(), 6);
+    assert!(d.frames.iter().all(|f| (f.0, f.1) == (160, 120)));
+    assert_eq!(files(&dir, "mask_").len(), 6);
+}
