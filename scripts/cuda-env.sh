@@ -9,8 +9,9 @@
 #   3. offers the static CUDA runtime as libcudart.a to candle-kernels' `-lcudart`.
 # Everything lands in .cuda/ (ignored by git) and is reused on the next run.
 _lu_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-_lu_cuda="$_lu_root/.cuda"
-mkdir -p "$_lu_cuda"
+mkdir -p "$_lu_root/.cuda"
+# Physical path: RUSTFLAGS and the patch path are part of cargo's cache key.
+_lu_cuda="$(cd "$_lu_root/.cuda" && pwd -P)"
 if [ ! -x "$_lu_cuda/venv/bin/python" ]; then
   python3 -m venv "$_lu_cuda/venv" || return 1
 fi

@@ -21,6 +21,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Variants, parameter counts and work per 256x256 frame.
     Info(model_cmds::InfoArgs),
+    /// Run the PyTorch parity fixtures on a device (checks a GPU install).
+    Check(model_cmds::CheckArgs),
     /// Segment a recorded video (or the phantom): every frame, original timestamps, annotated output.
     Process(pipeline::ProcessArgs),
     /// Live: capture, segment and show/stream with bounded latency (drops the oldest frames).
@@ -55,6 +57,7 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Info(args) => model_cmds::info(args),
+        Command::Check(args) => model_cmds::check(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),

@@ -95,27 +95,48 @@ pub struct BenchModelArgs {
     json: bool,
 }
 
-/// `cpu`, `cuda`, `cuda:N` or `auto`.
+/// `cpu`, `cuda`, `cuda:N` or `auto` (the GPU when one works; says which it chose).
 pub fn parse_device(s: &str) -> anyhow::Result<Device> {
     match s {
         "cpu" => Ok(Device::Cpu),
-        "auto" => match Device::cuda_if_available(0) {
-            Ok(d) => {
-                tracing::info!("device: {}", if d.is_cuda() { "cuda:0" } else { "cpu (no usable GPU)" });
-                Ok(d)
+        "auto" => {
+            let dev = if cuda_driver_present() { Device::new_cuda(0).ok() } else { None };
+            match dev {
+                Some(d) => {
+                    tracing::info!("device: cuda:0");
+                    Ok(d)
+                }
+                None => {
+                    let why = if cfg!(feature = "cuda") { "no usable CUDA GPU" } else { "built without the cuda feature" };
+                    tracing::info!("device: cpu ({why})");
+                    Ok(Device::Cpu)
+                }
             }
-            Err(e) => {
-                tracing::info!("device: cpu (CUDA unavailable: {e})");
-                Ok(Device::Cpu)
-            }
-        },
+        }
         s if s == "cuda" || s.starts_with("cuda:") => {
             let ord = s.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().context("cuda:N needs a number")?.unwrap_or(0);
-            Device::new_cuda(ord).with_context(|| {
-                format!("cannot use {s}{}", if cfg!(feature = "cuda") { "" } else { " (this binary was built without the `cuda` feature)" })
-            })
+            if !cfg!(feature = "cuda") {
+                bail!("cannot use {s}: this binary was built without the `cuda` feature (see README, GPU)");
+            }
+            if !cuda_driver_present() {
+                bail!("cannot use {s}: no CUDA driver (libcuda.so.1) found on this machine");
+            }
+            Device::new_cuda(ord).with_context(|| format!("cannot use {s}"))
         }
         other => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
+    }
+}
+
+/// cudarc loads the driver lazily and panics when it is absent: look for it first.
+fn cuda_driver_present() -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        // SAFETY: loading the NVIDIA driver library runs its initialisers only, as cudarc would.
+        ["libcuda.so.1", "libcuda.so"].iter().any(|n| unsafe { libloading::Library::new(n) }.is_ok())
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        false
     }
 }
 
@@ -159,9 +180,8 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
     let x = Tensor::rand(0f32, 1f32, (args.batch, 3, args.size, args.size), &device)?;
     let run = || -> anyhow::Result<f64> {
         let t = Instant::now();
-        let y = net.forward(&x)?;
-        // Reading one value back forces the work to finish on asynchronous devices.
-        y.flatten_all()?.get(0)?.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let _y = net.forward(&x)?;
+        // CUDA runs asynchronously: the time counts only once the stream has finished.
         device.synchronize()?;
         Ok(t.elapsed().as_secs_f64() * 1e3)
     };
@@ -189,6 +209,51 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
             "{} {} {} batch={} {}x{}: median {:.2} ms/batch ({:.2} ms/frame), p90 {:.2} ms/batch, {:.0} frames/s [{} runs, {} threads]",
             args.model, args.device, args.dtype, args.batch, args.size, args.size, median, median / b, p90, b * 1000.0 / median, args.runs, threads
         );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// f32, f16 or bf16.
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Folder with the parity fixtures (the repository's tests/fixtures/parity).
+    #[arg(long, default_value = "tests/fixtures/parity")]
+    fixtures: PathBuf,
+    /// Allowed max |ours - PyTorch| on probabilities; default 1e-4 for f32, 1e-2 for f16, 4e-2 for bf16.
+    #[arg(long)]
+    tolerance: Option<f32>,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the PyTorch parity fixtures on a device: proof that a GPU install computes what PyTorch does.
+pub fn check(args: CheckArgs) -> anyhow::Result<()> {
+    let device = parse_device(&args.device)?;
+    let dtype = parse_dtype(&args.dtype)?;
+    let tol = args.tolerance.unwrap_or(match dtype {
+        DType::F16 => 1e-2,
+        DType::BF16 => 4e-2,
+        _ => 1e-4,
+    });
+    let cases = lightunet::model::parity::run_fixtures(&args.fixtures, &device, dtype)
+        .with_context(|| format!("running the fixtures in {}", args.fixtures.display()))?;
+    let worst = cases.iter().map(|c| c.max_abs_diff).fold(0f32, f32::max);
+    let ok = cases.iter().all(|c| c.max_abs_diff <= tol);
+    if args.json {
+        println!("{}", serde_json::json!({"device": args.device, "dtype": args.dtype, "tolerance": tol, "ok": ok, "worst": worst, "cases": cases}));
+    } else {
+        for c in &cases {
+            println!("{:<40} max |diff| {:.3e} {}", c.name, c.max_abs_diff, if c.max_abs_diff <= tol { "ok" } else { "FAIL" });
+        }
+        println!("parity {} {}: worst {:.3e}, tolerance {:.0e}: {}", args.device, args.dtype, worst, tol, if ok { "PASS" } else { "FAIL" });
+    }
+    if !ok {
+        bail!("parity check failed on {} {} (worst {worst:.3e} > {tol:.0e})", args.device, args.dtype);
     }
     Ok(())
 }

@@ -1,1 +1,158 @@
-//! placeholder
+//! Launchers for the CUDA kernels of `kernels/ops.cu` (compiled to PTX by build.rs), called from
+//! the custom ops in `ops.rs`. Inputs arrive contiguous (the ops make them so); offsets from the
+//! layout are honoured.
+
+use candle_core::cuda_backend::cudarc::driver::{
+    CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use candle_core::backend::BackendStorage;
+use candle_core::cuda_backend::WrapErr;
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result};
+use half::{bf16, f16};
+
+use super::ops::ConvDims;
+
+const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
+const MODULE: &str = "lightunet_ops";
+
+fn view<'a, T: candle_core::cuda_backend::CudaDType>(s: &'a CudaStorage, l: &Layout) -> Result<CudaView<'a, T>> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("cuda op: input is not contiguous".into()))?;
+    Ok(s.as_cuda_slice::<T>()?.slice(a..b))
+}
+
+fn suffix(dt: DType) -> Result<&'static str> {
+    match dt {
+        DType::F32 => Ok("f32"),
+        DType::F16 => Ok("f16"),
+        DType::BF16 => Ok("bf16"),
+        other => candle_core::bail!("cuda op: unsupported dtype {other:?}"),
+    }
+}
+
+fn grid1(total: usize) -> LaunchConfig {
+    let blocks = total.div_ceil(256).clamp(1, 65535 * 8) as u32;
+    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+fn wrap<T: candle_core::cuda_backend::CudaDType>(s: CudaSlice<T>, dev: &CudaDevice) -> CudaStorage {
+    CudaStorage::wrap_cuda_slice(s, dev.clone())
+}
+
+pub fn grouped_conv3x3(
+    xs: &CudaStorage,
+    xl: &Layout,
+    ws: &CudaStorage,
+    wl: &Layout,
+    bias: Option<(&CudaStorage, &Layout)>,
+    d: ConvDims,
+) -> Result<CudaStorage> {
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+        name: &str,
+        xs: &CudaStorage,
+        xl: &Layout,
+        ws: &CudaStorage,
+        wl: &Layout,
+        bias: Option<(&CudaStorage, &Layout)>,
+        d: ConvDims,
+    ) -> Result<CudaStorage> {
+        let dev = xs.device();
+        let x = view::<T>(xs, xl)?;
+        let w = view::<T>(ws, wl)?;
+        // Without a bias the kernel never reads `b`; pass the weights as a valid pointer.
+        let b = match bias {
+            Some((bs, bl)) => view::<T>(bs, bl)?,
+            None => view::<T>(ws, wl)?,
+        };
+        let y = unsafe { dev.alloc::<T>(d.n * d.c * d.h * d.w)? };
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (c, h, wd, k, hb) = (d.c as i32, d.h as i32, d.w as i32, d.k as i32, bias.is_some() as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (d.w.div_ceil(32) as u32, d.h.div_ceil(8) as u32, (d.n * d.c) as u32),
+            block_dim: (32, 8, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut bld = func.builder();
+        bld.arg(&x).arg(&w).arg(&b).arg(&y).arg(&c).arg(&h).arg(&wd).arg(&k).arg(&hb);
+        unsafe { bld.launch(cfg) }.w()?;
+        Ok(wrap(y, dev))
+    }
+    match xs.dtype() {
+        DType::F32 => run::<f32>("gconv3x3_f32", xs, xl, ws, wl, bias, d),
+        DType::F16 => run::<f16>("gconv3x3_f16", xs, xl, ws, wl, bias, d),
+        DType::BF16 => run::<bf16>("gconv3x3_bf16", xs, xl, ws, wl, bias, d),
+        other => candle_core::bail!("grouped_conv3x3: unsupported dtype {other:?}"),
+    }
+}
+
+pub fn grouped_conv3x3_grad_w(
+    gs: &CudaStorage,
+    gl: &Layout,
+    xs: &CudaStorage,
+    xl: &Layout,
+    d: ConvDims,
+) -> Result<CudaStorage> {
+    if gs.dtype() != DType::F32 {
+        candle_core::bail!("grouped_conv3x3 backward runs in f32, got {:?}", gs.dtype())
+    }
+    let dev = gs.device();
+    let g = view::<f32>(gs, gl)?;
+    let x = view::<f32>(xs, xl)?;
+    let gw = dev.alloc_zeros::<f32>(d.c * d.k * 9)?;
+    let func = dev.get_or_load_custom_func("gconv3x3_grad_w_f32", MODULE, PTX)?;
+    // Enough blocks to fill the GPU even when C*K is small; each adds its partial sums atomically.
+    let work = d.n * d.h * d.w;
+    let splits = (work / (256 * 32)).clamp(1, 64) as u32;
+    let cfg = LaunchConfig { grid_dim: ((d.c * d.k) as u32, splits, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+    let (n, c, h, w, k) = (d.n as i32, d.c as i32, d.h as i32, d.w as i32, d.k as i32);
+    let mut bld = func.builder();
+    bld.arg(&g).arg(&x).arg(&gw).arg(&n).arg(&c).arg(&h).arg(&w).arg(&k);
+    unsafe { bld.launch(cfg) }.w()?;
+    Ok(wrap(gw, dev))
+}
+
+pub fn bias_act(xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout, relu: bool) -> Result<CudaStorage> {
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+        xs: &CudaStorage,
+        xl: &Layout,
+        bs: &CudaStorage,
+        bl: &Layout,
+        relu: bool,
+    ) -> Result<CudaStorage> {
+        let dev = xs.device();
+        let (_, c, h, w) = xl.shape().dims4()?;
+        let total = xl.shape().elem_count();
+        let x = view::<T>(xs, xl)?;
+        let b = view::<T>(bs, bl)?;
+        let y = unsafe { dev.alloc::<T>(total)? };
+        let func = dev.get_or_load_custom_func(&format!("bias_act_{}", suffix(xs.dtype())?), MODULE, PTX)?;
+        let (total_u, ci, plane, r) = (total as u64, c as i32, (h * w) as u64, relu as i32);
+        let mut bld = func.builder();
+        bld.arg(&x).arg(&b).arg(&y).arg(&total_u).arg(&ci).arg(&plane).arg(&r);
+        unsafe { bld.launch(grid1(total)) }.w()?;
+        Ok(wrap(y, dev))
+    }
+    match xs.dtype() {
+        DType::F32 => run::<f32>(xs, xl, bs, bl, relu),
+        DType::F16 => run::<f16>(xs, xl, bs, bl, relu),
+        DType::BF16 => run::<bf16>(xs, xl, bs, bl, relu),
+        other => candle_core::bail!("bias_act: unsupported dtype {other:?}"),
+    }
+}
+
+pub fn upsample2x_bwd(s: &CudaStorage, l: &Layout, h: usize, w: usize) -> Result<CudaStorage> {
+    if s.dtype() != DType::F32 {
+        candle_core::bail!("upsample2x backward runs in f32, got {:?}", s.dtype())
+    }
+    let dev = s.device();
+    let (n, c, _, _) = l.shape().dims4()?;
+    let g = view::<f32>(s, l)?;
+    let gx = dev.alloc_zeros::<f32>(n * c * h * w)?;
+    let func = dev.get_or_load_custom_func("upsample2x_bwd_f32", MODULE, PTX)?;
+    let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
+    let mut bld = func.builder();
+    bld.arg(&g).arg(&gx).arg(&planes).arg(&hi).arg(&wi);
+    unsafe { bld.launch(grid1(n * c * 4 * h * w)) }.w()?;
+    Ok(wrap(gx, dev))
+}

@@ -7,6 +7,8 @@
 //! same structs run with batch statistics and candle autograd ([`UNet::forward_t`]).
 
 pub mod ops;
+pub mod parity;
+mod pointwise_cpu;
 mod variant;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
@@ -139,6 +141,10 @@ impl ConvParams {
         Ok(())
     }
 
+    fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
+        Ok(Self { weight: move_to(&self.weight, device, dtype)?, bias: move_to(&self.bias, device, dtype)? })
+    }
+
     fn bias4(&self) -> Result<Tensor> {
         Ok(self.bias.reshape((1, (), 1, 1))?)
     }
@@ -162,6 +168,10 @@ impl SeparableConv {
     }
 }
 
+fn move_to(t: &Tensor, device: &Device, dtype: DType) -> Result<Tensor> {
+    Ok(t.to_device(device)?.to_dtype(dtype)?)
+}
+
 /// One conv set of a DoubleConv: a regular 3x3 or a separable pair.
 #[derive(Debug, Clone)]
 pub enum ConvSet {
@@ -174,6 +184,16 @@ impl ConvSet {
         Ok(match kind {
             ConvSetKind::Regular => ConvSet::Regular(ConvParams::new(&vb, co, ci, 3, ci * 9)?),
             ConvSetKind::Separable { c } => ConvSet::Separable(SeparableConv::new(ci, co, c, vb)?),
+        })
+    }
+
+    fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
+        Ok(match self {
+            ConvSet::Regular(p) => ConvSet::Regular(p.to_device_dtype(device, dtype)?),
+            ConvSet::Separable(s) => ConvSet::Separable(SeparableConv {
+                grouped: s.grouped.to_device_dtype(device, dtype)?,
+                pointwise: s.pointwise.to_device_dtype(device, dtype)?,
+            }),
         })
     }
 
@@ -230,6 +250,15 @@ impl BatchNorm {
             bias: vb.get_with_hints(c, "bias", candle_nn::Init::Const(0.0))?,
             running_mean: vb.get_with_hints(c, "running_mean", candle_nn::Init::Const(0.0))?,
             running_var: vb.get_with_hints(c, "running_var", candle_nn::Init::Const(1.0))?,
+        })
+    }
+
+    fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
+        Ok(Self {
+            weight: move_to(&self.weight, device, dtype)?,
+            bias: move_to(&self.bias, device, dtype)?,
+            running_mean: move_to(&self.running_mean, device, dtype)?,
+            running_var: move_to(&self.running_var, device, dtype)?,
         })
     }
 
@@ -294,6 +323,17 @@ impl DoubleConv {
         })
     }
 
+    /// A copy with every weight on `device` in `dtype`.
+    pub fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
+        let bn = |b: &Option<BatchNorm>| b.as_ref().map(|b| b.to_device_dtype(device, dtype)).transpose();
+        Ok(Self {
+            conv0: self.conv0.to_device_dtype(device, dtype)?,
+            bn1: bn(&self.bn1)?,
+            conv3: self.conv3.to_device_dtype(device, dtype)?,
+            bn4: bn(&self.bn4)?,
+        })
+    }
+
     /// Folds both BatchNorms into the convolutions before them (inference only).
     pub fn fold_bn(&mut self) -> Result<()> {
         for (conv, bn) in [(&mut self.conv0, &mut self.bn1), (&mut self.conv3, &mut self.bn4)] {
@@ -344,6 +384,11 @@ impl Up {
     /// Folds BatchNorm for inference.
     pub fn fold_bn(&mut self) -> Result<()> {
         self.conv.fold_bn()
+    }
+
+    /// A copy with every weight on `device` in `dtype`.
+    pub fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
+        Ok(Self { conv: self.conv.to_device_dtype(device, dtype)? })
     }
 
     pub fn new(ci: usize, co: usize, variant: Variant, vb: VarBuilder) -> Result<Self> {
@@ -447,36 +492,11 @@ impl UNet {
 
     /// Moves (and converts to `dtype`) every weight: used for CUDA and reduced precision.
     pub fn to_device_dtype(&self, device: &Device, dtype: DType) -> Result<Self> {
-        let mv = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(device)?.to_dtype(dtype)?) };
         let mut net = self.clone();
-        let cp = |p: &mut ConvParams| -> Result<()> {
-            p.weight = mv(&p.weight)?;
-            p.bias = mv(&p.bias)?;
-            Ok(())
-        };
-        let bnm = |b: &mut Option<BatchNorm>| -> Result<()> {
-            if let Some(b) = b {
-                b.weight = mv(&b.weight)?;
-                b.bias = mv(&b.bias)?;
-                b.running_mean = mv(&b.running_mean)?;
-                b.running_var = mv(&b.running_var)?;
-            }
-            Ok(())
-        };
         for dc in net.double_convs_mut() {
-            for set in [&mut dc.conv0, &mut dc.conv3] {
-                match set {
-                    ConvSet::Regular(p) => cp(p)?,
-                    ConvSet::Separable(s) => {
-                        cp(&mut s.grouped)?;
-                        cp(&mut s.pointwise)?;
-                    }
-                }
-            }
-            bnm(&mut dc.bn1)?;
-            bnm(&mut dc.bn4)?;
+            *dc = dc.to_device_dtype(device, dtype)?;
         }
-        cp(&mut net.outc)?;
+        net.outc = net.outc.to_device_dtype(device, dtype)?;
         Ok(net)
     }
 

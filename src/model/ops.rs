@@ -324,43 +324,7 @@ impl CustomOp3 for Pointwise {
         let x = cpu_f32(xs, xl, "pointwise input")?;
         let wt = cpu_f32(ws, wl, "pointwise weight")?;
         let b = cpu_f32(bs, bl, "pointwise bias")?;
-        let hw = h * w;
-        let mut out = vec![0f32; n * co * hw];
-        let threads = candle_core::utils::get_num_threads();
-        for ni in 0..n {
-            let dst = &mut out[ni * co * hw..(ni + 1) * co * hw];
-            for (o, row) in dst.chunks_mut(hw).enumerate() {
-                row.fill(b[o]);
-            }
-            let src = &x[ni * ci * hw..(ni + 1) * ci * hw];
-            // dst[co, hw] = 1 * dst + W[co, ci] . X[ci, hw], all row-major.
-            unsafe {
-                gemm::gemm(
-                    co,
-                    hw,
-                    ci,
-                    dst.as_mut_ptr(),
-                    1,
-                    hw as isize,
-                    true,
-                    wt.as_ptr(),
-                    1,
-                    ci as isize,
-                    src.as_ptr(),
-                    1,
-                    hw as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
-                );
-            }
-            if self.relu {
-                dst.par_chunks_mut(16384).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
-            }
-        }
+        let out = super::pointwise_cpu::pointwise_cpu(x, wt, b, n, ci, co, h * w, self.relu);
         Ok((CpuStorage::F32(out), Shape::from((n, co, h, w))))
     }
 }

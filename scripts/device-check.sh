@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The GPU check, run in one go on a GPU machine from the repository root (see README "GPU").
+# Expects in .device/ (prepared by scripts/device-pack.sh on the build machine):
+#   lightunet.xz (release binary built with --features cuda), find-cuda-libs.sh,
+#   refnet.py + bench_gpu.py (PyTorch anchors, measuring tools, not project code).
+# Writes everything to $OUT (default ./device-out) and prints one table at the end.
+set -u
+OUT="${OUT:-$PWD/device-out}"; mkdir -p "$OUT"
+D="$PWD/.device"
+if [ -z "${LIGHTUNET_INNER:-}" ]; then
+  xz -dc "$D/lightunet.xz" > "$D/lightunet" && chmod +x "$D/lightunet" || exit 2
+  # find-cuda-libs.sh pins the CUDA libraries and runs its argument with them on LD_LIBRARY_PATH.
+  LIGHTUNET_INNER=1 OUT="$OUT" bash "$D/find-cuda-libs.sh" /bin/bash "$0" "$@" 2>&1 | tee "$OUT/device-check.log"
+  exit "${PIPESTATUS[0]}"
+fi
+BIN="$D/lightunet"
+STEPS="${STEPS:-parity bench torch pipeline train}"
+echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
+has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+
+if has parity; then
+  for dt in f32 f16 bf16; do
+    echo "== parity cuda $dt"
+    "$BIN" check --device cuda --dtype "$dt" --json > "$OUT/parity_$dt.json"; echo "rc=$?"
+    cat "$OUT/parity_$dt.json" | head -c 600; echo
+  done
+fi
+
+if has bench; then
+  : > "$OUT/bench_model.jsonl"
+  for v in lighter@1 light lighter@128 unet; do
+    for b in 1 16; do
+      for dt in f32 f16; do
+        timeout 120 "$BIN" bench model --device cuda --model "$v" --batch "$b" --dtype "$dt" --runs 100 --warmup 10 --json >> "$OUT/bench_model.jsonl" \
+          || echo "{\"variant\":\"$v\",\"batch\":$b,\"dtype\":\"$dt\",\"error\":true}" >> "$OUT/bench_model.jsonl"
+      done
+    done
+  done
+  cat "$OUT/bench_model.jsonl"
+fi
+
+if has torch && [ -f "$D/bench_gpu.py" ]; then
+  echo "== PyTorch anchors (same card, same call)"
+  (cd "$D" && SKIP_COMPILE=1 OUT="$OUT" timeout 300 python3 bench_gpu.py)
+fi
+
+if has pipeline && "$BIN" bench pipeline --help >/dev/null 2>&1; then
+  echo "== pipeline 1080p live, cuda"
+  GST_PLUGIN_PATH="$D/gst-plugins" LD_LIBRARY_PATH="$D/gst-libs:${LD_LIBRARY_PATH:-}" \
+    timeout 120 "$BIN" bench pipeline --device cuda --source "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1920,height=1080,framerate=30/1" \
+    --frames 300 --json "$OUT/pipeline_1080p.json" 2>&1 | tail -20
+fi
+
+if has train && "$BIN" train --help >/dev/null 2>&1 && [ -d "$D/train-data" ]; then
+  echo "== training step, cuda"
+  timeout 200 "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 --out "$OUT/train-smoke" --max-steps 30 2>&1 | tail -5
+fi
+
+python3 - "$OUT" <<'PY'
+import json, os, sys
+out = sys.argv[1]
+rows = [json.loads(l) for l in open(os.path.join(out, "bench_model.jsonl")) if l.strip()] if os.path.exists(os.path.join(out, "bench_model.jsonl")) else []
+torch = json.load(open(os.path.join(out, "torch_gpu.json"))) if os.path.exists(os.path.join(out, "torch_gpu.json")) else []
+def t(v, b, mode):
+    for r in torch:
+        if r["variant"] == v and r["batch"] == b and r["mode"] == mode: return r["ms"]
+print("\n%-12s %5s %5s %12s %10s %14s %12s %14s" % ("variant", "batch", "dtype", "ours ms", "ours fps", "torch fp32 ms", "torch f16+graph", "ratio vs fp32"))
+for r in rows:
+    if r.get("error"): print("%-12s %5s %5s  ERROR" % (r["variant"], r["batch"], r["dtype"])); continue
+    tf = t(r["variant"], r["batch"], "fp32"); tg = t(r["variant"], r["batch"], "fp16-cl-graph")
+    print("%-12s %5d %5s %12.3f %10.0f %14s %12s %14s" % (r["variant"], r["batch"], r["dtype"], r["median_ms_batch"], r["frames_per_s"],
+          "%.3f" % tf if tf else "-", "%.3f" % tg if tg else "-", "%.2fx" % (r["median_ms_batch"] / tf) if tf else "-"))
+for dt in ("f32", "f16", "bf16"):
+    p = os.path.join(out, "parity_%s.json" % dt)
+    if os.path.exists(p):
+        try:
+            j = json.load(open(p)); print("parity %-4s worst %.2e tol %.0e %s" % (dt, j["worst"], j["tolerance"], "PASS" if j["ok"] else "FAIL"))
+        except Exception as e: print("parity", dt, "unreadable", e)
+PY
