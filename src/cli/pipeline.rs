@@ -504,7 +504,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
         "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs },
         "pipeline_fps_out": report.fps_out, "pipeline_over_model": report.fps_out / model_fps,
-        "counters": report.counters, "wall_s": report.wall_s,
+        "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb,
         "latency_ms": report.latency_ms.iter().map(|(n, p)| (n.to_string(), serde_json::to_value(p).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "input_error": report.input_error,
     });

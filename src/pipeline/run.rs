@@ -76,6 +76,8 @@ pub struct Report {
     /// Frames pushed to the output per second of wall time (first frame to last push).
     pub fps_out: f64,
     pub latency_ms: Vec<(&'static str, Percentiles)>,
+    /// Resident memory of the process at the start and the end of the run (Linux; MiB).
+    pub rss_mb: (Option<f64>, Option<f64>),
     /// The input failed part-way (what decoded was processed and the outputs finalised).
     pub input_error: Option<String>,
     /// The run was stopped from outside (Ctrl-C) or by a stalled live source.
@@ -92,6 +94,9 @@ impl Report {
             "{} run: {} frames in, {} out, {} at the output sink, {} dropped, {} late; {:.1} s, {:.2} frames/s out\n",
             self.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, self.wall_s, self.fps_out
         );
+        if let (Some(a), Some(b)) = self.rss_mb {
+            s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
+        }
         s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
         for (name, p) in &self.latency_ms {
             s.push_str(&format!(
@@ -131,6 +136,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let mode = job.config.mode;
     let live = mode == Mode::Live;
     let start = Instant::now();
+    let rss_start = rss_mb();
     // Lateness is a live-mode notion: recorded mode waits for every frame by design.
     let late_ms = if live { job.config.late_after.as_secs_f64() * 1e3 } else { f64::INFINITY };
     let collector = Arc::new(Mutex::new(Collector::new(start, late_ms, metadata)));
@@ -217,10 +223,19 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         wall_s: start.elapsed().as_secs_f64(),
         fps_out: if span > 0.0 && counters.frames_out > 1 { (counters.frames_out - 1) as f64 / span } else { 0.0 },
         latency_ms: c.summary(),
+        rss_mb: (rss_start, rss_mb()),
         input_error: outcome.input_error,
         stopped: outcome.stopped,
         records: if job.keep_records { c.records().cloned().collect() } else { Vec::new() },
     })
+}
+
+/// `VmRSS` from /proc/self/status, in MiB.
+fn rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn join<T>(h: JoinHandle<Result<T>>, name: &'static str) -> Result<T> {
