@@ -151,6 +151,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     .context("installing the Ctrl-C handler")?;
     let outcome = trainer.run(&stop)?;
     let s = trainer.state();
+    let times = trainer.step_seconds();
+    if !times.is_empty() {
+        let mut sorted = times.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "{} steps in this session: median {:.2} s, mean {:.2} s per step (batch {}, {}x{})",
+            times.len(),
+            sorted[sorted.len() / 2],
+            times.iter().sum::<f64>() / times.len() as f64,
+            trainer.config().batch,
+            trainer.config().size,
+            trainer.config().size
+        );
+    }
     let best = s.history.iter().find(|r| r.epoch == s.early_stop.best_epoch);
     match outcome {
         Outcome::Finished => println!("finished after {} epochs ({} steps)", s.epoch, s.global_step),

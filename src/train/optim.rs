@@ -77,8 +77,11 @@ impl Optimizer {
         let t = self.step as i32;
         for ((_, var), state) in self.params.iter().zip(self.state.iter_mut()) {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let p = var.as_tensor();
-            let g = if c.weight_decay != 0.0 { (g + p.affine(c.weight_decay, 0.0)?)? } else { g.clone() };
+            // Detached: the parameter is a variable, so ops on it would be recorded, and the
+            // moments would chain every step's graph to the previous one (unbounded memory).
+            let p = var.as_tensor().detach();
+            let g = g.detach();
+            let g = if c.weight_decay != 0.0 { (g + p.affine(c.weight_decay, 0.0)?)? } else { g };
             match c.kind {
                 OptimizerKind::Adam => {
                     let (m, v) = match state.take() {
@@ -91,7 +94,7 @@ impl Optimizer {
                     let bc2 = 1.0 - c.beta2.powi(t);
                     let denom = v.sqrt()?.affine(1.0 / bc2.sqrt(), c.eps)?;
                     let update = (m.affine(c.lr / bc1, 0.0)? / denom)?;
-                    var.set(&(p - update)?)?;
+                    var.set(&(&p - update)?)?;
                     *state = Some((m, v));
                 }
                 OptimizerKind::Sgd => {
@@ -99,7 +102,7 @@ impl Optimizer {
                         Some((b, _)) if c.momentum != 0.0 => (b.affine(c.momentum, 0.0)? + &g)?,
                         _ => g,
                     };
-                    var.set(&(p - buf.affine(c.lr, 0.0)?)?)?;
+                    var.set(&(&p - buf.affine(c.lr, 0.0)?)?)?;
                     let unused = buf.zeros_like()?;
                     *state = Some((buf, unused));
                 }

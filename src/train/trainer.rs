@@ -108,6 +108,8 @@ pub struct Trainer {
     val: Arc<Dataset>,
     out: PathBuf,
     progress: bool,
+    /// Seconds of each training step taken by this process (not saved).
+    step_seconds: Vec<f64>,
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`.
@@ -188,7 +190,7 @@ impl Trainer {
             history: Vec::new(),
             finished: false,
         };
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new() })
     }
 
     /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
@@ -237,7 +239,7 @@ impl Trainer {
             .collect();
         opt.load_state(state.global_step, &optim)?;
         opt.set_lr(state.lr);
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new() })
     }
 
     /// Shows an indicatif progress bar (on a terminal).
@@ -264,6 +266,11 @@ impl Trainer {
 
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// Wall time of each optimizer step this process took (data loading excluded).
+    pub fn step_seconds(&self) -> &[f64] {
+        &self.step_seconds
     }
 
     pub fn train_len(&self) -> usize {
@@ -294,8 +301,9 @@ impl Trainer {
         }
         let grads = l.backward()?;
         self.opt.step(&grads)?;
-        self.state.global_step += 1;
+        drop(grads);
         let conf = hard_confusions(&logits.detach(), &y)?;
+        self.state.global_step += 1;
         Ok((value, conf))
     }
 
@@ -362,7 +370,9 @@ impl Trainer {
                     return Ok(outcome);
                 }
                 let n = batch.n;
+                let t_step = Instant::now();
                 let (l, conf) = self.train_step(batch)?;
+                self.step_seconds.push(t_step.elapsed().as_secs_f64());
                 let a = &mut self.state.accum;
                 a.loss_sum += l * n as f64;
                 a.dice_sum += conf.iter().map(Confusion::dice).sum::<f64>();
