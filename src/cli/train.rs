@@ -114,6 +114,17 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    // Installed first, so an interrupt while the data loads also ends with a checkpoint.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("second interrupt: exiting without a checkpoint");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
     let device = device_from_name(&args.device)?;
     let (trainer, out) = match &args.resume {
         Some(dir) => {
@@ -139,16 +150,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     };
     let mut trainer = trainer.with_progress(!args.quiet);
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting without a checkpoint");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
-    })
-    .context("installing the Ctrl-C handler")?;
     let outcome = trainer.run(&stop)?;
     let s = trainer.state();
     let times = trainer.step_seconds();
