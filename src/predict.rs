@@ -242,11 +242,11 @@ pub fn pair_files(images: &Path, masks: Option<&Path>) -> Result<Pairing> {
     let by_key = |files: Vec<PathBuf>, dups: &mut Vec<PathBuf>| {
         let mut map = BTreeMap::new();
         for f in files {
-            let k = pair_key(&f);
-            if map.contains_key(&k) {
-                dups.push(f);
-            } else {
-                map.insert(k, f);
+            match map.entry(pair_key(&f)) {
+                std::collections::btree_map::Entry::Occupied(_) => dups.push(f),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(f);
+                }
             }
         }
         map

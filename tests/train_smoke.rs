@@ -157,3 +157,29 @@ fn fresh_run_refuses_existing_run_dir() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
+
+/// On the PyTorch-trained reference weights (skipped when absent), the training graph in eval
+/// mode (BatchNorm from running statistics, not folded) gives what the folded inference network
+/// gives: the weights a run saves mean the same thing to `train` and to `predict`.
+#[test]
+fn reference_weights_train_graph_matches_inference() -> anyhow::Result<()> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/anchors/torch_lighter_at1_busi_f16.safetensors");
+    if !path.exists() {
+        eprintln!("skipped: {} not found", path.display());
+        return Ok(());
+    }
+    let v = Variant::Lighter(1);
+    let tensors = lightunet::model::check_weights(candle_core::safetensors::load(&path, &Device::Cpu)?, v)?;
+    let vm = candle_nn::VarMap::new();
+    let net = UNet::new(v, candle_nn::VarBuilder::from_varmap(&vm, candle_core::DType::F32, &Device::Cpu))?;
+    for (name, var) in vm.data().lock().unwrap().iter() {
+        var.set(&tensors[name])?;
+    }
+    let x = Tensor::rand(0f32, 1f32, (2, 3, 48, 40), &Device::Cpu)?;
+    let train_graph = net.forward_t(&x, false)?;
+    let folded = UNet::load(&path, v, &Device::Cpu)?.forward(&x)?;
+    let diff = (train_graph - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(diff < 1e-4, "train graph vs folded inference: {diff}");
+    Ok(())
+}

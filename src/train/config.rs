@@ -112,7 +112,7 @@ impl TrainConfig {
         if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
             return bad(format!("learning rate must be > 0, got {}", self.optimizer.lr));
         }
-        if !(self.optimizer.weight_decay >= 0.0) {
+        if self.optimizer.weight_decay.is_nan() || self.optimizer.weight_decay < 0.0 {
             return bad(format!("weight decay must be >= 0, got {}", self.optimizer.weight_decay));
         }
         if self.max_epochs == 0 {

@@ -61,7 +61,10 @@ fn line(img: &mut RgbImage, (x0, y0): (i64, i64), (x1, y1): (i64, i64), c: Rgb<u
 }
 
 /// One panel at `(left, top)` of size `pw x ph` with up to two series over epochs.
-fn panel(img: &mut RgbImage, left: i64, title: &str, series: [(&str, Rgb<u8>, Vec<(f64, f64)>); 2]) {
+/// A named, coloured line of `(epoch, value)` points.
+type Series<'a> = (&'a str, Rgb<u8>, Vec<(f64, f64)>);
+
+fn panel(img: &mut RgbImage, left: i64, title: &str, series: [Series; 2]) {
     let (top, pw, ph) = (40i64, (W as i64) / 2 - 110, H as i64 - 100);
     let pts = series.iter().flat_map(|s| s.2.iter().copied()).filter(|p| p.1.is_finite());
     let (mut xmax, mut ymin, mut ymax) = (1f64, f64::INFINITY, f64::NEG_INFINITY);
