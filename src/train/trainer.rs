@@ -175,6 +175,10 @@ impl Trainer {
         let variant = cfg.variant()?;
         let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
         let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
+        if !device.is_cpu() {
+            // The GPU generator (dropout) can be seeded, the CPU one cannot.
+            device.set_seed(cfg.seed)?;
+        }
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         seeded_init(&varmap, cfg.seed)?;
@@ -219,6 +223,9 @@ impl Trainer {
             if fingerprints.get(split) != Some(&d.fingerprint) {
                 tracing::warn!("the {split} data changed since the checkpoint was written: the run will not be reproducible");
             }
+        }
+        if !device.is_cpu() {
+            device.set_seed(stream_seed(cfg.seed, state.global_step, 0x5eed))?;
         }
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
