@@ -14,14 +14,18 @@ if [ -z "${LIGHTUNET_INNER:-}" ]; then
   exit "${PIPESTATUS[0]}"
 fi
 BIN="$D/lightunet"
+# GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
+export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
+  GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
 STEPS="${STEPS:-parity bench torch pipeline train}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 
 if has parity; then
-  for dt in f32 f16 bf16; do
+  for dt in ${PARITY_DTYPES:-f32 f16 bf16}; do
     echo "== parity cuda $dt"
-    "$BIN" check --device cuda --dtype "$dt" --json > "$OUT/parity_$dt.json"; echo "rc=$?"
+    grad=""; [ "$dt" = f32 ] && grad="--grad"
+    "$BIN" check --device cuda --dtype "$dt" $grad --json > "$OUT/parity_$dt.json"; echo "rc=$?"
     cat "$OUT/parity_$dt.json" | head -c 600; echo
   done
 fi
@@ -46,14 +50,26 @@ fi
 
 if has pipeline && "$BIN" bench pipeline --help >/dev/null 2>&1; then
   echo "== pipeline 1080p live, cuda"
-  GST_PLUGIN_PATH="$D/gst-plugins" LD_LIBRARY_PATH="$D/gst-libs:${LD_LIBRARY_PATH:-}" \
-    timeout 120 "$BIN" bench pipeline --device cuda --source "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1920,height=1080,framerate=30/1" \
-    --frames 300 --json "$OUT/pipeline_1080p.json" 2>&1 | tail -20
+  GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" GST_REGISTRY="/tmp/lightunet-gst-registry.bin" \
+    LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" timeout 120 "$BIN" bench pipeline --device cuda --source "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1920,height=1080,framerate=30/1" \
+    --mode live --weights random --frames 300 --report "$OUT/pipeline_1080p.json" --plot "$OUT/pipeline_1080p.png" 2>&1 | tail -25
 fi
 
-if has train && "$BIN" train --help >/dev/null 2>&1 && [ -d "$D/train-data" ]; then
-  echo "== training step, cuda"
-  timeout 200 "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 --out "$OUT/train-smoke" --max-steps 30 2>&1 | tail -5
+if has torchtrain && [ -f "$D/torch_train_step.py" ]; then
+  echo "== PyTorch training step (same card)"
+  (cd "$D" && OUT="$OUT" timeout 120 python3 torch_train_step.py cuda)
+fi
+
+if has train && [ -d "$D/train-data" ]; then
+  # The shipped weights: the original recipe on BUSI train (val for model selection), stopped by
+  # TRAIN_SECONDS if early stopping has not ended it; SIGTERM writes a resumable checkpoint.
+  echo "== training lighter@1 on BUSI, cuda, up to ${TRAIN_SECONDS:-300} s"
+  run=/tmp/lightunet-train
+  timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 \
+    --out "$run" --quiet 2>&1 | tail -15
+  mkdir -p "$OUT/train"
+  for f in best.safetensors config.json log.jsonl curves.png; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/train/"; done
+  ls -la "$run"
 fi
 
 python3 - "$OUT" <<'PY'
@@ -77,3 +93,7 @@ for dt in ("f32", "f16", "bf16"):
             j = json.load(open(p)); print("parity %-4s worst %.2e tol %.0e %s" % (dt, j["worst"], j["tolerance"], "PASS" if j["ok"] else "FAIL"))
         except Exception as e: print("parity", dt, "unreadable", e)
 PY
+# At most a few files come back from a device run: pack the small ones.
+(cd "$OUT" && tar czf results.tar.gz --exclude=device-check.log --exclude=results.tar.gz \
+  $(ls *.json *.jsonl train/config.json train/log.jsonl 2>/dev/null) && \
+  rm -f ./*.json ./*.jsonl train/config.json train/log.jsonl)

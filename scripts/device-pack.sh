@@ -10,4 +10,18 @@ xz -T2 -6 -c .device/lightunet.stripped > .device/lightunet.xz && rm .device/lig
 shared="${SHARED:-$root/../shared}"
 cp "$shared/gpu/find-cuda-libs.sh" .device/
 cp "$shared/anchors/refnet.py" "$shared/anchors/bench_gpu.py" .device/ 2>/dev/null || true
+cp scripts/torch_train_step.py .device/
+# Training data for the GPU run (already resized to 256x256: the loader's first step), if given.
+if [ -n "${TRAIN_DATA:-}" ]; then rm -rf .device/train-data; cp -r "$TRAIN_DATA" .device/train-data; fi
+# GStreamer for `bench pipeline` there: the libraries the binary and a few plugins link against
+# (system libraries excluded), and the plugins a videotestsrc -> appsink / appsrc -> fakesink
+# benchmark uses.
+rm -rf .device/gst && mkdir -p .device/gst/lib .device/gst/plugins
+plugdir=/usr/lib/x86_64-linux-gnu/gstreamer-1.0
+for p in coreelements app videoconvertscale videotestsrc videobox videorate; do
+  cp "$plugdir/libgst$p.so" .device/gst/plugins/
+done
+for f in target/cuda/release/lightunet .device/gst/plugins/*.so; do
+  ldd "$f" | awk '$3 ~ /^\// {print $3}'
+done | sort -u | grep -vE '/(libc|libm|libgcc_s|libstdc\+\+|libpthread|libdl|librt)\.so' | xargs -r -I{} cp -L {} .device/gst/lib/
 du -sh .device

@@ -168,8 +168,10 @@ impl SeparableConv {
     }
 }
 
+/// A copy on `device` in `dtype`, cut from any autograd graph (inference weights must not drag
+/// the training graph, or the ops that need no gradient, along).
 fn move_to(t: &Tensor, device: &Device, dtype: DType) -> Result<Tensor> {
-    Ok(t.to_device(device)?.to_dtype(dtype)?)
+    Ok(t.to_device(device)?.to_dtype(dtype)?.detach())
 }
 
 /// One conv set of a DoubleConv: a regular 3x3 or a separable pair.
@@ -370,7 +372,7 @@ impl Down {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.maxpool_conv_1.forward_t(&x.max_pool2d(2)?, train)
+        self.maxpool_conv_1.forward_t(&ops::maxpool2x2(x)?, train)
     }
 }
 

@@ -403,8 +403,28 @@ impl CustomOp1 for Upsample2x {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let out = s.upsample_bilinear2d(l, 2 * h, 2 * w, true, None, None)?;
-        Ok((out, Shape::from((n, c, 2 * h, 2 * w))))
+        let x = cpu_f32(s, l, "upsample2x input")?;
+        let (oh, ow) = (2 * h, 2 * w);
+        let xt: Vec<_> = (0..ow).map(|i| ac_taps(i, w)).collect();
+        let yt: Vec<_> = (0..oh).map(|i| ac_taps(i, h)).collect();
+        let mut out = vec![0f32; n * c * oh * ow];
+        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+            let src = &x[p * h * w..(p + 1) * h * w];
+            // Each output row blends two source rows; interpolate those along x once per row.
+            let mut r0 = vec![0f32; ow];
+            let mut r1 = vec![0f32; ow];
+            for (oy, &(y0, y1, fy)) in yt.iter().enumerate() {
+                let (s0, s1) = (&src[y0 * w..(y0 + 1) * w], &src[y1 * w..(y1 + 1) * w]);
+                for (ox, &(x0, x1, fx)) in xt.iter().enumerate() {
+                    r0[ox] = s0[x0] + (s0[x1] - s0[x0]) * fx;
+                    r1[ox] = s1[x0] + (s1[x1] - s1[x0]) * fx;
+                }
+                for ((d, a), b) in dst[oy * ow..(oy + 1) * ow].iter_mut().zip(&r0).zip(&r1) {
+                    *d = a + (b - a) * fy;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
     #[cfg(feature = "cuda")]
@@ -470,6 +490,45 @@ impl CustomOp1 for Upsample2xBwd {
         let (n, c, _, _) = l.shape().dims4()?;
         let out = super::cuda_ops::upsample2x_bwd(s, l, self.h, self.w)?;
         Ok((out, Shape::from((n, c, self.h, self.w))))
+    }
+}
+
+/// 2x2 max pooling, stride 2, floor (odd sizes drop the last row/column). On the CPU a direct
+/// loop (candle's generic pooling is several times slower); elsewhere, and whenever a gradient
+/// is needed, candle's own.
+pub fn maxpool2x2(x: &Tensor) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() {
+        x.contiguous()?.apply_op1_no_bwd(&MaxPool2x2)
+    } else {
+        x.max_pool2d(2)
+    }
+}
+
+struct MaxPool2x2;
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "maxpool2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = cpu_f32(s, l, "maxpool2x2 input")?;
+        let (oh, ow) = (h / 2, w / 2);
+        let mut out = vec![0f32; n * c * oh * ow];
+        if oh > 0 && ow > 0 {
+            out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+                let src = &x[p * h * w..(p + 1) * h * w];
+                for (oy, row) in dst.chunks_mut(ow).enumerate() {
+                    let a = &src[2 * oy * w..2 * oy * w + 2 * ow];
+                    let b = &src[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                    for (ox, d) in row.iter_mut().enumerate() {
+                        *d = a[2 * ox].max(a[2 * ox + 1]).max(b[2 * ox].max(b[2 * ox + 1]));
+                    }
+                }
+            });
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }
 

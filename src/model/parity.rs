@@ -73,3 +73,42 @@ pub fn run_fixtures(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<Par
     out.push(ParityCase { name: "block up_odd".into(), max_abs_diff: max_diff(&got, &blocks["up_odd.output"])? });
     Ok(out)
 }
+
+/// Gradients of the custom ops on `device` against the CPU (whose backward the tests check by
+/// finite differences): grouped 3x3 convolution for k = 1, 2, 3, 4 input channels per group and
+/// bilinear x2 upsampling. Returns the largest relative difference per op and parameter.
+pub fn grad_check(device: &Device) -> Result<Vec<ParityCase>> {
+    use candle_core::Var;
+    let mut out = Vec::new();
+    let rel = |a: &Tensor, b: &Tensor| -> Result<f32> {
+        let a = a.to_device(&Device::Cpu)?;
+        let scale: f32 = b.abs()?.flatten_all()?.max(0)?.to_scalar()?;
+        Ok(max_diff(&a, b)? / scale.max(1e-6))
+    };
+    for (c, k, h, w) in [(8usize, 1usize, 13usize, 17usize), (8, 2, 9, 12), (6, 3, 16, 16), (8, 4, 7, 31)] {
+        let x = Tensor::randn(0f32, 1.0, (2, c, h, w), &Device::Cpu)?;
+        let wt = Tensor::randn(0f32, 0.5, (c, k, 3, 3), &Device::Cpu)?;
+        let b = Tensor::randn(0f32, 0.5, c, &Device::Cpu)?;
+        let r = Tensor::randn(0f32, 1.0, (2, c, h, w), &Device::Cpu)?;
+        let grads = |dev: &Device| -> Result<[Tensor; 3]> {
+            let (x, wt, b) = (Var::from_tensor(&x.to_device(dev)?)?, Var::from_tensor(&wt.to_device(dev)?)?, Var::from_tensor(&b.to_device(dev)?)?);
+            let y = super::ops::grouped_conv3x3(&x, &wt, &b)?;
+            let g = y.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
+            let get = |v: &Var| g.get(v).cloned().ok_or_else(|| Error::Msg("missing gradient".into()));
+            Ok([get(&x)?, get(&wt)?, get(&b)?])
+        };
+        let (on_dev, on_cpu) = (grads(device)?, grads(&Device::Cpu)?);
+        for (name, a, b) in [("x", &on_dev[0], &on_cpu[0]), ("w", &on_dev[1], &on_cpu[1]), ("b", &on_dev[2], &on_cpu[2])] {
+            out.push(ParityCase { name: format!("grad grouped_conv3x3 k={k} d{name}"), max_abs_diff: rel(a, b)? });
+        }
+    }
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 7), &Device::Cpu)?;
+    let r = Tensor::randn(0f32, 1.0, (2, 3, 10, 14), &Device::Cpu)?;
+    let grad = |dev: &Device| -> Result<Tensor> {
+        let xv = Var::from_tensor(&x.to_device(dev)?)?;
+        let g = super::ops::upsample2x(&xv)?.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
+        g.get(&xv).cloned().ok_or_else(|| Error::Msg("missing gradient".into()))
+    };
+    out.push(ParityCase { name: "grad upsample2x dx".into(), max_abs_diff: rel(&grad(device)?, &grad(&Device::Cpu)?)? });
+    Ok(out)
+}
