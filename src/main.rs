@@ -6,6 +6,7 @@ mod cli;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    cli::keep_freed_memory();
     cli::init_tracing();
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,

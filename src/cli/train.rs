@@ -113,29 +113,8 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     Ok((cfg, out.clone()))
 }
 
-/// Keeps freed activation buffers in the heap instead of returning them to the kernel.
-/// candle allocates every intermediate afresh; glibc serves blocks above 32 MB with mmap and
-/// unmaps them on free, so each training step page-faulted ~10 GB anew (about half of its wall
-/// time in the kernel on this machine: 31.7 s instead of 43.5 s per Lighter@1 batch-8 step).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_MMAP_MAX: i32 = -4;
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    // SAFETY: mallopt only changes allocator tunables; called before the heavy allocations.
-    unsafe {
-        mallopt(M_MMAP_MAX, 0);
-        mallopt(M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    keep_freed_memory();
     // Installed first, so an interrupt while the data loads also ends with a checkpoint.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
