@@ -25,6 +25,20 @@ use crate::error::{Error, Result};
 
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
+/// `nn.Dropout(0.5)` after the bottleneck (`x5`) in training mode.
+pub const DROPOUT_P: f32 = 0.5;
+
+/// Where the training graph's dropout mask comes from (ignored in inference mode).
+#[derive(Debug, Clone, Copy)]
+pub enum Dropout<'a> {
+    /// Drawn inside the model by candle's device generator. Candle's CPU generator cannot be
+    /// seeded, so a CPU run using this is not reproducible.
+    Device,
+    /// A caller-drawn keep mask of shape [`UNet::bottleneck_dims`], each value 0 (dropped) or
+    /// `1 / (1 - DROPOUT_P)` = 2 (kept, rescaled as PyTorch's Dropout does). Lets a trainer
+    /// draw masks from its own seeded stream and get bit-identical, resumable runs.
+    Mask(&'a Tensor),
+}
 
 /// The DoubleConv blocks of every variant: (PyTorch prefix, c_in, mid, c_out).
 const BLOCKS: [(&str, usize, usize, usize); 9] = [
@@ -529,7 +543,20 @@ impl UNet {
     }
 
     /// The network before the final sigmoid (training losses use it for numerical stability).
+    /// In training mode the dropout mask comes from candle's device generator
+    /// ([`Dropout::Device`]); seeded training uses [`UNet::logits_t_with`].
     pub fn logits_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.logits_t_with(x, train, Dropout::Device)
+    }
+
+    /// The shape of the bottleneck `x5`, where dropout applies, for an input `[n, 3, h, w]`:
+    /// `[n, 512, h/16, w/16]` (four floor-halving max-pools).
+    pub fn bottleneck_dims(n: usize, h: usize, w: usize) -> [usize; 4] {
+        [n, 512, h / 16, w / 16]
+    }
+
+    /// [`UNet::logits_t`] with the dropout mask chosen by the caller.
+    pub fn logits_t_with(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<Tensor> {
         let (_, c, h, w) = x.dims4().map_err(|_| Error::Input(format!("expected [N, 3, H, W], got {:?}", x.dims())))?;
         if c != 3 || h < 16 || w < 16 {
             return Err(Error::Input(format!("expected [N, 3, H, W] with H, W >= 16, got {:?}", x.dims())));
@@ -545,7 +572,22 @@ impl UNet {
         let x4 = self.down3.forward_t(&x3, train)?; // [N, 512, H/8, W/8]
         let mut x5 = self.down4.forward_t(&x4, train)?; // [N, 512, H/16, W/16]
         if train {
-            x5 = candle_nn::ops::dropout(&x5, 0.5)?;
+            x5 = match dropout {
+                Dropout::Device => candle_nn::ops::dropout(&x5, DROPOUT_P)?,
+                Dropout::Mask(keep) => {
+                    if keep.dims() != x5.dims() {
+                        return Err(Error::Input(format!(
+                            "dropout mask has shape {:?}, the bottleneck {:?}",
+                            keep.dims(),
+                            x5.dims()
+                        )));
+                    }
+                    // The mask is a constant: gradients flow to x5 only, scaled by the mask,
+                    // exactly as through candle's own dropout.
+                    let keep = keep.to_device(x5.device())?.to_dtype(x5.dtype())?;
+                    x5.mul(&keep.detach())?
+                }
+            };
         }
         let y = self.up1.forward_t(&x5, &x4, train)?; // [N, 256, H/8, W/8]
         let y = self.up2.forward_t(&y, &x3, train)?; // [N, 128, H/4, W/4]

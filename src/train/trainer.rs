@@ -14,7 +14,10 @@
 //! Reproducibility: weights are initialised from the seed (PyTorch's default uniform bounds),
 //! the sample order of each epoch and each sample's augmentation come from seeded streams keyed
 //! by (epoch, position), so a run resumed mid-epoch sees exactly the batches it would have seen.
-//! Not seeded: the dropout mask, drawn by candle's unseedable CPU generator inside the model.
+//! The dropout mask of each step comes from a stream keyed by the global step (saved in the
+//! run state), drawn here on the CPU rather than by candle's generator, whose CPU side cannot
+//! be seeded: seeded CPU runs are bit-identical, straight or resumed, and a CUDA run draws the
+//! same masks as a CPU run of the same seed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -38,13 +41,17 @@ use super::plot::plot_curves;
 use super::schedule::{EarlyStop, Plateau};
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
-use crate::model::{is_buffer, UNet, Variant};
+use crate::model::{is_buffer, Dropout, UNet, Variant, DROPOUT_P};
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const BEST_FILE: &str = "best.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
 pub const LOG_FILE: &str = "log.jsonl";
 pub const CURVES_FILE: &str = "curves.png";
+
+/// First key of the dropout stream: far above any epoch number, so it never meets the
+/// augmentation streams keyed by (epoch, position).
+const DROPOUT_STREAM: u64 = 0xd409_0000_0000_0000;
 
 /// One finished epoch (a line of log.jsonl).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,10 +182,6 @@ impl Trainer {
         let variant = cfg.variant()?;
         let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
         let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
-        if !device.is_cpu() {
-            // The GPU generator (dropout) can be seeded, the CPU one cannot.
-            device.set_seed(cfg.seed)?;
-        }
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         seeded_init(&varmap, cfg.seed)?;
@@ -223,9 +226,6 @@ impl Trainer {
             if fingerprints.get(split) != Some(&d.fingerprint) {
                 tracing::warn!("the {split} data changed since the checkpoint was written: the run will not be reproducible");
             }
-        }
-        if !device.is_cpu() {
-            device.set_seed(stream_seed(cfg.seed, state.global_step, 0x5eed))?;
         }
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
@@ -292,12 +292,30 @@ impl Trainer {
         Ok(v)
     }
 
+    /// The dropout keep mask of the step being taken (`global_step`, 0-based) for a batch of
+    /// `n`: values 0 or `1 / (1 - p)`, each kept with probability `1 - p` as in candle's and
+    /// PyTorch's dropout.
+    /// Keyed by (seed, step) rather than carried as generator state, so a resumed run redraws
+    /// exactly the masks of the straight run from the step count alone. Drawn on the CPU (it is
+    /// small: `n * 512 * (size/16)^2` values) and moved to the device.
+    fn dropout_mask(&self, n: usize) -> Result<Tensor> {
+        let s = self.cfg.size;
+        let dims = UNet::bottleneck_dims(n, s, s);
+        let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(self.cfg.seed, DROPOUT_STREAM, self.state.global_step));
+        let scale = 1.0 / (1.0 - DROPOUT_P);
+        let keep: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|_| if rng.random::<f32>() >= DROPOUT_P { scale } else { 0.0 })
+            .collect();
+        Ok(Tensor::from_vec(keep, &dims, &Device::Cpu)?.to_device(&self.device)?)
+    }
+
     /// One optimizer step on `batch`: returns the loss and the hard-Dice confusions.
     pub fn train_step(&mut self, batch: Batch) -> Result<(f64, Vec<Confusion>)> {
         let s = self.cfg.size;
         let x = Tensor::from_vec(batch.images, (batch.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
         let y = Tensor::from_vec(batch.masks, (batch.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
-        let logits = self.net.logits_t(&x, true)?;
+        let keep = self.dropout_mask(batch.n)?;
+        let logits = self.net.logits_t_with(&x, true, Dropout::Mask(&keep))?;
         let l = loss(self.cfg.loss, &logits, &y)?;
         let value = f64::from(l.to_scalar::<f32>()?);
         if !value.is_finite() {
