@@ -333,7 +333,8 @@ impl CustomOp3 for Pointwise {
         let x = cpu_f32(xs, xl, "pointwise input")?;
         let wt = cpu_f32(ws, wl, "pointwise weight")?;
         let b = cpu_f32(bs, bl, "pointwise bias")?;
-        let out = super::pointwise_cpu::pointwise_cpu(x, wt, b, n, ci, co, h * w, self.relu);
+        let dims = super::pointwise_cpu::Dims { n, ci, co, hw: h * w };
+        let out = super::pointwise_cpu::pointwise_cpu(x, wt, b, dims, self.relu);
         Ok((CpuStorage::F32(out), Shape::from((n, co, h, w))))
     }
 }

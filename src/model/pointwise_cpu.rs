@@ -18,34 +18,26 @@ const KC: usize = 128;
 /// Pixels per parallel task.
 const TASK_PX: usize = NR * 8;
 
-pub(crate) fn pointwise_cpu(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    n: usize,
-    ci: usize,
-    co: usize,
-    hw: usize,
-    relu: bool,
-) -> Vec<f32> {
+/// Sizes of a 1x1 convolution: batch, input and output channels, pixels per image.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dims {
+    pub n: usize,
+    pub ci: usize,
+    pub co: usize,
+    pub hw: usize,
+}
+
+pub(crate) fn pointwise_cpu(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if co % MR == 0 && std::arch::is_x86_feature_detected!("avx512f") {
-        return avx512::pointwise(x, w, b, n, ci, co, hw, relu);
+    if d.co.is_multiple_of(MR) && std::arch::is_x86_feature_detected!("avx512f") {
+        return avx512::pointwise(x, w, b, d, relu);
     }
-    pointwise_gemm(x, w, b, n, ci, co, hw, relu)
+    pointwise_gemm(x, w, b, d, relu)
 }
 
 /// Portable path: one `gemm` call per image into an output pre-filled with the bias.
-pub(crate) fn pointwise_gemm(
-    x: &[f32],
-    w: &[f32],
-    b: &[f32],
-    n: usize,
-    ci: usize,
-    co: usize,
-    hw: usize,
-    relu: bool,
-) -> Vec<f32> {
+pub(crate) fn pointwise_gemm(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
+    let Dims { n, ci, co, hw } = d;
     let mut out = vec![0f32; n * co * hw];
     let threads = candle_core::utils::get_num_threads();
     for ni in 0..n {
@@ -102,16 +94,8 @@ mod avx512 {
         }
     }
 
-    pub(super) fn pointwise(
-        x: &[f32],
-        w: &[f32],
-        b: &[f32],
-        n: usize,
-        ci: usize,
-        co: usize,
-        hw: usize,
-        relu: bool,
-    ) -> Vec<f32> {
+    pub(super) fn pointwise(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
+        let Dims { n, ci, co, hw } = d;
         // Weights packed as [co / MR][ci][MR]: the 8 values broadcast per input channel are
         // adjacent.
         let mut wp = vec![0f32; co * ci];
@@ -232,7 +216,8 @@ mod avx512 {
 mod tests {
     use super::*;
 
-    fn reference(x: &[f32], w: &[f32], b: &[f32], n: usize, ci: usize, co: usize, hw: usize, relu: bool) -> Vec<f32> {
+    fn reference(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
+        let Dims { n, ci, co, hw } = d;
         let mut out = vec![0f32; n * co * hw];
         for ni in 0..n {
             for o in 0..co {
@@ -273,8 +258,9 @@ mod tests {
             let x = data(n * ci * hw, 1);
             let w = data(co * ci, 2);
             let b = data(co, 3);
-            let want = reference(&x, &w, &b, n, ci, co, hw, relu);
-            for got in [pointwise_cpu(&x, &w, &b, n, ci, co, hw, relu), pointwise_gemm(&x, &w, &b, n, ci, co, hw, relu)] {
+            let d = Dims { n, ci, co, hw };
+            let want = reference(&x, &w, &b, d, relu);
+            for got in [pointwise_cpu(&x, &w, &b, d, relu), pointwise_gemm(&x, &w, &b, d, relu)] {
                 let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(d < 1e-3, "n={n} ci={ci} co={co} hw={hw}: {d}");
             }
