@@ -146,10 +146,13 @@ impl Preprocessor {
                 have.1 = Some(y1);
             }
             let (b0, b1) = (1.0 - fy, fy);
-            for dx in 0..mw {
+            let (ob, rest) = out.split_at_mut(n);
+            let (og, or) = rest.split_at_mut(n);
+            let planes = [&mut ob[dy * mw..(dy + 1) * mw], &mut og[dy * mw..(dy + 1) * mw], &mut or[dy * mw..(dy + 1) * mw]];
+            for (dx, (a, b)) in r0.chunks_exact(3).zip(r1.chunks_exact(3)).enumerate() {
                 for c in 0..3 {
-                    let v = r0[dx * 3 + c] * b0 + r1[dx * 3 + c] * b1;
-                    out[c * n + dy * mw + dx] = v.round().clamp(0.0, 255.0) / 255.0;
+                    // Rounded back to bytes first, like `cv2.resize` on the original's uint8 image.
+                    planes[c][dx] = (a[c] * b0 + b[c] * b1).round().clamp(0.0, 255.0) / 255.0;
                 }
             }
         }
