@@ -65,10 +65,19 @@ if has train && [ -d "$D/train-data" ]; then
   # TRAIN_SECONDS if early stopping has not ended it; SIGTERM writes a resumable checkpoint.
   echo "== training lighter@1 on BUSI, cuda, up to ${TRAIN_SECONDS:-300} s"
   run=/tmp/lightunet-train
-  timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 \
-    --out "$run" --quiet 2>&1 | tail -15
+  if [ -f "$D/resume/checkpoint.safetensors" ]; then
+    # Continue a run an earlier device call brought back (split to pass the 16 MB file limit).
+    rm -rf "$run"; cp -r "$D/resume" "$run"
+    timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --resume "$run" --quiet 2>&1 | tail -15
+  else
+    timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 \
+      --out "$run" --quiet 2>&1 | tail -15
+  fi
   mkdir -p "$OUT/train"
   for f in best.safetensors config.json log.jsonl curves.png; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/train/"; done
+  # The resumable checkpoint (weights + Adam moments, ~24 MB) comes back in two parts:
+  # `cat checkpoint.part-* > checkpoint.safetensors` puts it together again.
+  [ -f "$run/checkpoint.safetensors" ] && split -b 15M "$run/checkpoint.safetensors" "$OUT/train/checkpoint.part-"
   ls -la "$run"
 fi
 

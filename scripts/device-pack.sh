@@ -13,6 +13,13 @@ cp "$shared/anchors/refnet.py" "$shared/anchors/bench_gpu.py" .device/ 2>/dev/nu
 cp scripts/torch_train_step.py .device/
 # Training data for the GPU run (already resized to 256x256: the loader's first step), if given.
 if [ -n "${TRAIN_DATA:-}" ]; then rm -rf .device/train-data; cp -r "$TRAIN_DATA" .device/train-data; fi
+# A run to continue there (RESUME_RUN: a run folder with checkpoint.safetensors, or with the
+# checkpoint.part-* files a device run brought back), if given.
+rm -rf .device/resume
+if [ -n "${RESUME_RUN:-}" ]; then
+  mkdir -p .device/resume && cp "$RESUME_RUN"/*.json* "$RESUME_RUN"/*.safetensors .device/resume/ 2>/dev/null || true
+  ls "$RESUME_RUN"/checkpoint.part-* >/dev/null 2>&1 && cat "$RESUME_RUN"/checkpoint.part-* > .device/resume/checkpoint.safetensors
+fi
 # GStreamer for `bench pipeline` there: the libraries the binary and a few plugins link against
 # (system libraries excluded), and the plugins a videotestsrc -> appsink / appsrc -> fakesink
 # benchmark uses.
