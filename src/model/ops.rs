@@ -17,6 +17,32 @@ use candle_core::{
     Shape, Tensor,
 };
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
+
+/// An f32 buffer of `len` elements that `fill` initialises completely, allocated without the
+/// zero fill: zeroing fresh 16 MB activations cost about 13 % of a Lighter U-net@1 CPU inference.
+///
+/// # Safety
+/// `fill` must write every element before returning.
+pub(crate) unsafe fn filled_f32(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit elements need no initialisation.
+    unsafe { v.set_len(len) };
+    fill(&mut v);
+    let mut v = std::mem::ManuallyDrop::new(v);
+    // SAFETY: every element is initialised (the caller's contract); same allocation, layout,
+    // length and capacity.
+    unsafe { Vec::from_raw_parts(v.as_mut_ptr() as *mut f32, v.len(), v.capacity()) }
+}
+
+/// Views a slice whose every element has been written as initialised floats.
+///
+/// # Safety
+/// Every element of `s` must be initialised.
+pub(crate) unsafe fn assume_init_mut(s: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: MaybeUninit<f32> has f32's layout; initialisation is the caller's contract.
+    unsafe { &mut *(s as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
 
 /// Grouped 3x3 convolution, stride 1, padding 1: `x [N, C, H, W]`, `w [C, k, 3, 3]` (k input
 /// channels per group, C/k groups, C output channels), `b [C]` -> `[N, C, H, W]`.
@@ -139,23 +165,30 @@ pub(crate) fn grouped_conv3x3_cpu(
     d: ConvDims,
 ) -> Vec<f32> {
     let plane = d.h * d.w;
-    let mut out = vec![0f32; d.n * d.c * plane];
+    if plane == 0 {
+        return Vec::new();
+    }
     // Few big planes or many small ones: either way hand rayon enough work per task.
-    let min_len = (16384 / plane.max(1)).max(1);
-    out.par_chunks_mut(plane)
-        .with_min_len(min_len)
-        .enumerate()
-        .for_each(|(idx, dst)| {
+    let min_len = (16384 / plane).max(1);
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(plane).with_min_len(min_len).enumerate().for_each(|(idx, dst)| {
             let (ni, o) = (idx / d.c, idx % d.c);
             let g = o / d.k;
-            dst.fill(b.map_or(0.0, |b| b[o]));
+            let bias = b.map_or(0.0, |b| b[o]);
+            dst.iter_mut().for_each(|v| {
+                v.write(bias);
+            });
+            // SAFETY: every element was just written.
+            let dst = unsafe { assume_init_mut(dst) };
             for j in 0..d.k {
                 let ic = g * d.k + j;
                 let src = &x[(ni * d.c + ic) * plane..(ni * d.c + ic + 1) * plane];
                 stencil3x3_acc(dst, src, &wt[(o * d.k + j) * 9..(o * d.k + j + 1) * 9], d.h, d.w);
             }
-        });
-    out
+        })
+    };
+    // SAFETY: `fill` writes every plane in full before accumulating into it.
+    unsafe { filled_f32(d.n * d.c * plane, fill) }
 }
 
 /// d(loss)/d(weight) of the grouped 3x3 convolution: `[C, k, 3, 3]`.
@@ -417,8 +450,7 @@ impl CustomOp1 for Upsample2x {
         let (oh, ow) = (2 * h, 2 * w);
         let xt: Vec<_> = (0..ow).map(|i| ac_taps(i, w)).collect();
         let yt: Vec<_> = (0..oh).map(|i| ac_taps(i, h)).collect();
-        let mut out = vec![0f32; n * c * oh * ow];
-        out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+        let fill = |out: &mut [MaybeUninit<f32>]| out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
             let src = &x[p * h * w..(p + 1) * h * w];
             // Each output row blends two source rows; interpolate those along x once per row.
             let mut r0 = vec![0f32; ow];
@@ -430,10 +462,12 @@ impl CustomOp1 for Upsample2x {
                     r1[ox] = s1[x0] + (s1[x1] - s1[x0]) * fx;
                 }
                 for ((d, a), b) in dst[oy * ow..(oy + 1) * ow].iter_mut().zip(&r0).zip(&r1) {
-                    *d = a + (b - a) * fy;
+                    d.write(a + (b - a) * fy);
                 }
             }
         });
+        // SAFETY: every row of every output plane is written.
+        let out = unsafe { filled_f32(n * c * oh * ow, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 
@@ -525,19 +559,23 @@ impl CustomOp1 for MaxPool2x2 {
         let (n, c, h, w) = l.shape().dims4()?;
         let x = cpu_f32(s, l, "maxpool2x2 input")?;
         let (oh, ow) = (h / 2, w / 2);
-        let mut out = vec![0f32; n * c * oh * ow];
-        if oh > 0 && ow > 0 {
+        if oh == 0 || ow == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((n, c, oh, ow))));
+        }
+        let fill = |out: &mut [MaybeUninit<f32>]| {
             out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
                 let src = &x[p * h * w..(p + 1) * h * w];
                 for (oy, row) in dst.chunks_mut(ow).enumerate() {
                     let a = &src[2 * oy * w..2 * oy * w + 2 * ow];
                     let b = &src[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
                     for (ox, d) in row.iter_mut().enumerate() {
-                        *d = a[2 * ox].max(a[2 * ox + 1]).max(b[2 * ox].max(b[2 * ox + 1]));
+                        d.write(a[2 * ox].max(a[2 * ox + 1]).max(b[2 * ox].max(b[2 * ox + 1])));
                     }
                 }
-            });
-        }
+            })
+        };
+        // SAFETY: every output row of every plane is written.
+        let out = unsafe { filled_f32(n * c * oh * ow, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }
 }

@@ -67,11 +67,16 @@ pub(crate) fn pointwise_gemm(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: boo
                 false,
                 false,
                 false,
-                if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None },
+                if threads > 1 {
+                    gemm::Parallelism::Rayon(threads)
+                } else {
+                    gemm::Parallelism::None
+                },
             );
         }
         if relu {
-            dst.par_chunks_mut(16384).for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
+            dst.par_chunks_mut(16384)
+                .for_each(|c| c.iter_mut().for_each(|v| *v = v.max(0.0)));
         }
     }
     out
@@ -106,29 +111,32 @@ mod avx512 {
                 }
             }
         }
-        let mut out = vec![0f32; n * co * hw];
-        let optr = OutPtr(out.as_mut_ptr());
         let tasks_per_image = hw.div_ceil(TASK_PX);
-        (0..n * tasks_per_image).into_par_iter().for_each_init(
-            || vec![0f32; KC * NR],
-            |packed, t| {
-                let (ni, tp) = (t / tasks_per_image, t % tasks_per_image);
-                let p_end = ((tp + 1) * TASK_PX).min(hw);
-                let xs = &x[ni * ci * hw..(ni + 1) * ci * hw];
-                let mut p0 = tp * TASK_PX;
-                while p0 < p_end {
-                    let cols = NR.min(p_end - p0);
-                    // SAFETY: AVX-512F was detected; every pointer stays inside its slice (the
-                    // tail block is masked), and tasks write disjoint pixel ranges of `out`.
-                    unsafe {
-                        let o = optr.get().add(ni * co * hw);
-                        block(xs, &wp, b, o, ci, co, hw, p0, cols, relu, packed);
+        let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
+            let optr = OutPtr(out.as_mut_ptr() as *mut f32);
+            (0..n * tasks_per_image).into_par_iter().for_each_init(
+                || vec![0f32; KC * NR],
+                |packed, t| {
+                    let (ni, tp) = (t / tasks_per_image, t % tasks_per_image);
+                    let p_end = ((tp + 1) * TASK_PX).min(hw);
+                    let xs = &x[ni * ci * hw..(ni + 1) * ci * hw];
+                    let mut p0 = tp * TASK_PX;
+                    while p0 < p_end {
+                        let cols = NR.min(p_end - p0);
+                        // SAFETY: AVX-512F was detected; every pointer stays inside its slice (the
+                        // tail block is masked), and tasks write disjoint pixel ranges of `out`.
+                        unsafe {
+                            let o = optr.get().add(ni * co * hw);
+                            block(xs, &wp, b, o, ci, co, hw, p0, cols, relu, packed);
+                        }
+                        p0 += NR;
                     }
-                    p0 += NR;
-                }
-            },
-        );
-        out
+                },
+            );
+        };
+        // SAFETY: the first input-channel chunk stores every pixel of every output channel
+        // (co is a multiple of MR, the tasks cover all pixels, tail lanes are masked).
+        unsafe { crate::model::ops::filled_f32(n * co * hw, fill) }
     }
 
     #[target_feature(enable = "avx512f")]
@@ -198,7 +206,11 @@ mod avx512 {
                 for (r, a) in acc.iter().enumerate() {
                     let row = out.add((cb * MR + r) * hw + p0);
                     let v = if last && relu {
-                        [_mm512_max_ps(a[0], zero), _mm512_max_ps(a[1], zero), _mm512_max_ps(a[2], zero)]
+                        [
+                            _mm512_max_ps(a[0], zero),
+                            _mm512_max_ps(a[1], zero),
+                            _mm512_max_ps(a[2], zero),
+                        ]
                     } else {
                         *a
                     };
@@ -260,8 +272,15 @@ mod tests {
             let b = data(co, 3);
             let d = Dims { n, ci, co, hw };
             let want = reference(&x, &w, &b, d, relu);
-            for got in [pointwise_cpu(&x, &w, &b, d, relu), pointwise_gemm(&x, &w, &b, d, relu)] {
-                let d = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            for got in [
+                pointwise_cpu(&x, &w, &b, d, relu),
+                pointwise_gemm(&x, &w, &b, d, relu),
+            ] {
+                let d = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
                 assert!(d < 1e-3, "n={n} ci={ci} co={co} hw={hw}: {d}");
             }
         }
