@@ -239,9 +239,7 @@ impl ConvSet {
     /// Inference with BatchNorm already folded in: conv set, bias and ReLU fused where possible.
     fn forward_folded_relu(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            ConvSet::Regular(p) => {
-                Ok(ops::bias_act(&x.conv2d(&p.weight, 1, 1, 1, 1)?, &p.bias, true)?)
-            }
+            ConvSet::Regular(p) => Ok(ops::conv3x3_bias_act(x, &p.weight, &p.bias, true)?),
             ConvSet::Separable(s) => {
                 let y = ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?;
                 Ok(ops::pointwise(&y, &s.pointwise.weight, &s.pointwise.bias, true)?)

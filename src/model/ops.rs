@@ -58,8 +58,15 @@ pub fn grouped_conv3x3(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         )
     }
     if k >= WIDE_GROUP {
-        // Wide groups (Lighter U-net@16 and up) are few: candle's per-group im2col + GEMM
-        // (cuBLAS on the GPU) beats a direct stencil that re-reads k input planes per output.
+        // Wide groups (Lighter U-net@16 and up) are few: per-group im2col + GEMM (our kernel on
+        // the CPU when no gradient is needed, candle's convolution / cuBLAS otherwise) beats a
+        // direct stencil that re-reads k input planes per output.
+        let no_grad = !x.track_op() && !w.track_op() && !b.track_op();
+        if x.device().is_cpu() && x.dtype() == DType::F32 && no_grad {
+            let wm = w.reshape((c, k * 9))?.contiguous()?;
+            let op = Conv3x3 { relu: false, groups: c / k };
+            return x.contiguous()?.apply_op3_no_bwd(&wm, &b.contiguous()?, &op);
+        }
         let y = x.conv2d(w, 1, 1, 1, c / k)?;
         return y.broadcast_add(&b.reshape((1, c, 1, 1))?);
     }
@@ -86,6 +93,84 @@ pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tenso
         let (n, _, h, wd) = x.dims4()?;
         let y = w.broadcast_matmul(&x.reshape((n, ci, h * wd))?)?;
         bias_act(&y.reshape((n, co, h, wd))?, b, relu)
+    }
+}
+
+/// Regular 3x3 convolution, padding 1, with bias and optional ReLU: `x [N, Ci, H, W]`,
+/// `w [Co, Ci, 3, 3]`. Inference only. On the CPU an im2col matrix feeds the same GEMM kernel as
+/// [`pointwise`] (AVX-512 where available); elsewhere candle's convolution plus [`bias_act`].
+pub fn conv3x3_bias_act(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let (co, ci, _, _) = w.dims4()?;
+        let w = w.reshape((co, ci * 9))?.contiguous()?;
+        x.contiguous()?.apply_op3_no_bwd(&w, &b.contiguous()?, &Conv3x3 { relu, groups: 1 })
+    } else {
+        bias_act(&x.conv2d(w, 1, 1, 1, 1)?, b, relu)
+    }
+}
+
+/// im2col + GEMM 3x3 convolution; with `groups` > 1 each group is its own column matrix and GEMM.
+struct Conv3x3 {
+    relu: bool,
+    groups: usize,
+}
+
+impl CustomOp3 for Conv3x3 {
+    fn name(&self) -> &'static str {
+        "conv3x3-im2col"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        bs: &CpuStorage,
+        bl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (n, ci, h, w) = xl.shape().dims4()?;
+        let (co, kk) = wl.shape().dims2()?;
+        let g = self.groups;
+        let (cig, cog) = (ci / g, co / g);
+        if ci % g != 0 || co % g != 0 || kk != cig * 9 {
+            candle_core::bail!("conv3x3: input {:?} and weight {:?} do not fit {g} groups", xl.dims(), wl.dims())
+        }
+        let x = cpu_f32(xs, xl, "conv3x3 input")?;
+        let wt = cpu_f32(ws, wl, "conv3x3 weight")?;
+        let b = cpu_f32(bs, bl, "conv3x3 bias")?;
+        let hw = h * w;
+        let mut out = Vec::with_capacity(n * co * hw);
+        for ni in 0..n {
+            for gi in 0..g {
+                let img = &x[(ni * ci + gi * cig) * hw..(ni * ci + (gi + 1) * cig) * hw];
+                // Row (c, ky, kx) of the column matrix is channel c shifted by (ky - 1, kx - 1).
+                let fill = |cols: &mut [MaybeUninit<f32>]| {
+                    cols.par_chunks_mut(9 * hw).enumerate().for_each(|(c, rows)| {
+                        let src = &img[c * hw..(c + 1) * hw];
+                        for (t, row) in rows.chunks_mut(hw).enumerate() {
+                            let (dy, dx) = (t / 3, t % 3);
+                            for y in 0..h {
+                                let sy = y as isize + dy as isize - 1;
+                                let dst = &mut row[y * w..(y + 1) * w];
+                                for (xo, d) in dst.iter_mut().enumerate() {
+                                    let sx = xo as isize + dx as isize - 1;
+                                    let inside = sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize;
+                                    d.write(if inside { src[sy as usize * w + sx as usize] } else { 0.0 });
+                                }
+                            }
+                        }
+                    })
+                };
+                // SAFETY: every (channel, tap) row is written for every pixel.
+                let cols = unsafe { filled_f32(cig * 9 * hw, fill) };
+                let dims = super::pointwise_cpu::Dims { n: 1, ci: cig * 9, co: cog, hw };
+                let wg = &wt[gi * cog * kk..(gi + 1) * cog * kk];
+                let bg = &b[gi * cog..(gi + 1) * cog];
+                out.extend(super::pointwise_cpu::pointwise_cpu(&cols, wg, bg, dims, self.relu));
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from((n, co, h, w))))
     }
 }
 
@@ -607,8 +692,12 @@ mod tests {
             Some(&b.to_vec1::<f32>()?),
             ConvDims { n, c, h, w, k },
         );
-        let d = wide.flatten_all()?.to_vec1::<f32>()?.iter().zip(&stencil).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-        assert!(d < 1e-4, "max diff {d}");
+        // A variable input takes candle's differentiable grouped convolution instead.
+        let graph = grouped_conv3x3(candle_core::Var::from_tensor(&x)?.as_tensor(), &wt, &b)?;
+        for (name, t) in [("im2col", &wide), ("candle", &graph)] {
+            let d = t.flatten_all()?.to_vec1::<f32>()?.iter().zip(&stencil).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-4, "{name}: max diff {d}");
+        }
         Ok(())
     }
 }
