@@ -4,7 +4,7 @@
 # CUDA build use Python). Idempotent: does nothing when everything is already there.
 set -euo pipefail
 pkgs=(
-  pkg-config
+  pkg-config gcc libc6-dev
   libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-x
