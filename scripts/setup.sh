@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages lightunet needs on Debian/Ubuntu: GStreamer (core, base, good, bad,
-# ugly, libav, x264) with development headers, pkg-config, and Python's pip (only the anchors and the
-# CUDA build use Python). Idempotent: does nothing when everything is already there.
+# ugly, libav, x264) with development headers, pkg-config and a C toolchain. (Only the CUDA build,
+# scripts/cuda-build.sh, and the anchors use Python 3 with venv.) Idempotent: does nothing when
+# everything is already there.
 set -euo pipefail
 pkgs=(
   pkg-config gcc libc6-dev
