@@ -613,12 +613,14 @@ pub fn check_weights(
     variant: Variant,
 ) -> Result<HashMap<String, Tensor>> {
     let expected = expected_shapes(variant);
-    let hint = guess_variant(&tensors)
+    // Same rules as `convert`'s detection, so both name the same variant for the same file.
+    let shapes: Vec<(String, Vec<usize>)> = tensors.iter().map(|(n, t)| (n.clone(), t.dims().to_vec())).collect();
+    let hint = crate::checkpoint::detect_variant(&shapes)
+        .ok()
         .filter(|v| *v != variant)
         .map(|v| format!(" (these weights look like {v})"))
         .unwrap_or_default();
-    let hint = || hint.clone();
-    let err = |name: &str, problem: String, hint: String| Error::Weights {
+    let err = |name: &str, problem: String| Error::Weights {
         variant: variant.to_string(),
         name: name.to_string(),
         problem: format!("{problem}{hint}"),
@@ -628,9 +630,9 @@ pub fn check_weights(
         let optional = name.ends_with(".num_batches_tracked");
         match tensors.get(name) {
             None if optional => continue,
-            None => return Err(err(name, format!("missing, expected shape {shape:?}"), hint())),
+            None => return Err(err(name, format!("missing, expected shape {shape:?}"))),
             Some(t) if !optional && t.dims() != shape.as_slice() => {
-                return Err(err(name, format!("expected shape {shape:?}, found {:?}", t.dims()), hint()))
+                return Err(err(name, format!("expected shape {shape:?}, found {:?}", t.dims())))
             }
             Some(_) => {}
         }
@@ -642,25 +644,9 @@ pub fn check_weights(
     }
     if let Some(name) = tensors.keys().min() {
         let found = tensors[name].dims().to_vec();
-        return Err(err(name, format!("unexpected tensor of shape {found:?}"), hint()));
+        return Err(err(name, format!("unexpected tensor of shape {found:?}")));
     }
     Ok(out)
-}
-
-/// Which variant these tensors most plausibly belong to (for error messages and `convert`).
-pub fn guess_variant(tensors: &HashMap<String, Tensor>) -> Option<Variant> {
-    let shape = |k: &str| tensors.get(k).map(|t| t.dims().to_vec());
-    if shape("inc.double_conv.0.weight").is_some() {
-        return Some(if shape("inc.double_conv.3.weight").is_some() { Variant::UNet } else { Variant::Light });
-    }
-    let k = shape("down4.maxpool_conv.1.double_conv.0.conv.0.weight")?;
-    let c = *k.get(1)? as u32;
-    Some(Variant::Lighter(c))
-}
-
-/// Names of the trainable parameters (what an optimizer updates), in PyTorch's order.
-pub fn weight_names(variant: Variant) -> Vec<String> {
-    expected_shapes(variant).into_iter().map(|(n, _)| n).filter(|n| !is_buffer(n)).collect()
 }
 
 #[cfg(test)]
