@@ -9,6 +9,8 @@
 pub mod ops;
 pub mod parity;
 mod pointwise_cpu;
+#[cfg(target_arch = "x86_64")]
+mod separable_cpu;
 mod variant;
 #[cfg(feature = "cuda")]
 mod cuda_ops;
@@ -16,7 +18,7 @@ mod cuda_ops;
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Module, ModuleT, Tensor, Var, D};
+use candle_core::{DType, Device, Module, ModuleT, Tensor, Var};
 use candle_nn::VarBuilder;
 
 pub use variant::{channels_per_group, ConvSetKind, Variant};
@@ -213,6 +215,18 @@ impl ConvSet {
         })
     }
 
+    /// Moves a separable set's grouped-conv bias into the pointwise bias (the 1x1 maps the
+    /// constant through: `pw(g(x) + b) = pw(g(x)) + W b`), saving the fused path a pass.
+    fn fold_grouped_bias(&mut self) -> Result<()> {
+        if let ConvSet::Separable(s) = self {
+            let (co, ci) = (s.pointwise.weight.dim(0)?, s.pointwise.weight.dim(1)?);
+            let through = s.pointwise.weight.reshape((co, ci))?.matmul(&s.grouped.bias.reshape((ci, 1))?)?;
+            s.pointwise.bias = s.pointwise.bias.add(&through.reshape(co)?)?;
+            s.grouped.bias = s.grouped.bias.zeros_like()?;
+        }
+        Ok(())
+    }
+
     /// The last convolution of the set: the one BatchNorm folds into.
     fn last_mut(&mut self) -> &mut ConvParams {
         match self {
@@ -233,6 +247,22 @@ impl ConvSet {
                 let y = wt.broadcast_matmul(&y.reshape((n, ci, h * w))?)?;
                 Ok(y.reshape((n, co, h, w))?.broadcast_add(&s.pointwise.bias4()?)?)
             }
+        }
+    }
+
+    /// Inference with BatchNorm folded in, as one fused pass over `input` where the CPU allows
+    /// (see [`ops::separable_fused`]); `None` otherwise.
+    fn forward_fused(&self, input: ops::ConvInput) -> Result<Option<Tensor>> {
+        match self {
+            ConvSet::Regular(_) => Ok(None),
+            ConvSet::Separable(s) => Ok(ops::separable_fused(
+                input,
+                &s.grouped.weight,
+                &s.grouped.bias,
+                &s.pointwise.weight,
+                &s.pointwise.bias,
+                true,
+            )?),
         }
     }
 
@@ -355,19 +385,39 @@ impl DoubleConv {
                 let (scale, shift) = b.affine()?;
                 conv.last_mut().fold(&scale, &shift)?;
             }
+            conv.fold_grouped_bias()?;
         }
         Ok(())
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = x.clone();
-        for (conv, bn) in [(&self.conv0, &self.bn1), (&self.conv3, &self.bn4)] {
-            x = match bn {
-                None => conv.forward_folded_relu(&x)?,
-                Some(bn) => bn.forward_t(&conv.forward_graph(&x)?, train)?.relu()?,
-            };
+        self.forward_input(ops::ConvInput::Map(x), train)
+    }
+
+    /// Forward from an input that may still be a pooled or upsampled-and-concatenated map:
+    /// folded separable sets on AVX-512 CPUs read it straight from its parts.
+    pub fn forward_input(&self, input: ops::ConvInput, train: bool) -> Result<Tensor> {
+        if self.bn1.is_none() {
+            if let Some(y) = self.conv0.forward_fused(input)? {
+                return self.conv3_forward(y, train);
+            }
         }
-        Ok(x)
+        let x = input.materialize()?;
+        let x = match &self.bn1 {
+            None => self.conv0.forward_folded_relu(&x)?,
+            Some(bn) => bn.forward_t(&self.conv0.forward_graph(&x)?, train)?.relu()?,
+        };
+        self.conv3_forward(x, train)
+    }
+
+    fn conv3_forward(&self, x: Tensor, train: bool) -> Result<Tensor> {
+        Ok(match &self.bn4 {
+            None => match self.conv3.forward_fused(ops::ConvInput::Map(&x))? {
+                Some(y) => y,
+                None => self.conv3.forward_folded_relu(&x)?,
+            },
+            Some(bn) => bn.forward_t(&self.conv3.forward_graph(&x)?, train)?.relu()?,
+        })
     }
 }
 
@@ -384,7 +434,7 @@ impl Down {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.maxpool_conv_1.forward_t(&ops::maxpool2x2(x)?, train)
+        self.maxpool_conv_1.forward_input(ops::ConvInput::Pool(x), train)
     }
 }
 
@@ -410,17 +460,7 @@ impl Up {
     }
 
     pub fn forward_t(&self, x: &Tensor, skip: &Tensor, train: bool) -> Result<Tensor> {
-        let x = ops::upsample2x(x)?;
-        let (_, _, sh, sw) = skip.dims4()?;
-        let (_, _, uh, uw) = x.dims4()?;
-        // Pooling floors, so the upsampled map is at most one row/column short of the skip.
-        let (dy, dx) = (sh.saturating_sub(uh), sw.saturating_sub(uw));
-        let x = if dy > 0 || dx > 0 {
-            x.pad_with_zeros(D::Minus2, dy / 2, dy - dy / 2)?.pad_with_zeros(D::Minus1, dx / 2, dx - dx / 2)?
-        } else {
-            x
-        };
-        self.conv.forward_t(&Tensor::cat(&[skip, &x], 1)?, train)
+        self.conv.forward_input(ops::ConvInput::Up { skip, x }, train)
     }
 }
 

@@ -14,7 +14,7 @@
 
 use candle_core::{
     backend::BackendStorage, CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result,
-    Shape, Tensor,
+    Shape, Tensor, D,
 };
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -94,6 +94,124 @@ pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tenso
         let y = w.broadcast_matmul(&x.reshape((n, ci, h * wd))?)?;
         bias_act(&y.reshape((n, co, h, wd))?, b, relu)
     }
+}
+
+/// The input of a conv set: a map, a map to max-pool 2x2 first (Down blocks), or an Up block's
+/// skip connection and the lower-resolution map that is upsampled 2x, zero-padded to the skip's
+/// size and concatenated after it.
+#[derive(Clone, Copy, Debug)]
+pub enum ConvInput<'a> {
+    Map(&'a Tensor),
+    Pool(&'a Tensor),
+    Up { skip: &'a Tensor, x: &'a Tensor },
+}
+
+impl ConvInput<'_> {
+    /// The input as one tensor (the layer-by-layer path; differentiable).
+    pub fn materialize(&self) -> Result<Tensor> {
+        match *self {
+            ConvInput::Map(x) => Ok(x.clone()),
+            ConvInput::Pool(x) => maxpool2x2(x),
+            ConvInput::Up { skip, x } => {
+                let x = upsample2x(x)?;
+                let (top, bottom, left, right) = up_padding(skip, &x)?;
+                let x = if top + bottom + left + right > 0 {
+                    x.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(D::Minus1, left, right)?
+                } else {
+                    x
+                };
+                Tensor::cat(&[skip, &x], 1)
+            }
+        }
+    }
+}
+
+/// Zero padding (top, bottom, left, right) that brings an upsampled map to its skip
+/// connection's size. Pooling floors, so the upsampled map is at most one row/column short.
+fn up_padding(skip: &Tensor, up: &Tensor) -> Result<(usize, usize, usize, usize)> {
+    let (_, _, sh, sw) = skip.dims4()?;
+    let (_, _, uh, uw) = up.dims4()?;
+    let (dy, dx) = (sh.saturating_sub(uh), sw.saturating_sub(uw));
+    Ok((dy / 2, dy - dy / 2, dx / 2, dx - dx / 2))
+}
+
+/// A separable conv set (depthwise 3x3 with bias, then 1x1 with bias and optional ReLU) as one
+/// fused pass over `input`, on AVX-512 CPUs for inference (nothing tracks gradients). `None`
+/// where it does not apply (other devices, dtypes or CPUs, grouped rather than depthwise 3x3,
+/// output channels not a multiple of 8): the caller runs the layers one by one.
+pub fn separable_fused(
+    input: ConvInput,
+    dw_w: &Tensor,
+    dw_b: &Tensor,
+    pw_w: &Tensor,
+    pw_b: &Tensor,
+    relu: bool,
+) -> Result<Option<Tensor>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use super::separable_cpu::{self as sc, Source};
+        let co = pw_w.dim(0)?;
+        let maps: Vec<&Tensor> = match input {
+            ConvInput::Map(x) | ConvInput::Pool(x) => vec![x],
+            ConvInput::Up { skip, x } => vec![skip, x],
+        };
+        let all = maps.iter().copied().chain([dw_w, dw_b, pw_w, pw_b]);
+        if !sc::available(co)
+            || dw_w.dim(1)? != 1
+            || all.clone().any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || t.track_op())
+        {
+            return Ok(None);
+        }
+        let dims: Vec<(usize, usize, usize, usize)> = maps.iter().map(|t| t.dims4()).collect::<Result<_>>()?;
+        let (n, c0, h0, w0) = dims[0];
+        let (h, w) = match input {
+            ConvInput::Pool(_) => (h0 / 2, w0 / 2),
+            _ => (h0, w0),
+        };
+        if h == 0 || w == 0 {
+            return Ok(None);
+        }
+        let ci: usize = dims.iter().map(|d| d.1).sum();
+        if dw_w.dims() != [ci, 1, 3, 3] || dw_b.dims() != [ci] || pw_w.elem_count() != co * ci || pw_b.dims() != [co] {
+            candle_core::bail!(
+                "separable conv: input of {ci} channels, weights {:?} {:?} {:?} {:?}",
+                dw_w.dims(),
+                dw_b.dims(),
+                pw_w.dims(),
+                pw_b.dims()
+            )
+        }
+        let tensors: Vec<Tensor> = all.map(|t| t.contiguous()).collect::<Result<_>>()?;
+        let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+        let slices: Vec<&[f32]> = guards
+            .iter()
+            .map(|(s, l)| match &**s {
+                candle_core::Storage::Cpu(cs) => cpu_f32(cs, l, "separable conv"),
+                _ => candle_core::bail!("separable conv: not on the CPU"),
+            })
+            .collect::<Result<_>>()?;
+        let srcs: Vec<Source> = match input {
+            ConvInput::Map(_) => vec![Source::Map { data: slices[0], c: c0 }],
+            ConvInput::Pool(_) => vec![Source::Pool { data: slices[0], c: c0, h: h0, w: w0 }],
+            ConvInput::Up { .. } => {
+                let (nx, cx, sh, sw) = dims[1];
+                if nx != n || 2 * sh > h || 2 * sw > w {
+                    candle_core::bail!("up block: map {:?} does not fit skip connection {:?}", dims[1], dims[0])
+                }
+                let (top, left) = ((h - 2 * sh) / 2, (w - 2 * sw) / 2);
+                vec![
+                    Source::Map { data: slices[0], c: c0 },
+                    Source::Up { data: slices[1], c: cx, h: sh, w: sw, top, left },
+                ]
+            }
+        };
+        let k = maps.len();
+        let wts = sc::Weights { dw_w: slices[k], dw_b: slices[k + 1], pw_w: slices[k + 2], pw_b: slices[k + 3] };
+        let out = sc::separable(&srcs, wts, n, h, w, relu);
+        return Ok(Some(Tensor::from_vec(out, (n, co, h, w), &candle_core::Device::Cpu)?));
+    }
+    #[allow(unreachable_code)]
+    Ok(None)
 }
 
 /// Regular 3x3 convolution, padding 1, with bias and optional ReLU: `x [N, Ci, H, W]`,
@@ -514,7 +632,7 @@ struct Upsample2x;
 /// Source index and weight of the second tap for output index `i` of an `n -> 2n` align-corners
 /// interpolation: `(i0, i1, frac)` with value `(1 - frac) * s[i0] + frac * s[i1]`.
 #[inline]
-fn ac_taps(i: usize, n: usize) -> (usize, usize, f32) {
+pub(crate) fn ac_taps(i: usize, n: usize) -> (usize, usize, f32) {
     if n == 1 {
         return (0, 0, 0.0);
     }
@@ -698,6 +816,58 @@ mod tests {
             let d = t.flatten_all()?.to_vec1::<f32>()?.iter().zip(&stencil).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(d < 1e-4, "{name}: max diff {d}");
         }
+        Ok(())
+    }
+
+    /// candle's own ops, layer by layer: grouped conv, bias, 1x1 as a matmul, bias, ReLU.
+    fn separable_reference(x: &Tensor, dw_w: &Tensor, dw_b: &Tensor, pw_w: &Tensor, pw_b: &Tensor) -> Result<Tensor> {
+        let (n, ci, h, w) = x.dims4()?;
+        let co = pw_w.dim(0)?;
+        let y = x.conv2d(dw_w, 1, 1, 1, ci)?.broadcast_add(&dw_b.reshape((1, ci, 1, 1))?)?;
+        let y = pw_w.reshape((co, ci))?.broadcast_matmul(&y.reshape((n, ci, h * w))?)?;
+        y.reshape((n, co, h, w))?.broadcast_add(&pw_b.reshape((1, co, 1, 1))?)?.relu()
+    }
+
+    /// The fused separable conv set reads maps, pooled maps and upsampled-padded-concatenated
+    /// maps exactly as the layer-by-layer path does, at odd sizes, batch 2, with a depthwise
+    /// bias, and with enough channels for several channel chunks and bands.
+    #[test]
+    fn fused_separable_matches_layer_by_layer() -> Result<()> {
+        let dev = Device::Cpu;
+        if !super::super::separable_cpu::available(8) {
+            eprintln!("skipped: no AVX-512 on this CPU, the fused path does not run here");
+            return Ok(());
+        }
+        let r = |s: &[usize]| Tensor::randn(0f32, 1.0, s, &dev);
+        let skip = r(&[2, 24, 37, 21])?;
+        let low = r(&[2, 16, 17, 9])?; // upsampled 34x18: padded 1 above and left, 2 below and right
+        let big = r(&[2, 136, 75, 43])?; // pooled 37x21, 136 channels: two K chunks
+        let map = r(&[1, 8, 300, 17])?; // tall and narrow: many bands, 17 = 16 + 1 lane
+        let cases: Vec<(&str, ConvInput)> = vec![
+            ("map", ConvInput::Map(&map)),
+            ("pool", ConvInput::Pool(&big)),
+            ("up", ConvInput::Up { skip: &skip, x: &low }),
+        ];
+        for (name, input) in cases {
+            let x = input.materialize()?;
+            let ci = x.dim(1)?;
+            for co in [8, 48] {
+                let dw_w = r(&[ci, 1, 3, 3])?;
+                let dw_b = r(&[ci])?;
+                let pw_w = (r(&[co, ci, 1, 1])? * 0.2)?;
+                let pw_b = r(&[co])?;
+                let want = separable_reference(&x, &dw_w, &dw_b, &pw_w, &pw_b)?;
+                let got = separable_fused(input, &dw_w, &dw_b, &pw_w, &pw_b, true)?
+                    .expect("the fused path runs on AVX-512 CPUs");
+                assert_eq!(got.dims(), want.dims(), "{name}");
+                let d = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                assert!(d < 1e-4, "{name} co={co}: max diff {d}");
+            }
+        }
+        // Inputs that track gradients are left to the differentiable path.
+        let v = candle_core::Var::from_tensor(&map)?;
+        let (dw_w, dw_b, pw_w, pw_b) = (r(&[8, 1, 3, 3])?, r(&[8])?, r(&[8, 8, 1, 1])?, r(&[8])?);
+        assert!(separable_fused(ConvInput::Map(v.as_tensor()), &dw_w, &dw_b, &pw_w, &pw_b, true)?.is_none());
         Ok(())
     }
 }

@@ -10,11 +10,11 @@
 use rayon::prelude::*;
 
 /// Output channels per register block.
-const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 /// Pixels per register block: three 16-float vectors.
-const NR: usize = 48;
+pub(crate) const NR: usize = 48;
 /// Input channels per packed chunk: keeps the packed block (KC x NR floats, 24 KiB) in L1.
-const KC: usize = 128;
+pub(crate) const KC: usize = 128;
 /// Pixels per parallel task.
 const TASK_PX: usize = NR * 8;
 
@@ -83,34 +83,25 @@ pub(crate) fn pointwise_gemm(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: boo
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::*;
     use std::arch::x86_64::*;
+    use std::ops::Range;
 
     /// A raw output pointer that tasks writing disjoint pixel ranges may share.
     #[derive(Clone, Copy)]
-    struct OutPtr(*mut f32);
+    pub(crate) struct OutPtr(pub(crate) *mut f32);
     unsafe impl Send for OutPtr {}
     unsafe impl Sync for OutPtr {}
     impl OutPtr {
         // A method (not `.0`) so closures capture the whole Send + Sync wrapper.
-        fn get(self) -> *mut f32 {
+        pub(crate) fn get(self) -> *mut f32 {
             self.0
         }
     }
 
     pub(super) fn pointwise(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
         let Dims { n, ci, co, hw } = d;
-        // Weights packed as [co / MR][ci][MR]: the 8 values broadcast per input channel are
-        // adjacent.
-        let mut wp = vec![0f32; co * ci];
-        for cb in 0..co / MR {
-            for c in 0..ci {
-                for r in 0..MR {
-                    wp[(cb * ci + c) * MR + r] = w[(cb * MR + r) * ci + c];
-                }
-            }
-        }
         let tasks_per_image = hw.div_ceil(TASK_PX);
         let fill = |out: &mut [std::mem::MaybeUninit<f32>]| {
             let optr = OutPtr(out.as_mut_ptr() as *mut f32);
@@ -126,8 +117,9 @@ mod avx512 {
                         // SAFETY: AVX-512F was detected; every pointer stays inside its slice (the
                         // tail block is masked), and tasks write disjoint pixel ranges of `out`.
                         unsafe {
-                            let o = optr.get().add(ni * co * hw);
-                            block(xs, &wp, b, o, ci, co, hw, p0, cols, relu, packed);
+                            let o = optr.get().add(ni * co * hw + p0);
+                            let blk = Block { x: xs.as_ptr().add(p0), x_stride: hw, out: o, out_stride: hw };
+                            block(blk, w, b, ci, 0..co / MR, cols, relu, packed);
                         }
                         p0 += NR;
                     }
@@ -139,17 +131,32 @@ mod avx512 {
         unsafe { crate::model::ops::filled_f32(n * co * hw, fill) }
     }
 
+    /// Where one block of pixels lives: `x` points at the block's first pixel of input channel
+    /// 0, channels `x_stride` floats apart; `out` likewise for output channel 0.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Block {
+        pub x: *const f32,
+        pub x_stride: usize,
+        pub out: *mut f32,
+        pub out_stride: usize,
+    }
+
+    /// `out[o][p] = relu?(b[o] + sum_c w[o][c] x[c][p])` for `cols <= NR` pixels and the output
+    /// channels of register blocks `cbs` (`MR` channels each). `w` is `[co][ci]` row-major:
+    /// the eight weights broadcast per input channel come from eight rows, each read in order,
+    /// so no weight packing is needed.
+    ///
+    /// # Safety
+    /// AVX-512F must be available; `x` must be readable for `ci` channels of `cols` pixels and
+    /// `out` writable for the blocks' channels; `packed` holds at least `KC * NR` floats.
     #[target_feature(enable = "avx512f")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn block(
-        xs: &[f32],
-        wp: &[f32],
+    pub(crate) unsafe fn block(
+        at: Block,
+        w: &[f32],
         b: &[f32],
-        out: *mut f32,
         ci: usize,
-        co: usize,
-        hw: usize,
-        p0: usize,
+        cbs: Range<usize>,
         cols: usize,
         relu: bool,
         packed: &mut [f32],
@@ -164,9 +171,10 @@ mod avx512 {
         let mut k0 = 0;
         while k0 < ci {
             let kc = KC.min(ci - k0);
-            // Pack x[k0..k0+kc][p0..p0+cols] contiguously, zero past `cols`.
+            // Pack x[k0..k0+kc][0..cols] contiguously, zero past `cols`: large power-of-two
+            // channel strides would otherwise alias in the L1 cache.
             for c in 0..kc {
-                let src = xs.as_ptr().add((k0 + c) * hw + p0);
+                let src = at.x.add((k0 + c) * at.x_stride);
                 let dst = packed.as_mut_ptr().add(c * NR);
                 _mm512_storeu_ps(dst, _mm512_maskz_loadu_ps(m0, src));
                 _mm512_storeu_ps(dst.add(16), _mm512_maskz_loadu_ps(m1, src.add(16)));
@@ -174,10 +182,10 @@ mod avx512 {
             }
             let first = k0 == 0;
             let last = k0 + kc == ci;
-            for cb in 0..co / MR {
+            for cb in cbs.clone() {
                 let mut acc = [[zero; 3]; MR];
                 for (r, a) in acc.iter_mut().enumerate() {
-                    let row = out.add((cb * MR + r) * hw + p0);
+                    let row = at.out.add((cb * MR + r) * at.out_stride);
                     *a = if first {
                         let bias = _mm512_set1_ps(b[cb * MR + r]);
                         [bias; 3]
@@ -189,22 +197,21 @@ mod avx512 {
                         ]
                     };
                 }
-                let wblk = wp.as_ptr().add((cb * ci + k0) * MR);
+                let wblk = w.as_ptr().add(cb * MR * ci + k0);
                 for c in 0..kc {
                     let xr = packed.as_ptr().add(c * NR);
                     let x0 = _mm512_loadu_ps(xr);
                     let x1 = _mm512_loadu_ps(xr.add(16));
                     let x2 = _mm512_loadu_ps(xr.add(32));
-                    let wc = wblk.add(c * MR);
                     for (r, a) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_set1_ps(*wc.add(r));
+                        let wv = _mm512_set1_ps(*wblk.add(r * ci + c));
                         a[0] = _mm512_fmadd_ps(wv, x0, a[0]);
                         a[1] = _mm512_fmadd_ps(wv, x1, a[1]);
                         a[2] = _mm512_fmadd_ps(wv, x2, a[2]);
                     }
                 }
                 for (r, a) in acc.iter().enumerate() {
-                    let row = out.add((cb * MR + r) * hw + p0);
+                    let row = at.out.add((cb * MR + r) * at.out_stride);
                     let v = if last && relu {
                         [
                             _mm512_max_ps(a[0], zero),

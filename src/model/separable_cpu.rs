@@ -1,0 +1,341 @@
+//! Inference on AVX-512 CPUs: a whole separable conv set (grouped/depthwise 3x3, then the 1x1
+//! with BatchNorm folded in, bias and ReLU) in one pass, band of rows by band of rows.
+//!
+//! Done layer by layer, the depthwise output of Lighter U-net@1 (up to 16 MB per layer at
+//! 256x256) goes out to memory and comes straight back for the 1x1. Here each task computes
+//! the depthwise result of a few rows for all channels into a buffer that stays in the L2 cache
+//! and runs the 1x1 kernel on it at once. The input of the conv set may also be produced on
+//! the fly, row by row: a 2x2 max-pool of a bigger map (Down blocks), or the concatenation of a
+//! skip connection and a 2x bilinear upsample, zero-padded (Up blocks), so those intermediate
+//! maps are never written either.
+
+use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::pointwise_cpu::avx512::{block, Block, OutPtr};
+use super::pointwise_cpu::{KC, MR, NR};
+
+/// Where the input channels of the conv set come from; the conv's input is the concatenation
+/// of the sources' channels, in order. All maps are NCHW, contiguous, batch `n`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source<'a> {
+    /// `c` channels at the output size.
+    Map { data: &'a [f32], c: usize },
+    /// `c` channels of `h x w`, max-pooled 2x2 with floor: the output is `h/2 x w/2`.
+    Pool { data: &'a [f32], c: usize, h: usize, w: usize },
+    /// `c` channels of `h x w`, upsampled 2x (bilinear, align corners) and placed with its top
+    /// left corner at (`top`, `left`) of the output plane, zeros around.
+    Up { data: &'a [f32], c: usize, h: usize, w: usize, top: usize, left: usize },
+}
+
+impl Source<'_> {
+    fn channels(&self) -> usize {
+        match *self {
+            Source::Map { c, .. } | Source::Pool { c, .. } | Source::Up { c, .. } => c,
+        }
+    }
+}
+
+/// Weights of the conv set: depthwise `[ci, 9]` + `[ci]` (one input channel per group) and
+/// pointwise `[co, ci]` + `[co]`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Weights<'a> {
+    pub dw_w: &'a [f32],
+    pub dw_b: &'a [f32],
+    pub pw_w: &'a [f32],
+    pub pw_b: &'a [f32],
+}
+
+/// Whether [`separable`] runs here for `co` output channels (else the caller takes the
+/// layer-by-layer path).
+pub(crate) fn available(co: usize) -> bool {
+    co > 0 && co.is_multiple_of(MR) && std::arch::is_x86_feature_detected!("avx512f")
+}
+
+/// Horizontal taps of the 2x upsample for 16 output columns: one source load at `base`, two
+/// lane permutations and a blend.
+struct UpChunk {
+    base: usize,
+    idx0: [i32; 16],
+    idx1: [i32; 16],
+    fx: [f32; 16],
+}
+
+fn up_chunks(w: usize) -> Vec<UpChunk> {
+    let ow = 2 * w;
+    (0..ow.div_ceil(16))
+        .map(|j| {
+            let base = super::ops::ac_taps(16 * j, w).0;
+            let mut c = UpChunk { base, idx0: [0; 16], idx1: [0; 16], fx: [0.0; 16] };
+            for l in 0..16.min(ow - 16 * j) {
+                let (x0, x1, fx) = super::ops::ac_taps(16 * j + l, w);
+                // Over 16 output columns the source position moves by < 8, so both taps stay
+                // within the 16 floats loaded at `base`.
+                c.idx0[l] = (x0 - base) as i32;
+                c.idx1[l] = (x1 - base) as i32;
+                c.fx[l] = fx;
+            }
+            c
+        })
+        .collect()
+}
+
+/// Lane mask of the first `n` (<= 16) lanes.
+#[inline(always)]
+fn mask(n: usize) -> __mmask16 {
+    ((1u32 << n.min(16)) - 1) as __mmask16
+}
+
+/// Rows per band: the depthwise buffer (ci x rows x W floats) within about 1 MiB of the L2
+/// cache, bands of equal height.
+fn band_rows(ci: usize, h: usize, w: usize) -> usize {
+    let budget_px = ((256 * 1024) / ci.max(1)).clamp(NR, 32 * NR);
+    let r = (budget_px / w.max(1)).clamp(1, h.max(1));
+    let bands = h.div_ceil(r);
+    h.div_ceil(bands.max(1)).max(1)
+}
+
+/// Runs the conv set: returns `[n, co, h, w]` (`h x w` the output size every source maps to).
+/// The caller has checked [`available`] and that every slice matches the shapes.
+pub(crate) fn separable(srcs: &[Source], wts: Weights, n: usize, h: usize, w: usize, relu: bool) -> Vec<f32> {
+    let ci: usize = srcs.iter().map(Source::channels).sum();
+    let co = wts.pw_b.len();
+    let hw = h * w;
+    if n * co * hw == 0 {
+        return vec![0.0; n * co * hw];
+    }
+    // The depthwise bias goes through the 1x1 as a constant: fold it into the 1x1 bias (loaded
+    // models have it folded already, see `DoubleConv::fold_bn`).
+    let bias: Vec<f32> = if wts.dw_b.iter().all(|&b| b == 0.0) {
+        wts.pw_b.to_vec()
+    } else {
+        (0..co)
+            .map(|o| {
+                let row = &wts.pw_w[o * ci..(o + 1) * ci];
+                wts.pw_b[o] + row.iter().zip(wts.dw_b).map(|(a, b)| a * b).sum::<f32>()
+            })
+            .collect()
+    };
+    // Upsample tables per distinct source width (one Up source per conv set in practice).
+    let ups: Vec<Option<Vec<UpChunk>>> = srcs
+        .iter()
+        .map(|s| match *s {
+            Source::Up { w, .. } => Some(up_chunks(w)),
+            _ => None,
+        })
+        .collect();
+    let rows = band_rows(ci, h, w);
+    let bands = h.div_ceil(rows);
+    let cblocks = co / MR;
+    let want = 4 * rayon::current_num_threads();
+    let parts = if n * bands >= want { 1 } else { want.div_ceil(n * bands).min(cblocks) };
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let optr = OutPtr(out.as_mut_ptr() as *mut f32);
+        (0..n * bands * parts).into_par_iter().for_each(|t| {
+            let (ni, rest) = (t / (bands * parts), t % (bands * parts));
+            let (band, part) = (rest / parts, rest % parts);
+            let y0 = band * rows;
+            let nr = rows.min(h - y0);
+            let px = nr * w;
+            let cbs = (cblocks * part / parts)..(cblocks * (part + 1) / parts);
+            SCRATCH.with_borrow_mut(|s| {
+                s.reserve(ci * px, (rows + 2) * w, w);
+                // SAFETY: AVX-512F is checked by `available`; the caller sized the slices, the
+                // scratch is sized above; tasks write disjoint (band, channel block) regions.
+                unsafe {
+                    depthwise_band(srcs, &ups, wts.dw_w, s, ni, h, w, y0, nr);
+                    let o = optr.get().add(ni * co * hw + y0 * w);
+                    let mut p0 = 0;
+                    while p0 < px {
+                        let at = Block { x: s.dw.as_ptr().add(p0), x_stride: px, out: o.add(p0), out_stride: hw };
+                        block(at, wts.pw_w, &bias, ci, cbs.clone(), NR.min(px - p0), relu, &mut s.packed);
+                        p0 += NR;
+                    }
+                }
+            });
+        });
+    };
+    // SAFETY: every (image, band, channel block) is one task, and each stores all its pixels.
+    unsafe { super::ops::filled_f32(n * co * hw, fill) }
+}
+
+/// Per-thread buffers, kept between calls (fresh megabyte buffers per task cost page faults
+/// and zeroing).
+#[derive(Default)]
+struct Scratch {
+    /// The depthwise result of the band, `[ci][nr * w]`.
+    dw: Vec<f32>,
+    packed: Vec<f32>,
+    /// Input rows produced on the fly (pooled or upsampled), `(nr + 2) x w`.
+    rows: Vec<f32>,
+    /// A row of zeros: the padding above and below the image.
+    zero: Vec<f32>,
+    /// Row pointers of the current channel, rows `y0 - 1 ..= y0 + nr`.
+    ptrs: Vec<*const f32>,
+    /// One vertically blended source row of an Up source.
+    tmp: Vec<f32>,
+}
+
+impl Scratch {
+    fn reserve(&mut self, dw: usize, rows: usize, w: usize) {
+        let grow = |v: &mut Vec<f32>, len: usize| {
+            if v.len() < len {
+                v.resize(len, 0.0);
+            }
+        };
+        grow(&mut self.dw, dw);
+        grow(&mut self.packed, KC * NR);
+        grow(&mut self.rows, rows);
+        grow(&mut self.zero, w);
+        grow(&mut self.tmp, w);
+    }
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Depthwise 3x3 of rows `y0..y0 + nr` of image `ni`, every input channel, into `s.dw`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn depthwise_band(
+    srcs: &[Source],
+    ups: &[Option<Vec<UpChunk>>],
+    dw_w: &[f32],
+    s: &mut Scratch,
+    ni: usize,
+    h: usize,
+    w: usize,
+    y0: usize,
+    nr: usize,
+) {
+    let px = nr * w;
+    let mut ch = 0;
+    for (src, up) in srcs.iter().zip(ups) {
+        for cc in 0..src.channels() {
+            // Rows y0 - 1 ..= y0 + nr of this channel: maps are read in place, pooled and
+            // upsampled rows are produced into the scratch; zeros above and below the image.
+            s.ptrs.clear();
+            for i in 0..nr + 2 {
+                let y = (y0 + i) as isize - 1;
+                if y < 0 || y >= h as isize {
+                    s.ptrs.push(s.zero.as_ptr());
+                    continue;
+                }
+                let y = y as usize;
+                let dst = s.rows.as_mut_ptr().add(i * w);
+                match *src {
+                    Source::Map { data, c } => {
+                        s.ptrs.push(data.as_ptr().add(((ni * c + cc) * h + y) * w));
+                        continue;
+                    }
+                    Source::Pool { data, c, h: ih, w: iw } => {
+                        let plane = data.as_ptr().add((ni * c + cc) * ih * iw);
+                        pool_row(plane.add(2 * y * iw), plane.add((2 * y + 1) * iw), dst, w);
+                    }
+                    Source::Up { data, c, h: sh, w: sw, top, left } => {
+                        let plane = data.as_ptr().add((ni * c + cc) * sh * sw);
+                        let chunks = up.as_deref().unwrap_or(&[]);
+                        up_row(plane, sh, sw, y, top, left, chunks, &mut s.tmp, dst, w);
+                    }
+                }
+                s.ptrs.push(dst);
+            }
+            let k = dw_w.as_ptr().add(ch * 9);
+            let mut wv = [_mm512_setzero_ps(); 9];
+            for (i, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_set1_ps(*k.add(i));
+            }
+            let out = s.dw.as_mut_ptr().add(ch * px);
+            for i in 0..nr {
+                let r = [s.ptrs[i], s.ptrs[i + 1], s.ptrs[i + 2]];
+                let mut x0 = 0;
+                while x0 < w {
+                    // Lanes whose left / right neighbour lies inside the row: the zero padding
+                    // at the sides is a mask (masked lanes are not read).
+                    let mc = mask(w - x0);
+                    let ml = if x0 == 0 { mc & !1 } else { mc };
+                    let mr = mask(w - x0 - 1);
+                    let mut acc = _mm512_setzero_ps();
+                    for (dy, row) in r.iter().enumerate() {
+                        let p = row.wrapping_add(x0);
+                        let l = _mm512_maskz_loadu_ps(ml, p.wrapping_sub(1));
+                        acc = _mm512_fmadd_ps(wv[dy * 3], l, acc);
+                        acc = _mm512_fmadd_ps(wv[dy * 3 + 1], _mm512_maskz_loadu_ps(mc, p), acc);
+                        acc = _mm512_fmadd_ps(wv[dy * 3 + 2], _mm512_maskz_loadu_ps(mr, p.add(1)), acc);
+                    }
+                    _mm512_mask_storeu_ps(out.add(i * w + x0), mc, acc);
+                    x0 += 16;
+                }
+            }
+            ch += 1;
+        }
+    }
+}
+
+/// `dst[x] = max(a[2x], a[2x+1], b[2x], b[2x+1])` for `x < w`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pool_row(a: *const f32, b: *const f32, dst: *mut f32, w: usize) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let mut x0 = 0;
+    while x0 < w {
+        let n = (w - x0).min(16);
+        let (m0, m1) = (mask(2 * n), mask((2 * n).saturating_sub(16)));
+        let lo = _mm512_max_ps(_mm512_maskz_loadu_ps(m0, a.add(2 * x0)), _mm512_maskz_loadu_ps(m0, b.add(2 * x0)));
+        let hi = _mm512_max_ps(
+            _mm512_maskz_loadu_ps(m1, a.add(2 * x0 + 16)),
+            _mm512_maskz_loadu_ps(m1, b.add(2 * x0 + 16)),
+        );
+        let v = _mm512_max_ps(_mm512_permutex2var_ps(lo, even, hi), _mm512_permutex2var_ps(lo, odd, hi));
+        _mm512_mask_storeu_ps(dst.add(x0), mask(n), v);
+        x0 += 16;
+    }
+}
+
+/// Output row `y` of an Up source: zeros, with the upsampled row `y - top` at `left`.
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn up_row(
+    plane: *const f32,
+    sh: usize,
+    sw: usize,
+    y: usize,
+    top: usize,
+    left: usize,
+    chunks: &[UpChunk],
+    tmp: &mut [f32],
+    dst: *mut f32,
+    w: usize,
+) {
+    let ow = 2 * sw;
+    if left > 0 || left + ow < w || y < top || y >= top + 2 * sh {
+        std::ptr::write_bytes(dst, 0, w);
+    }
+    if y < top || y >= top + 2 * sh {
+        return;
+    }
+    // Blend the two source rows first (contiguous), then interpolate along x with permutes.
+    let (r0, r1, fy) = super::ops::ac_taps(y - top, sh);
+    let (s0, s1) = (plane.add(r0 * sw), plane.add(r1 * sw));
+    let fyv = _mm512_set1_ps(fy);
+    let t = tmp.as_mut_ptr();
+    let mut x0 = 0;
+    while x0 < sw {
+        let m = mask(sw - x0);
+        let a = _mm512_maskz_loadu_ps(m, s0.add(x0));
+        let b = _mm512_maskz_loadu_ps(m, s1.add(x0));
+        _mm512_mask_storeu_ps(t.add(x0), m, _mm512_fmadd_ps(_mm512_sub_ps(b, a), fyv, a));
+        x0 += 16;
+    }
+    let d = dst.add(left);
+    for (j, c) in chunks.iter().enumerate() {
+        let v = _mm512_maskz_loadu_ps(mask(sw - c.base), t.add(c.base));
+        let a = _mm512_permutexvar_ps(_mm512_loadu_si512(c.idx0.as_ptr() as *const _), v);
+        let b = _mm512_permutexvar_ps(_mm512_loadu_si512(c.idx1.as_ptr() as *const _), v);
+        let fx = _mm512_loadu_ps(c.fx.as_ptr());
+        _mm512_mask_storeu_ps(d.add(16 * j), mask(ow - 16 * j), _mm512_fmadd_ps(_mm512_sub_ps(b, a), fx, a));
+    }
+}
