@@ -213,8 +213,22 @@ unsafe fn depthwise_band(
 ) {
     let px = nr * w;
     let mut ch = 0;
-    for (src, up) in srcs.iter().zip(ups) {
-        for cc in 0..src.channels() {
+    // Every channel, in order across the sources.
+    let chans: Vec<(usize, usize)> =
+        srcs.iter().enumerate().flat_map(|(si, s)| (0..s.channels()).map(move |cc| (si, cc))).collect();
+    for (idx, &(si, cc)) in chans.iter().enumerate() {
+        let (src, up) = (&srcs[si], &ups[si]);
+        {
+            // The rows a channel reads are a few kilobytes of a map far bigger than the caches,
+            // one short run per channel that the hardware prefetcher barely sees: fetch the
+            // next channel's, a cache line or two per 16 outputs computed here, so that it is
+            // in cache when its turn comes.
+            let (pf, pf_lines) = match chans.get(idx + 1) {
+                Some(&(sn, cn)) => rows_read(&srcs[sn], ni, cn, h, w, y0, nr),
+                None => (std::ptr::null(), 0),
+            };
+            let steps = nr * w.div_ceil(16);
+            let (mut step, mut pf_done) = (0, 0);
             // Rows y0 - 1 ..= y0 + nr of this channel: maps are read in place, pooled and
             // upsampled rows are produced into the scratch; zeros above and below the image.
             s.ptrs.clear();
@@ -268,11 +282,48 @@ unsafe fn depthwise_band(
                     }
                     _mm512_mask_storeu_ps(out.add(i * w + x0), mc, acc);
                     x0 += 16;
+                    step += 1;
+                    while pf_done < pf_lines * step / steps {
+                        _mm_prefetch::<_MM_HINT_T0>(pf.wrapping_add(16 * pf_done) as *const i8);
+                        pf_done += 1;
+                    }
                 }
             }
             ch += 1;
         }
     }
+}
+
+/// The run of memory [`depthwise_band`] reads of channel `cc` of `src` for output rows
+/// `y0 - 1 ..= y0 + nr` (`h x w` the output size): its start and its length in cache lines.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn rows_read(src: &Source, ni: usize, cc: usize, h: usize, w: usize, y0: usize, nr: usize) -> (*const f32, usize) {
+    let (lo, hi) = (y0.saturating_sub(1), (y0 + nr + 1).min(h));
+    let (data, start, end) = match *src {
+        Source::Map { data, c } => {
+            let plane = (ni * c + cc) * h * w;
+            (data, plane + lo * w, plane + hi * w)
+        }
+        Source::Pool { data, c, h: ih, w: iw } => {
+            let plane = (ni * c + cc) * ih * iw;
+            (data, plane + 2 * lo * iw, plane + (2 * hi).min(ih) * iw)
+        }
+        Source::Up { data, c, h: sh, w: sw, top, .. } => {
+            let (a, b) = (lo.saturating_sub(top), hi.saturating_sub(top).min(2 * sh));
+            if a >= b {
+                return (std::ptr::null(), 0);
+            }
+            let plane = (ni * c + cc) * sh * sw;
+            let (r0, r1) = (super::ops::ac_taps(a, sh).0, super::ops::ac_taps(b - 1, sh).1);
+            (data, plane + r0 * sw, plane + (r1 + 1) * sw)
+        }
+    };
+    let end = end.min(data.len());
+    if start >= end {
+        return (std::ptr::null(), 0);
+    }
+    (data[start..].as_ptr(), (end - start).div_ceil(16))
 }
 
 /// `dst[x] = max(a[2x], a[2x+1], b[2x], b[2x+1])` for `x < w`.
