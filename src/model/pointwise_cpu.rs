@@ -29,8 +29,13 @@ pub(crate) struct Dims {
 
 pub(crate) fn pointwise_cpu(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
     #[cfg(target_arch = "x86_64")]
-    if d.co.is_multiple_of(MR) && std::arch::is_x86_feature_detected!("avx512f") {
-        return avx512::pointwise(x, w, b, d, relu);
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        if d.co.is_multiple_of(MR) {
+            return avx512::pointwise(x, w, b, d, relu);
+        }
+        if d.co < MR {
+            return avx512::narrow(x, w, b, d, relu);
+        }
     }
     pointwise_gemm(x, w, b, d, relu)
 }
@@ -129,6 +134,52 @@ pub(crate) mod avx512 {
         // SAFETY: the first input-channel chunk stores every pixel of every output channel
         // (co is a multiple of MR, the tasks cover all pixels, tail lanes are masked).
         unsafe { crate::model::ops::filled_f32(n * co * hw, fill) }
+    }
+
+    /// Few output channels (the network's last 1x1 has one): per output channel, 64 pixels of
+    /// accumulators over all input channels. `gemm` spends more time packing than computing here.
+    pub(super) fn narrow(x: &[f32], w: &[f32], b: &[f32], d: Dims, relu: bool) -> Vec<f32> {
+        let Dims { n, ci, co, hw } = d;
+        const CHUNK: usize = 4096;
+        let chunks = hw.div_ceil(CHUNK);
+        let mut out = vec![0f32; n * co * hw];
+        let optr = OutPtr(out.as_mut_ptr());
+        (0..n * chunks).into_par_iter().for_each(|t| {
+            let (ni, k) = (t / chunks, t % chunks);
+            let (p_lo, p_hi) = (k * CHUNK, ((k + 1) * CHUNK).min(hw));
+            // SAFETY: AVX-512F was detected; loads and stores stay within image `ni`'s planes
+            // (the tail is masked); tasks write disjoint pixel ranges.
+            unsafe { narrow_chunk(x.as_ptr().add(ni * ci * hw), w, b, optr.get().add(ni * co * hw), ci, hw, p_lo, p_hi, relu) }
+        });
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn narrow_chunk(x: *const f32, w: &[f32], b: &[f32], out: *mut f32, ci: usize, hw: usize, p_lo: usize, p_hi: usize, relu: bool) {
+        let zero = _mm512_setzero_ps();
+        for (o, &bias) in b.iter().enumerate() {
+            let mut p = p_lo;
+            while p < p_hi {
+                let m: [__mmask16; 4] = std::array::from_fn(|j| {
+                    let valid = (p_hi - p).saturating_sub(16 * j).min(16);
+                    ((1u32 << valid) - 1) as __mmask16
+                });
+                let mut acc = [_mm512_set1_ps(bias); 4];
+                for c in 0..ci {
+                    let wv = _mm512_set1_ps(w[o * ci + c]);
+                    let row = x.add(c * hw + p);
+                    for (j, a) in acc.iter_mut().enumerate() {
+                        *a = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[j], row.add(16 * j)), *a);
+                    }
+                }
+                for (j, a) in acc.iter().enumerate() {
+                    let v = if relu { _mm512_max_ps(*a, zero) } else { *a };
+                    _mm512_mask_storeu_ps(out.add(o * hw + p + 16 * j), m[j], v);
+                }
+                p += 64;
+            }
+        }
     }
 
     /// Where one block of pixels lives: `x` points at the block's first pixel of input channel
@@ -272,6 +323,8 @@ mod tests {
             (2, 130, 16, 77, true),
             (1, 256, 8, 48 * 9 + 5, false),
             (1, 64, 1, 50, false),
+            (2, 64, 1, 4096 + 70, true),
+            (1, 9, 3, 200, false),
             (2, 5, 12, 33, true),
         ] {
             let x = data(n * ci * hw, 1);
