@@ -8,6 +8,9 @@
 //!   Inference only: training uses candle's matmul so autograd sees it.
 //! - [`upsample2x`]: bilinear x2 upsampling with align_corners=True, with the backward pass candle
 //!   lacks.
+//! - [`separable_fused`]: inference on AVX-512 CPUs, a whole separable conv set (depthwise 3x3,
+//!   1x1, bias, ReLU) in one pass over bands of rows, its input read straight from a map, a map
+//!   to max-pool, or a skip connection plus a map to upsample and pad (see `separable_cpu`).
 //!
 //! All take contiguous NCHW tensors (they make them contiguous if needed). CPU code runs on rayon;
 //! CUDA kernels live in `kernels/ops.cu` (see `cuda_ops`).
