@@ -44,6 +44,8 @@ enum BenchCommand {
     Model(model_cmds::BenchModelArgs),
     /// Time the whole streaming pipeline: per-stage latency percentiles, drops, fps.
     Pipeline(pipeline::BenchPipelineArgs),
+    /// Time training steps (forward, loss, backward, optimizer) on random data.
+    Train(train::BenchTrainArgs),
 }
 
 /// Keeps freed tensor buffers in the heap instead of returning them to the kernel. candle
@@ -85,6 +87,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Predict(args) => predict::run(args),
         Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),
         Command::Bench(BenchCommand::Pipeline(args)) => pipeline::bench_pipeline(args),
+        Command::Bench(BenchCommand::Train(args)) => train::bench_train(args),
         Command::Process(args) => pipeline::process(args),
         Command::Live(args) => pipeline::live(args),
         Command::Phantom(args) => pipeline::phantom(args),

@@ -162,7 +162,7 @@ pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Devi
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[idx]
 }

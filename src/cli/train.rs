@@ -4,13 +4,19 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
 use lightunet::model::Variant;
 use lightunet::train::loss::LossKind;
 use lightunet::train::optim::OptimizerKind;
+use lightunet::train::data::Batch;
 use lightunet::train::{device_from_name, Outcome, TrainConfig, Trainer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::model_cmds::{parse_device, percentile};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -188,6 +194,89 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             b.val_loss,
             b.val_dice,
             out.join(lightunet::train::trainer::BEST_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct BenchTrainArgs {
+    /// Variant to train (unet, light, lighter@C).
+    #[arg(long, default_value = "lighter@1")]
+    model: Variant,
+    /// cpu, cuda, cuda:N or auto (the GPU when one works).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Image height and width.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Timed steps after warm-up.
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    /// Untimed steps first (the first step also sizes the heap).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    #[arg(long, value_enum, default_value = "dice")]
+    loss: LossKind,
+    #[arg(long, value_enum, default_value = "adam")]
+    optimizer: OptimizerKind,
+    /// Print JSON instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Times [`Trainer::train_step`] (the step `train` takes: forward with batch statistics and
+/// dropout, loss, backward, optimizer update, running statistics) with the variant's recipe on
+/// random images and masks, so no data set is needed. Data loading is not included, as in the
+/// per-step times `train` prints.
+pub fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.steps == 0 || args.size < 16 {
+        bail!("--batch and --steps must be at least 1 and --size at least 16");
+    }
+    let device = parse_device(&args.device)?;
+    let mut cfg = TrainConfig::recipe(args.model, PathBuf::new());
+    cfg.batch = args.batch;
+    cfg.size = args.size;
+    cfg.loss = args.loss;
+    cfg.optimizer.kind = args.optimizer;
+    let mut trainer = Trainer::without_data(cfg, device.clone()).context("setting up the trainer")?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let px = args.size * args.size;
+    let mut step = || -> anyhow::Result<f64> {
+        let images: Vec<f32> = (0..args.batch * 3 * px).map(|_| rng.random::<f32>()).collect();
+        let masks: Vec<f32> = (0..args.batch * px).map(|_| f32::from(u8::from(rng.random::<f32>() > 0.7))).collect();
+        let batch = Batch { images, masks, n: args.batch };
+        let t = Instant::now();
+        trainer.train_step(batch)?;
+        device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    for _ in 0..args.warmup {
+        step()?;
+    }
+    let times = (0..args.steps).map(|_| step()).collect::<anyhow::Result<Vec<f64>>>()?;
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let (median, min, max) = (percentile(&sorted, 0.5), sorted[0], sorted[sorted.len() - 1]);
+    let b = args.batch as f64;
+    let threads = candle_core::utils::get_num_threads();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "variant": args.model.to_string(), "device": args.device, "batch": args.batch,
+                "size": args.size, "steps": args.steps, "warmup": args.warmup, "threads": threads,
+                "loss": args.loss, "optimizer": args.optimizer,
+                "median_s_step": median, "min_s_step": min, "max_s_step": max,
+                "median_s_image": median / b, "step_seconds": times,
+            })
+        );
+    } else {
+        println!(
+            "train step {} {} batch={} {}x{}: median {:.2} s/step ({:.3} s/image), min {:.2} s, max {:.2} s [{} steps, {} threads]",
+            args.model, args.device, args.batch, args.size, args.size, median, median / b, min, max, args.steps, threads
         );
     }
     Ok(())

@@ -182,6 +182,29 @@ impl Trainer {
         let variant = cfg.variant()?;
         let train = Arc::new(load_split(&cfg, &cfg.data.train)?);
         let val = Arc::new(load_split(&cfg, &cfg.data.val)?);
+        Self::fresh(cfg, variant, out, device, train, val)
+    }
+
+    /// A trainer with nothing to train on, for timing [`Trainer::train_step`] on caller-made
+    /// batches (`bench train`): the same network, initialisation, optimizer and step as a real
+    /// run. It has no run directory: [`Trainer::run`] refuses it and nothing is written.
+    pub fn without_data(cfg: TrainConfig, device: Device) -> Result<Self> {
+        cfg.validate()?;
+        let variant = cfg.variant()?;
+        let empty =
+            || Arc::new(Dataset { size: cfg.size, samples: Vec::new(), fingerprint: String::new(), warnings: Vec::new() });
+        let (train, val) = (empty(), empty());
+        Self::fresh(cfg, variant, Path::new(""), device, train, val)
+    }
+
+    fn fresh(
+        cfg: TrainConfig,
+        variant: Variant,
+        out: &Path,
+        device: Device,
+        train: Arc<Dataset>,
+        val: Arc<Dataset>,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         seeded_init(&varmap, cfg.seed)?;
@@ -358,6 +381,9 @@ impl Trainer {
     /// Trains until early stopping, the epoch or step limit, or `stop` is set. Writes the
     /// resumable checkpoint whenever it returns `Ok`.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<Outcome> {
+        if self.train.is_empty() || self.out.as_os_str().is_empty() {
+            return Err(Error::Input("this trainer has no training data or run directory (Trainer::without_data)".into()));
+        }
         let per_epoch = self.steps_per_epoch();
         tracing::info!(
             "training {} on {} images ({} val), {} steps per epoch, device {:?}",
