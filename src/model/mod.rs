@@ -6,6 +6,7 @@
 //! preceding convolution and the fast ops of [`ops`] run the separable conv sets; for training the
 //! same structs run with batch statistics and candle autograd ([`UNet::forward_t`]).
 
+pub mod batchnorm;
 pub mod ops;
 pub mod parity;
 mod pointwise_cpu;
@@ -237,15 +238,22 @@ impl ConvSet {
 
     /// Differentiable forward with candle ops (training and the reference path).
     fn forward_graph(&self, x: &Tensor) -> Result<Tensor> {
+        let (y, bias) = self.forward_graph_unbiased(x)?;
+        Ok(y.broadcast_add(&bias.reshape((1, (), 1, 1))?)?)
+    }
+
+    /// [`ConvSet::forward_graph`] without the last convolution's bias, and that bias: training
+    /// BatchNorm takes it in ([`batchnorm`]).
+    fn forward_graph_unbiased(&self, x: &Tensor) -> Result<(Tensor, &Tensor)> {
         match self {
-            ConvSet::Regular(p) => Ok(x.conv2d(&p.weight, 1, 1, 1, 1)?.broadcast_add(&p.bias4()?)?),
+            ConvSet::Regular(p) => Ok((x.conv2d(&p.weight, 1, 1, 1, 1)?, &p.bias)),
             ConvSet::Separable(s) => {
                 let y = ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?;
                 let (n, ci, h, w) = y.dims4()?;
                 let co = s.pointwise.weight.dim(0)?;
                 let wt = s.pointwise.weight.reshape((co, ci))?;
                 let y = wt.broadcast_matmul(&y.reshape((n, ci, h * w))?)?;
-                Ok(y.reshape((n, co, h, w))?.broadcast_add(&s.pointwise.bias4()?)?)
+                Ok((y.reshape((n, co, h, w))?, &s.pointwise.bias))
             }
         }
     }
@@ -324,7 +332,6 @@ impl ModuleT for BatchNorm {
                 .broadcast_add(&shift.reshape((1, c, 1, 1))?);
         }
         let (n, _, h, w) = x.dims4()?;
-        let count = (n * h * w) as f64;
         let mean = x.mean_keepdim((0, 2, 3))?;
         let centred = x.broadcast_sub(&mean)?;
         let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
@@ -332,9 +339,18 @@ impl ModuleT for BatchNorm {
         let y = y
             .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
             .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)?;
-        // Running statistics follow PyTorch: momentum 0.1, unbiased variance. They are state,
-        // not part of the graph, and only variables (a training VarMap) can be updated.
+        self.update_running(&mean, &var, n * h * w)?;
+        Ok(y)
+    }
+}
+
+impl BatchNorm {
+    /// Running statistics follow PyTorch: momentum 0.1, unbiased variance, from the batch `mean`
+    /// and biased `var` over `count` values per channel. They are state, not part of the graph,
+    /// and only variables (a training VarMap) can be updated.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
         if self.running_mean.is_variable() && self.running_var.is_variable() {
+            let count = count as f64;
             let mean = mean.flatten_all()?.detach();
             let unbiased = var.flatten_all()?.detach().affine(count / (count - 1.0).max(1.0), 0.0)?;
             let m = BN_MOMENTUM;
@@ -343,7 +359,17 @@ impl ModuleT for BatchNorm {
             Var::from_tensor(&self.running_mean)?.set(&new_mean)?;
             Var::from_tensor(&self.running_var)?.set(&new_var)?;
         }
-        Ok(y)
+        Ok(())
+    }
+
+    /// Training forward then ReLU, `x` being a convolution's output before its `conv_bias`: the
+    /// same as `relu(forward_t(x + conv_bias, true))` (running statistics included), as the
+    /// fused CPU op of [`batchnorm`].
+    pub fn forward_train_relu(&self, x: &Tensor, conv_bias: &Tensor) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let out = batchnorm::batch_norm_relu_train(x, conv_bias, &self.weight, &self.bias, BN_EPS, true)?;
+        self.update_running(&out.mean, &out.var, n * h * w)?;
+        Ok(out.y)
     }
 }
 
@@ -405,7 +431,7 @@ impl DoubleConv {
         let x = input.materialize()?;
         let x = match &self.bn1 {
             None => self.conv0.forward_folded_relu(&x)?,
-            Some(bn) => bn.forward_t(&self.conv0.forward_graph(&x)?, train)?.relu()?,
+            Some(bn) => conv_bn_relu(&self.conv0, bn, &x, train)?,
         };
         self.conv3_forward(x, train)
     }
@@ -416,9 +442,19 @@ impl DoubleConv {
                 Some(y) => y,
                 None => self.conv3.forward_folded_relu(&x)?,
             },
-            Some(bn) => bn.forward_t(&self.conv3.forward_graph(&x)?, train)?.relu()?,
+            Some(bn) => conv_bn_relu(&self.conv3, bn, &x, train)?,
         })
     }
+}
+
+/// A conv set, BatchNorm and ReLU of the training graph (or the unfolded eval graph). On the CPU
+/// in training the BatchNorm is one fused op that also takes the conv's bias ([`batchnorm`]).
+fn conv_bn_relu(conv: &ConvSet, bn: &BatchNorm, x: &Tensor, train: bool) -> Result<Tensor> {
+    if train && batchnorm::supported(x) {
+        let (y, bias) = conv.forward_graph_unbiased(x)?;
+        return bn.forward_train_relu(&y, bias);
+    }
+    Ok(bn.forward_t(&conv.forward_graph(x)?, train)?.relu()?)
 }
 
 /// Max-pool 2 then DoubleConv (`maxpool_conv.1`).

@@ -502,7 +502,7 @@ impl CustomOp3 for GroupedConv3x3 {
         let zero_bias = Tensor::zeros(c, grad.dtype(), grad.device())?;
         let gx = grad.apply_op3_no_bwd(&transpose_flip_weights(w)?, &zero_bias, &GroupedConv3x3)?;
         let gw = grad.apply_op2_no_bwd(&x.contiguous()?, &GroupedConv3x3GradW { k: w.dim(1)? })?;
-        let gb = grad.sum((0, 2, 3))?;
+        let gb = super::batchnorm::channel_sums(&grad)?;
         Ok((Some(gx), Some(gw), Some(gb)))
     }
 }
