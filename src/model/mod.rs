@@ -10,6 +10,7 @@ pub mod batchnorm;
 pub mod ops;
 pub mod parity;
 mod pointwise_cpu;
+pub mod pointwise_train;
 #[cfg(target_arch = "x86_64")]
 mod separable_cpu;
 mod variant;
@@ -249,6 +250,9 @@ impl ConvSet {
             ConvSet::Regular(p) => Ok((x.conv2d(&p.weight, 1, 1, 1, 1)?, &p.bias)),
             ConvSet::Separable(s) => {
                 let y = ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?;
+                if pointwise_train::supported(&y) {
+                    return Ok((pointwise_train::pointwise_train(&y, &s.pointwise.weight)?, &s.pointwise.bias));
+                }
                 let (n, ci, h, w) = y.dims4()?;
                 let co = s.pointwise.weight.dim(0)?;
                 let wt = s.pointwise.weight.reshape((co, ci))?;
