@@ -9,6 +9,7 @@
 pub mod batchnorm;
 pub mod ops;
 pub mod parity;
+pub mod maxpool_train;
 mod pointwise_cpu;
 pub mod pointwise_train;
 #[cfg(target_arch = "x86_64")]

@@ -765,8 +765,11 @@ impl CustomOp1 for Upsample2xBwd {
 pub fn maxpool2x2(x: &Tensor) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() {
         x.contiguous()?.apply_op1_no_bwd(&MaxPool2x2)
+    } else if super::maxpool_train::supported(x) {
+        super::maxpool_train::maxpool2x2_train(x)
     } else {
-        x.max_pool2d(2)
+        // Not candle's max_pool2d: its gradient is a quarter of the right one.
+        super::maxpool_train::maxpool2x2_graph(x)
     }
 }
 
