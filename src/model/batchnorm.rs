@@ -456,6 +456,15 @@ mod tests {
         let g_want = (want * &r)?.sum_all()?.backward()?;
         for (name, v) in [("x", &x), ("gamma", &gamma), ("beta", &beta)] {
             let (a, b) = (g_got.get(v).expect("gradient"), g_want.get(v).expect("gradient"));
+            if name == "x" && n * h * w == 1 {
+                // One value per channel: the true input gradient is 0 and both are rounding
+                // noise (of size gamma / sqrt(eps) * eps_f32), so compare absolutely.
+                for t in [a, b] {
+                    let m = t.abs()?.max_all()?.to_scalar::<f32>()?;
+                    assert!(m < 1e-3, "{what}: dx should vanish, max |dx| {m:e}");
+                }
+                continue;
+            }
             let d = max_rel_diff(a, b)?;
             assert!(d < 1e-4, "{what}: d{name} differs by {d:e}");
         }
