@@ -247,3 +247,38 @@ fn reference_weights_train_graph_matches_inference() -> anyhow::Result<()> {
     assert!(diff < 1e-4, "train graph vs folded inference: {diff}");
     Ok(())
 }
+
+/// `init`: a new run starts from given weights (fine-tuning): every variable equals the file
+/// before the first step, whatever the seed, and weights of another variant are refused.
+#[test]
+fn init_starts_from_given_weights() -> anyhow::Result<()> {
+    let root = temp_dir("init-data");
+    write_dataset(&root, 8, 4, 32);
+    let mut cfg = small_config(&root);
+    cfg.max_epochs = 1;
+    cfg.augment = false;
+    Trainer::new(cfg.clone(), &root.join("first"), Device::Cpu)?.run(&AtomicBool::new(false))?;
+    let best = root.join("first").join(BEST_FILE);
+    let (file, _) = load_tensors(&best)?;
+
+    let mut tuned = cfg.clone();
+    tuned.seed = 99;
+    tuned.init = Some(best.clone());
+    let t = Trainer::new(tuned, &root.join("second"), Device::Cpu)?;
+    let mut compared = 0;
+    for (name, v) in t.named_tensors()? {
+        let Some(want) = file.get(&name) else { continue };
+        let d = (v - want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(d == 0.0, "{name} differs from the init file by {d}");
+        compared += 1;
+    }
+    assert!(compared > 50, "only {compared} tensors compared");
+
+    let mut wrong = cfg;
+    wrong.variant = "lighter@4".into();
+    wrong.init = Some(best);
+    let err = Trainer::new(wrong, &root.join("third"), Device::Cpu).err().expect("must refuse").to_string();
+    assert!(err.contains("lighter@4") || err.contains("Lighter U-net@4"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}

@@ -33,6 +33,10 @@ pub struct TrainArgs {
     /// checkpoint; only --epochs and --max-steps may be changed).
     #[arg(long, conflicts_with_all = ["data", "model", "out"])]
     resume: Option<PathBuf>,
+    /// Start from these weights (safetensors, PyTorch names, e.g. a shipped model) instead of a
+    /// fresh initialisation: fine-tuning. The optimizer and schedule start fresh.
+    #[arg(long, conflicts_with = "resume")]
+    init: Option<PathBuf>,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -111,6 +115,7 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     cfg.seed = args.seed;
     cfg.augment = !args.no_augment;
     cfg.max_steps = args.max_steps;
+    cfg.init = args.init.clone();
     cfg.data.train = args.train_dir.clone();
     cfg.data.val = args.val_dir.clone();
     cfg.data.images = args.images_dir.clone();

@@ -53,6 +53,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Stop (with a resumable checkpoint) after this many optimizer steps in total.
     pub max_steps: Option<u64>,
+    /// Weights the run started from (fine-tuning) instead of a seeded initialisation.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// The original's weight decay: 1e-4 for U-net and Lighter@128, 1e-3 for Light U-net, 1e-2 for
@@ -92,6 +95,7 @@ impl TrainConfig {
             augment: true,
             seed: 0,
             max_steps: None,
+            init: None,
         }
     }
 

@@ -150,6 +150,25 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
     Ok(())
 }
 
+/// Sets every variable (weights and BatchNorm running statistics) from a weights file with
+/// PyTorch names, f32 or f16, checked against `variant` like any weights the tool loads.
+fn init_from(varmap: &VarMap, variant: Variant, path: &Path, device: &Device) -> Result<()> {
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let tensors = crate::model::check_weights(tensors, variant)?;
+    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    for (name, var) in vars.iter() {
+        let t = tensors.get(name).ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            reason: format!("no tensor {name}"),
+        })?;
+        var.set(&t.to_dtype(DType::F32)?.to_device(device)?)?;
+    }
+    Ok(())
+}
+
 fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
     let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
     let mut params: Vec<(String, Var)> =
@@ -208,6 +227,9 @@ impl Trainer {
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         seeded_init(&varmap, cfg.seed)?;
+        if let Some(path) = &cfg.init {
+            init_from(&varmap, variant, path, &device)?;
+        }
         let opt = Optimizer::new(cfg.optimizer, trainable(&varmap)?);
         let state = TrainState {
             epoch: 0,
