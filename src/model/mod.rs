@@ -266,16 +266,21 @@ impl ConvSet {
     /// Inference with BatchNorm folded in, as one fused pass over `input` where the CPU allows
     /// (see [`ops::separable_fused`]); `None` otherwise.
     fn forward_fused(&self, input: ops::ConvInput) -> Result<Option<Tensor>> {
+        match self.separable_weights() {
+            None => Ok(None),
+            Some(set) => Ok(ops::separable_fused(input, set, true)?),
+        }
+    }
+
+    fn separable_weights(&self) -> Option<ops::SeparableWeights<'_>> {
         match self {
-            ConvSet::Regular(_) => Ok(None),
-            ConvSet::Separable(s) => Ok(ops::separable_fused(
-                input,
-                &s.grouped.weight,
-                &s.grouped.bias,
-                &s.pointwise.weight,
-                &s.pointwise.bias,
-                true,
-            )?),
+            ConvSet::Regular(_) => None,
+            ConvSet::Separable(s) => Some(ops::SeparableWeights {
+                dw_w: &s.grouped.weight,
+                dw_b: &s.grouped.bias,
+                pw_w: &s.pointwise.weight,
+                pw_b: &s.pointwise.bias,
+            }),
         }
     }
 
@@ -428,6 +433,13 @@ impl DoubleConv {
     /// Forward from an input that may still be a pooled or upsampled-and-concatenated map:
     /// folded separable sets on AVX-512 CPUs read it straight from its parts.
     pub fn forward_input(&self, input: ops::ConvInput, train: bool) -> Result<Tensor> {
+        if self.bn1.is_none() && self.bn4.is_none() {
+            if let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) {
+                if let Some(y) = ops::double_separable_fused(input, a, b)? {
+                    return Ok(y);
+                }
+            }
+        }
         if self.bn1.is_none() {
             if let Some(y) = self.conv0.forward_fused(input)? {
                 return self.conv3_forward(y, train);

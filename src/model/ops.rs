@@ -138,31 +138,47 @@ fn up_padding(skip: &Tensor, up: &Tensor) -> Result<(usize, usize, usize, usize)
     Ok((dy / 2, dy - dy / 2, dx / 2, dx - dx / 2))
 }
 
+/// The weights of one separable conv set: depthwise 3x3 `[ci, 1, 3, 3]` and its bias, 1x1
+/// `[co, ci, 1, 1]` (or `[co, ci]`) and its bias.
+#[derive(Clone, Copy, Debug)]
+pub struct SeparableWeights<'a> {
+    pub dw_w: &'a Tensor,
+    pub dw_b: &'a Tensor,
+    pub pw_w: &'a Tensor,
+    pub pw_b: &'a Tensor,
+}
+
 /// A separable conv set (depthwise 3x3 with bias, then 1x1 with bias and optional ReLU) as one
 /// fused pass over `input`, on AVX-512 CPUs for inference (nothing tracks gradients). `None`
 /// where it does not apply (other devices, dtypes or CPUs, grouped rather than depthwise 3x3,
 /// output channels not a multiple of 8): the caller runs the layers one by one.
-pub fn separable_fused(
-    input: ConvInput,
-    dw_w: &Tensor,
-    dw_b: &Tensor,
-    pw_w: &Tensor,
-    pw_b: &Tensor,
-    relu: bool,
-) -> Result<Option<Tensor>> {
+pub fn separable_fused(input: ConvInput, set: SeparableWeights, relu: bool) -> Result<Option<Tensor>> {
+    fused_cpu(input, &[set], relu)
+}
+
+/// Both separable conv sets of a DoubleConv, ReLU after each, in one pass that keeps the middle
+/// map in cache (see `separable_cpu::double_separable`). `None` where that does not apply,
+/// including maps too small to split into a strip per thread (the one-set path splits the
+/// output channels instead).
+pub fn double_separable_fused(input: ConvInput, first: SeparableWeights, second: SeparableWeights) -> Result<Option<Tensor>> {
+    fused_cpu(input, &[first, second], true)
+}
+
+fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<Option<Tensor>> {
     #[cfg(target_arch = "x86_64")]
     {
         use super::separable_cpu::{self as sc, Source};
-        let co = pw_w.dim(0)?;
         let maps: Vec<&Tensor> = match input {
             ConvInput::Map(x) | ConvInput::Pool(x) => vec![x],
             ConvInput::Up { skip, x } => vec![skip, x],
         };
-        let all = maps.iter().copied().chain([dw_w, dw_b, pw_w, pw_b]);
-        if !sc::available(co)
-            || dw_w.dim(1)? != 1
-            || all.clone().any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || t.track_op())
-        {
+        let weights = sets.iter().flat_map(|s| [s.dw_w, s.dw_b, s.pw_w, s.pw_b]);
+        let all = maps.iter().copied().chain(weights);
+        let mut depthwise = true;
+        for s in sets {
+            depthwise &= s.dw_w.rank() == 4 && s.dw_w.dim(1)? == 1 && sc::available(s.pw_w.dim(0)?);
+        }
+        if !depthwise || all.clone().any(|t| !t.device().is_cpu() || t.dtype() != DType::F32 || t.track_op()) {
             return Ok(None);
         }
         let dims: Vec<(usize, usize, usize, usize)> = maps.iter().map(|t| t.dims4()).collect::<Result<_>>()?;
@@ -171,19 +187,24 @@ pub fn separable_fused(
             ConvInput::Pool(_) => (h0 / 2, w0 / 2),
             _ => (h0, w0),
         };
-        if h == 0 || w == 0 {
+        let mut ci: usize = dims.iter().map(|d| d.1).sum();
+        if h == 0 || w == 0 || (sets.len() == 2 && !sc::double_worthwhile(n, ci, sets[0].pw_w.dim(0)?, h, w)) {
             return Ok(None);
         }
-        let ci: usize = dims.iter().map(|d| d.1).sum();
-        if dw_w.dims() != [ci, 1, 3, 3] || dw_b.dims() != [ci] || pw_w.elem_count() != co * ci || pw_b.dims() != [co] {
-            candle_core::bail!(
-                "separable conv: input of {ci} channels, weights {:?} {:?} {:?} {:?}",
-                dw_w.dims(),
-                dw_b.dims(),
-                pw_w.dims(),
-                pw_b.dims()
-            )
+        for s in sets {
+            let co = s.pw_w.dim(0)?;
+            if s.dw_w.dims() != [ci, 1, 3, 3] || s.dw_b.dims() != [ci] || s.pw_w.elem_count() != co * ci || s.pw_b.dims() != [co] {
+                candle_core::bail!(
+                    "separable conv: input of {ci} channels, weights {:?} {:?} {:?} {:?}",
+                    s.dw_w.dims(),
+                    s.dw_b.dims(),
+                    s.pw_w.dims(),
+                    s.pw_b.dims()
+                )
+            }
+            ci = co;
         }
+        let co = ci;
         let tensors: Vec<Tensor> = all.map(|t| t.contiguous()).collect::<Result<_>>()?;
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
         let slices: Vec<&[f32]> = guards
@@ -209,8 +230,17 @@ pub fn separable_fused(
             }
         };
         let k = maps.len();
-        let wts = sc::Weights { dw_w: slices[k], dw_b: slices[k + 1], pw_w: slices[k + 2], pw_b: slices[k + 3] };
-        let out = sc::separable(&srcs, wts, n, h, w, relu);
+        let wts = |i: usize| sc::Weights {
+            dw_w: slices[k + 4 * i],
+            dw_b: slices[k + 4 * i + 1],
+            pw_w: slices[k + 4 * i + 2],
+            pw_b: slices[k + 4 * i + 3],
+        };
+        let out = if sets.len() == 2 {
+            sc::double_separable(&srcs, wts(0), wts(1), n, h, w)
+        } else {
+            sc::separable(&srcs, wts(0), n, h, w, relu)
+        };
         return Ok(Some(Tensor::from_vec(out, (n, co, h, w), &candle_core::Device::Cpu)?));
     }
     #[allow(unreachable_code)]
@@ -879,7 +909,7 @@ mod tests {
                 let pw_w = (r(&[co, ci, 1, 1])? * 0.2)?;
                 let pw_b = r(&[co])?;
                 let want = separable_reference(&x, &dw_w, &dw_b, &pw_w, &pw_b)?;
-                let got = separable_fused(input, &dw_w, &dw_b, &pw_w, &pw_b, true)?
+                let got = separable_fused(input, SeparableWeights { dw_w: &dw_w, dw_b: &dw_b, pw_w: &pw_w, pw_b: &pw_b }, true)?
                     .expect("the fused path runs on AVX-512 CPUs");
                 assert_eq!(got.dims(), want.dims(), "{name}");
                 let d = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
@@ -889,7 +919,51 @@ mod tests {
         // Inputs that track gradients are left to the differentiable path.
         let v = candle_core::Var::from_tensor(&map)?;
         let (dw_w, dw_b, pw_w, pw_b) = (r(&[8, 1, 3, 3])?, r(&[8])?, r(&[8, 8, 1, 1])?, r(&[8])?);
-        assert!(separable_fused(ConvInput::Map(v.as_tensor()), &dw_w, &dw_b, &pw_w, &pw_b, true)?.is_none());
+        assert!(separable_fused(ConvInput::Map(v.as_tensor()), SeparableWeights { dw_w: &dw_w, dw_b: &dw_b, pw_w: &pw_w, pw_b: &pw_b }, true)?.is_none());
+        Ok(())
+    }
+
+    fn weights(t: &[Tensor; 4]) -> SeparableWeights<'_> {
+        SeparableWeights { dw_w: &t[0], dw_b: &t[1], pw_w: &t[2], pw_b: &t[3] }
+    }
+
+    /// Both sets of a DoubleConv fused (strips, bands, the window of middle rows) agree with
+    /// the sets run one after the other: several bands per strip, uneven strips, batch 2, each
+    /// kind of input.
+    #[test]
+    fn fused_double_conv_matches_layer_by_layer() -> Result<()> {
+        let dev = Device::Cpu;
+        if !super::super::separable_cpu::available(8) {
+            eprintln!("skipped: no AVX-512 on this CPU, the fused path does not run here");
+            return Ok(());
+        }
+        let r = |s: &[usize]| Tensor::randn(0f32, 1.0, s, &dev);
+        let map = r(&[1, 8, 70, 300])?; // 5-row bands: four bands per strip
+        let big = r(&[2, 16, 135, 97])?; // pooled 67x48, batch 2
+        let skip = r(&[1, 8, 68, 130])?;
+        let low = r(&[1, 8, 33, 64])?; // upsampled 66x128, padded by one on each side
+        let cases: Vec<(&str, ConvInput)> = vec![
+            ("map", ConvInput::Map(&map)),
+            ("pool", ConvInput::Pool(&big)),
+            ("up", ConvInput::Up { skip: &skip, x: &low }),
+        ];
+        // Two threads: strips per thread as on the 2-core machines, whatever this one has.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().map_err(candle_core::Error::wrap)?;
+        for (name, input) in cases {
+            let x = input.materialize()?;
+            let (ci, mid, co) = (x.dim(1)?, 16, 8);
+            let set = |ci: usize, co: usize| -> Result<[Tensor; 4]> {
+                Ok([r(&[ci, 1, 3, 3])?, r(&[ci])?, (r(&[co, ci, 1, 1])? * 0.3)?, r(&[co])?])
+            };
+            let (a, b) = (set(ci, mid)?, set(mid, co)?);
+            let want = separable_reference(&separable_reference(&x, &a[0], &a[1], &a[2], &a[3])?, &b[0], &b[1], &b[2], &b[3])?;
+            let got = pool
+                .install(|| double_separable_fused(input, weights(&a), weights(&b)))?
+                .expect("maps this tall take the fused DoubleConv path");
+            assert_eq!(got.dims(), want.dims(), "{name}");
+            let d = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(d < 1e-3, "{name}: max diff {d}");
+        }
         Ok(())
     }
 }

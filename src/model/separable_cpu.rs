@@ -28,12 +28,15 @@ pub(crate) enum Source<'a> {
     /// `c` channels of `h x w`, upsampled 2x (bilinear, align corners) and placed with its top
     /// left corner at (`top`, `left`) of the output plane, zeros around.
     Up { data: &'a [f32], c: usize, h: usize, w: usize, top: usize, left: usize },
+    /// `c` channels held as a window of rows of the output size: row `y` of channel `cc` at
+    /// `data[cc * cstride + (y - first) * w]`, for the rows the caller keeps there.
+    Rows { data: &'a [f32], c: usize, cstride: usize, first: usize },
 }
 
 impl Source<'_> {
     fn channels(&self) -> usize {
         match *self {
-            Source::Map { c, .. } | Source::Pool { c, .. } | Source::Up { c, .. } => c,
+            Source::Map { c, .. } | Source::Pool { c, .. } | Source::Up { c, .. } | Source::Rows { c, .. } => c,
         }
     }
 }
@@ -106,26 +109,8 @@ pub(crate) fn separable(srcs: &[Source], wts: Weights, n: usize, h: usize, w: us
     if n * co * hw == 0 {
         return vec![0.0; n * co * hw];
     }
-    // The depthwise bias goes through the 1x1 as a constant: fold it into the 1x1 bias (loaded
-    // models have it folded already, see `DoubleConv::fold_bn`).
-    let bias: Vec<f32> = if wts.dw_b.iter().all(|&b| b == 0.0) {
-        wts.pw_b.to_vec()
-    } else {
-        (0..co)
-            .map(|o| {
-                let row = &wts.pw_w[o * ci..(o + 1) * ci];
-                wts.pw_b[o] + row.iter().zip(wts.dw_b).map(|(a, b)| a * b).sum::<f32>()
-            })
-            .collect()
-    };
-    // Upsample tables per distinct source width (one Up source per conv set in practice).
-    let ups: Vec<Option<Vec<UpChunk>>> = srcs
-        .iter()
-        .map(|s| match *s {
-            Source::Up { w, .. } => Some(up_chunks(w)),
-            _ => None,
-        })
-        .collect();
+    let bias = folded_bias(wts, ci);
+    let ups = up_tables(srcs);
     let rows = band_rows(ci, h, w);
     let bands = h.div_ceil(rows);
     let cblocks = co / MR;
@@ -147,17 +132,153 @@ pub(crate) fn separable(srcs: &[Source], wts: Weights, n: usize, h: usize, w: us
                 unsafe {
                     depthwise_band(srcs, &ups, wts.dw_w, s, ni, h, w, y0, nr);
                     let o = optr.get().add(ni * co * hw + y0 * w);
-                    let mut p0 = 0;
-                    while p0 < px {
-                        let at = Block { x: s.dw.as_ptr().add(p0), x_stride: px, out: o.add(p0), out_stride: hw };
-                        block(at, wts.pw_w, &bias, ci, cbs.clone(), NR.min(px - p0), relu, &mut s.packed);
-                        p0 += NR;
-                    }
+                    pointwise_band(s, px, wts.pw_w, &bias, ci, cbs.clone(), o, hw, relu);
                 }
             });
         });
     };
     // SAFETY: every (image, band, channel block) is one task, and each stores all its pixels.
+    unsafe { super::ops::filled_f32(n * co * hw, fill) }
+}
+
+/// The 1x1 bias with the depthwise bias folded in: the depthwise bias goes through the 1x1 as
+/// a constant (loaded models have it folded already, see `DoubleConv::fold_bn`).
+fn folded_bias(wts: Weights, ci: usize) -> Vec<f32> {
+    if wts.dw_b.iter().all(|&b| b == 0.0) {
+        return wts.pw_b.to_vec();
+    }
+    (0..wts.pw_b.len())
+        .map(|o| {
+            let row = &wts.pw_w[o * ci..(o + 1) * ci];
+            wts.pw_b[o] + row.iter().zip(wts.dw_b).map(|(a, b)| a * b).sum::<f32>()
+        })
+        .collect()
+}
+
+/// Upsample tables of the Up sources.
+fn up_tables(srcs: &[Source]) -> Vec<Option<Vec<UpChunk>>> {
+    srcs.iter()
+        .map(|s| match *s {
+            Source::Up { w, .. } => Some(up_chunks(w)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The 1x1 over the band in `s.dw` (`ci` channels of `px` pixels): output channel blocks
+/// `cbs`, written at `out` with channels `out_stride` floats apart.
+///
+/// # Safety
+/// AVX-512F; `s.dw` holds the band; `out` is writable for those channels and pixels.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pointwise_band(
+    s: &mut Scratch,
+    px: usize,
+    pw_w: &[f32],
+    bias: &[f32],
+    ci: usize,
+    cbs: std::ops::Range<usize>,
+    out: *mut f32,
+    out_stride: usize,
+    relu: bool,
+) {
+    let mut p0 = 0;
+    while p0 < px {
+        let at = Block { x: s.dw.as_ptr().add(p0), x_stride: px, out: out.add(p0), out_stride };
+        block(at, pw_w, bias, ci, cbs.clone(), NR.min(px - p0), relu, &mut s.packed);
+        p0 += NR;
+    }
+}
+
+/// Strips per image: two per thread (for balance), each at least 16 rows (each strip computes
+/// two rows of the middle map twice).
+fn strips(n: usize, h: usize) -> usize {
+    (2 * rayon::current_num_threads()).div_ceil(n.max(1)).clamp(1, (h / 16).max(1))
+}
+
+/// Rows per band of [`double_separable`]: the depthwise buffer (up to rows + 2 rows of the
+/// wider input) and the window of middle rows within about 1.25 MiB of the L2 cache.
+fn double_rows(ci: usize, mid: usize, h: usize, w: usize) -> usize {
+    let budget_px = (320 * 1024 / (ci.max(mid) + mid).max(1)).clamp(NR, 32 * NR);
+    (budget_px / w.max(1)).clamp(1, h.max(1))
+}
+
+/// Whether [`double_separable`] pays on `n` maps of `h x w` from `ci` through `mid` channels:
+/// every thread gets strips, and bands hold enough pixels for the 1x1 kernel to reuse the
+/// weights it streams (wide deep layers would get one-row bands).
+pub(crate) fn double_worthwhile(n: usize, ci: usize, mid: usize, h: usize, w: usize) -> bool {
+    n * strips(n, h) >= 2 * rayon::current_num_threads() && double_rows(ci, mid, h, w) * w >= 8 * NR
+}
+
+/// Both conv sets of a DoubleConv, each separable with ReLU, in one pass: returns
+/// `[n, co, h, w]`. Each task walks down a strip of rows band by band; the first set's output
+/// lives only in a window of rows in the L2 cache (the rows the second set's 3x3 needs), so the
+/// middle map is never written to memory and read back. Strips overlap by the one row above and
+/// below that the second set reads, computed twice.
+pub(crate) fn double_separable(srcs: &[Source], w0: Weights, w3: Weights, n: usize, h: usize, w: usize) -> Vec<f32> {
+    let ci: usize = srcs.iter().map(Source::channels).sum();
+    let (mid, co) = (w0.pw_b.len(), w3.pw_b.len());
+    let hw = h * w;
+    if n * co * hw == 0 {
+        return vec![0.0; n * co * hw];
+    }
+    let (bias0, bias3) = (folded_bias(w0, ci), folded_bias(w3, mid));
+    let ups = up_tables(srcs);
+    let rows = double_rows(ci, mid, h, w);
+    let strips = strips(n, h);
+    let window = rows + 2;
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let optr = OutPtr(out.as_mut_ptr() as *mut f32);
+        (0..n * strips).into_par_iter().for_each(|t| {
+            let (ni, k) = (t / strips, t % strips);
+            let (ys, ye) = (h * k / strips, h * (k + 1) / strips);
+            SCRATCH.with_borrow_mut(|s| {
+                s.reserve(ci.max(mid) * window * w, (window + 2) * w, w);
+                // Channels a cache line further apart than their rows take: at power-of-two
+                // strides the rows the 1x1 kernel stores together would share cache sets.
+                let cstride = window * w + 16;
+                let mut m = std::mem::take(&mut s.mid);
+                if m.len() < mid * cstride {
+                    m.resize(mid * cstride, 0.0);
+                }
+                // Middle rows [lo, hi) are in the window, row `lo` in slot 0.
+                let (mut lo, mut hi) = (0, 0);
+                let mut y = ys;
+                while y < ye {
+                    let nr = rows.min(ye - y);
+                    let (need_lo, need_hi) = (y.saturating_sub(1), (y + nr + 1).min(h));
+                    // Keep the rows this band shares with the last one (at most two), moved
+                    // to the top of the window.
+                    let keep = if hi > need_lo && lo <= need_lo { hi - need_lo } else { 0 };
+                    if keep > 0 && need_lo > lo {
+                        for c in 0..mid {
+                            let base = c * cstride;
+                            m.copy_within(base + (need_lo - lo) * w..base + (hi - lo) * w, base);
+                        }
+                    }
+                    lo = need_lo;
+                    let a = lo + keep;
+                    // SAFETY: AVX-512F is checked by `available`; buffers are sized above and
+                    // by the caller; tasks write disjoint strips of the output.
+                    unsafe {
+                        if a < need_hi {
+                            depthwise_band(srcs, &ups, w0.dw_w, s, ni, h, w, a, need_hi - a);
+                            let o = m.as_mut_ptr().add((a - lo) * w);
+                            pointwise_band(s, (need_hi - a) * w, w0.pw_w, &bias0, ci, 0..mid / MR, o, cstride, true);
+                        }
+                        hi = need_hi;
+                        let win = [Source::Rows { data: &m, c: mid, cstride, first: lo }];
+                        depthwise_band(&win, &[None], w3.dw_w, s, 0, h, w, y, nr);
+                        let o = optr.get().add(ni * co * hw + y * w);
+                        pointwise_band(s, nr * w, w3.pw_w, &bias3, mid, 0..co / MR, o, hw, true);
+                    }
+                    y += nr;
+                }
+                s.mid = m;
+            });
+        });
+    };
+    // SAFETY: the strips cover every row of every image, and each band stores all channels.
     unsafe { super::ops::filled_f32(n * co * hw, fill) }
 }
 
@@ -176,6 +297,8 @@ struct Scratch {
     ptrs: Vec<*const f32>,
     /// One vertically blended source row of an Up source.
     tmp: Vec<f32>,
+    /// The window of middle rows of a DoubleConv, `[mid][rows + 2][w]`.
+    mid: Vec<f32>,
 }
 
 impl Scratch {
@@ -245,6 +368,10 @@ unsafe fn depthwise_band(
                         s.ptrs.push(data.as_ptr().add(((ni * c + cc) * h + y) * w));
                         continue;
                     }
+                    Source::Rows { data, cstride, first, .. } => {
+                        s.ptrs.push(data.as_ptr().add(cc * cstride + (y - first) * w));
+                        continue;
+                    }
                     Source::Pool { data, c, h: ih, w: iw } => {
                         let plane = data.as_ptr().add((ni * c + cc) * ih * iw);
                         pool_row(plane.add(2 * y * iw), plane.add((2 * y + 1) * iw), dst, w);
@@ -308,6 +435,10 @@ fn rows_read(src: &Source, ni: usize, cc: usize, h: usize, w: usize, y0: usize, 
         Source::Pool { data, c, h: ih, w: iw } => {
             let plane = (ni * c + cc) * ih * iw;
             (data, plane + 2 * lo * iw, plane + (2 * hi).min(ih) * iw)
+        }
+        Source::Rows { data, cstride, first, .. } => {
+            let plane = cc * cstride;
+            (data, plane + (lo.max(first) - first) * w, plane + (hi.max(first) - first) * w)
         }
         Source::Up { data, c, h: sh, w: sw, top, .. } => {
             let (a, b) = (lo.saturating_sub(top), hi.saturating_sub(top).min(2 * sh));
