@@ -435,7 +435,7 @@ impl DoubleConv {
     pub fn forward_input(&self, input: ops::ConvInput, train: bool) -> Result<Tensor> {
         if self.bn1.is_none() && self.bn4.is_none() {
             if let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) {
-                if let Some(y) = ops::double_separable_fused(input, a, b)? {
+                if let Some(y) = ops::double_separable_fused(input, a, b, None)? {
                     return Ok(y);
                 }
             }
@@ -451,6 +451,20 @@ impl DoubleConv {
             Some(bn) => conv_bn_relu(&self.conv0, bn, &x, train)?,
         };
         self.conv3_forward(x, train)
+    }
+
+    /// Inference through this (folded) DoubleConv and then `head`, the network's final 1x1,
+    /// fused where the CPU allows so that this block's output map is never stored.
+    fn forward_head(&self, input: ops::ConvInput, head: &ConvParams) -> Result<Tensor> {
+        if self.bn1.is_none() && self.bn4.is_none() {
+            if let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) {
+                if let Some(y) = ops::double_separable_fused(input, a, b, Some((&head.weight, &head.bias)))? {
+                    return Ok(y);
+                }
+            }
+        }
+        let y = self.forward_input(input, false)?;
+        Ok(ops::pointwise(&y, &head.weight, &head.bias, false)?)
     }
 
     fn conv3_forward(&self, x: Tensor, train: bool) -> Result<Tensor> {
@@ -683,13 +697,13 @@ impl UNet {
         let y = self.up1.forward_t(&x5, &x4, train)?; // [N, 256, H/8, W/8]
         let y = self.up2.forward_t(&y, &x3, train)?; // [N, 128, H/4, W/4]
         let y = self.up3.forward_t(&y, &x2, train)?; // [N, 64, H/2, W/2]
-        let y = self.up4.forward_t(&y, &x1, train)?; // [N, 64, H, W]
         if self.folded {
-            Ok(ops::pointwise(&y, &self.outc.weight, &self.outc.bias, false)?)
-        } else {
-            let o = y.conv2d(&self.outc.weight, 0, 1, 1, 1)?;
-            Ok(o.broadcast_add(&self.outc.bias4()?)?)
+            // up4 and outc together: [N, 1, H, W]
+            return self.up4.conv.forward_head(ops::ConvInput::Up { skip: &x1, x: &y }, &self.outc);
         }
+        let y = self.up4.forward_t(&y, &x1, train)?; // [N, 64, H, W]
+        let o = y.conv2d(&self.outc.weight, 0, 1, 1, 1)?;
+        Ok(o.broadcast_add(&self.outc.bias4()?)?)
     }
 }
 

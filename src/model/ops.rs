@@ -153,18 +153,31 @@ pub struct SeparableWeights<'a> {
 /// where it does not apply (other devices, dtypes or CPUs, grouped rather than depthwise 3x3,
 /// output channels not a multiple of 8): the caller runs the layers one by one.
 pub fn separable_fused(input: ConvInput, set: SeparableWeights, relu: bool) -> Result<Option<Tensor>> {
-    fused_cpu(input, &[set], relu)
+    fused_cpu(input, &[set], None, relu)
 }
 
 /// Both separable conv sets of a DoubleConv, ReLU after each, in one pass that keeps the middle
 /// map in cache (see `separable_cpu::double_separable`). `None` where that does not apply,
 /// including maps too small to split into a strip per thread (the one-set path splits the
 /// output channels instead).
-pub fn double_separable_fused(input: ConvInput, first: SeparableWeights, second: SeparableWeights) -> Result<Option<Tensor>> {
-    fused_cpu(input, &[first, second], true)
+///
+/// With a `head` (weight `[k, co, 1, 1]` and bias `[k]`, k < 8: the network's final 1x1, no
+/// activation) the result is the head's output, and the DoubleConv's output is never stored.
+pub fn double_separable_fused(
+    input: ConvInput,
+    first: SeparableWeights,
+    second: SeparableWeights,
+    head: Option<(&Tensor, &Tensor)>,
+) -> Result<Option<Tensor>> {
+    fused_cpu(input, &[first, second], head, true)
 }
 
-fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<Option<Tensor>> {
+fn fused_cpu(
+    input: ConvInput,
+    sets: &[SeparableWeights],
+    head: Option<(&Tensor, &Tensor)>,
+    relu: bool,
+) -> Result<Option<Tensor>> {
     #[cfg(target_arch = "x86_64")]
     {
         use super::separable_cpu::{self as sc, Source};
@@ -172,7 +185,8 @@ fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<
             ConvInput::Map(x) | ConvInput::Pool(x) => vec![x],
             ConvInput::Up { skip, x } => vec![skip, x],
         };
-        let weights = sets.iter().flat_map(|s| [s.dw_w, s.dw_b, s.pw_w, s.pw_b]);
+        let head_tensors: Vec<&Tensor> = head.map_or(Vec::new(), |(w, b)| vec![w, b]);
+        let weights = sets.iter().flat_map(|s| [s.dw_w, s.dw_b, s.pw_w, s.pw_b]).chain(head_tensors.iter().copied());
         let all = maps.iter().copied().chain(weights);
         let mut depthwise = true;
         for s in sets {
@@ -188,7 +202,7 @@ fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<
             _ => (h0, w0),
         };
         let mut ci: usize = dims.iter().map(|d| d.1).sum();
-        if h == 0 || w == 0 || (sets.len() == 2 && !sc::double_worthwhile(n, ci, sets[0].pw_w.dim(0)?, h, w)) {
+        if h == 0 || w == 0 || (head.is_some() && sets.len() != 2) || (sets.len() == 2 && !sc::double_worthwhile(n, ci, sets[0].pw_w.dim(0)?, h, w)) {
             return Ok(None);
         }
         for s in sets {
@@ -204,7 +218,14 @@ fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<
             }
             ci = co;
         }
-        let co = ci;
+        let mut co = ci;
+        if let Some((hw_, hb)) = head {
+            let k = hb.elem_count();
+            if k == 0 || k >= 8 || hb.rank() != 1 || hw_.elem_count() != k * co {
+                candle_core::bail!("head: weight {:?} and bias {:?} after {co} channels", hw_.dims(), hb.dims())
+            }
+            co = k;
+        }
         let tensors: Vec<Tensor> = all.map(|t| t.contiguous()).collect::<Result<_>>()?;
         let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
         let slices: Vec<&[f32]> = guards
@@ -236,8 +257,12 @@ fn fused_cpu(input: ConvInput, sets: &[SeparableWeights], relu: bool) -> Result<
             pw_w: slices[k + 4 * i + 2],
             pw_b: slices[k + 4 * i + 3],
         };
+        let head = head.map(|_| {
+            let at = k + 4 * sets.len();
+            sc::Head { w: slices[at], b: slices[at + 1] }
+        });
         let out = if sets.len() == 2 {
-            sc::double_separable(&srcs, wts(0), wts(1), n, h, w)
+            sc::double_separable(&srcs, wts(0), wts(1), head, n, h, w)
         } else {
             sc::separable(&srcs, wts(0), n, h, w, relu)
         };
@@ -958,11 +983,25 @@ mod tests {
             let (a, b) = (set(ci, mid)?, set(mid, co)?);
             let want = separable_reference(&separable_reference(&x, &a[0], &a[1], &a[2], &a[3])?, &b[0], &b[1], &b[2], &b[3])?;
             let got = pool
-                .install(|| double_separable_fused(input, weights(&a), weights(&b)))?
+                .install(|| double_separable_fused(input, weights(&a), weights(&b), None))?
                 .expect("maps this tall take the fused DoubleConv path");
             assert_eq!(got.dims(), want.dims(), "{name}");
             let d = (got - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
             assert!(d < 1e-3, "{name}: max diff {d}");
+            // With the network's final 1x1 as a head (no ReLU), only its output comes back.
+            let (hw, hb) = (r(&[1, co, 1, 1])?, r(&[1])?);
+            let (n, _, h, w) = want.dims4()?;
+            let want_head = hw
+                .reshape((1, co))?
+                .broadcast_matmul(&want.reshape((n, co, h * w))?)?
+                .broadcast_add(&hb.reshape((1, 1, 1))?)?
+                .reshape((n, 1, h, w))?;
+            let got = pool
+                .install(|| double_separable_fused(input, weights(&a), weights(&b), Some((&hw, &hb))))?
+                .expect("the fused path with a head");
+            assert_eq!(got.dims(), want_head.dims(), "{name} head");
+            let d = (got - &want_head)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(d < 1e-3, "{name} head: max diff {d}");
         }
         Ok(())
     }

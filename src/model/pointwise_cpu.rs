@@ -149,14 +149,22 @@ pub(crate) mod avx512 {
             let (p_lo, p_hi) = (k * CHUNK, ((k + 1) * CHUNK).min(hw));
             // SAFETY: AVX-512F was detected; loads and stores stay within image `ni`'s planes
             // (the tail is masked); tasks write disjoint pixel ranges.
-            unsafe { narrow_chunk(x.as_ptr().add(ni * ci * hw), w, b, optr.get().add(ni * co * hw), ci, hw, p_lo, p_hi, relu) }
+            unsafe {
+                let (x, out) = (x.as_ptr().add(ni * ci * hw), optr.get().add(ni * co * hw));
+                narrow_chunk(Block { x, x_stride: hw, out, out_stride: hw }, w, b, ci, p_lo, p_hi, relu)
+            }
         });
         out
     }
 
+    /// Pixels `p_lo..p_hi` of a 1x1 with few output channels (`b.len()`), `at` pointing at pixel 0.
+    ///
+    /// # Safety
+    /// AVX-512F; `at.x` readable for `ci` channels and `at.out` writable for `b.len()` channels
+    /// over those pixels.
     #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn narrow_chunk(x: *const f32, w: &[f32], b: &[f32], out: *mut f32, ci: usize, hw: usize, p_lo: usize, p_hi: usize, relu: bool) {
+    pub(crate) unsafe fn narrow_chunk(at: Block, w: &[f32], b: &[f32], ci: usize, p_lo: usize, p_hi: usize, relu: bool) {
+        let (x, out) = (at.x, at.out);
         let zero = _mm512_setzero_ps();
         for (o, &bias) in b.iter().enumerate() {
             let mut p = p_lo;
@@ -168,14 +176,14 @@ pub(crate) mod avx512 {
                 let mut acc = [_mm512_set1_ps(bias); 4];
                 for c in 0..ci {
                     let wv = _mm512_set1_ps(w[o * ci + c]);
-                    let row = x.add(c * hw + p);
+                    let row = x.add(c * at.x_stride + p);
                     for (j, a) in acc.iter_mut().enumerate() {
                         *a = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m[j], row.add(16 * j)), *a);
                     }
                 }
                 for (j, a) in acc.iter().enumerate() {
                     let v = if relu { _mm512_max_ps(*a, zero) } else { *a };
-                    _mm512_mask_storeu_ps(out.add(o * hw + p + 16 * j), m[j], v);
+                    _mm512_mask_storeu_ps(out.add(o * at.out_stride + p + 16 * j), m[j], v);
                 }
                 p += 64;
             }

@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::pointwise_cpu::avx512::{block, Block, OutPtr};
+use super::pointwise_cpu::avx512::{block, narrow_chunk, Block, OutPtr};
 use super::pointwise_cpu::{KC, MR, NR};
 
 /// Where the input channels of the conv set come from; the conv's input is the concatenation
@@ -49,6 +49,13 @@ pub(crate) struct Weights<'a> {
     pub dw_b: &'a [f32],
     pub pw_w: &'a [f32],
     pub pw_b: &'a [f32],
+}
+
+/// A final 1x1 (`b.len()` < 8 output channels, weights `[b.len()][ci]`, no activation).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Head<'a> {
+    pub w: &'a [f32],
+    pub b: &'a [f32],
 }
 
 /// Whether [`separable`] runs here for `co` output channels (else the caller takes the
@@ -215,12 +222,24 @@ pub(crate) fn double_worthwhile(n: usize, ci: usize, mid: usize, h: usize, w: us
 /// lives only in a window of rows in the L2 cache (the rows the second set's 3x3 needs), so the
 /// middle map is never written to memory and read back. Strips overlap by the one row above and
 /// below that the second set reads, computed twice.
-pub(crate) fn double_separable(srcs: &[Source], w0: Weights, w3: Weights, n: usize, h: usize, w: usize) -> Vec<f32> {
+///
+/// With a `head` (the network's last 1x1, fewer than 8 output channels, no ReLU), returns that
+/// instead: `[n, head channels, h, w]`; the second set's output then only lives per band in cache.
+pub(crate) fn double_separable(
+    srcs: &[Source],
+    w0: Weights,
+    w3: Weights,
+    head: Option<Head>,
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Vec<f32> {
     let ci: usize = srcs.iter().map(Source::channels).sum();
     let (mid, co) = (w0.pw_b.len(), w3.pw_b.len());
+    let oc = head.map_or(co, |hd| hd.b.len());
     let hw = h * w;
-    if n * co * hw == 0 {
-        return vec![0.0; n * co * hw];
+    if n * oc * hw == 0 {
+        return vec![0.0; n * oc * hw];
     }
     let (bias0, bias3) = (folded_bias(w0, ci), folded_bias(w3, mid));
     let ups = up_tables(srcs);
@@ -269,8 +288,28 @@ pub(crate) fn double_separable(srcs: &[Source], w0: Weights, w3: Weights, n: usi
                         hi = need_hi;
                         let win = [Source::Rows { data: &m, c: mid, cstride, first: lo }];
                         depthwise_band(&win, &[None], w3.dw_w, s, 0, h, w, y, nr);
-                        let o = optr.get().add(ni * co * hw + y * w);
-                        pointwise_band(s, nr * w, w3.pw_w, &bias3, mid, 0..co / MR, o, hw, true);
+                        match head {
+                            None => {
+                                let o = optr.get().add(ni * co * hw + y * w);
+                                pointwise_band(s, nr * w, w3.pw_w, &bias3, mid, 0..co / MR, o, hw, true);
+                            }
+                            Some(hd) => {
+                                let px = nr * w;
+                                let mut band = std::mem::take(&mut s.band);
+                                if band.len() < co * px {
+                                    band.resize(co * px, 0.0);
+                                }
+                                pointwise_band(s, px, w3.pw_w, &bias3, mid, 0..co / MR, band.as_mut_ptr(), px, true);
+                                let at = Block {
+                                    x: band.as_ptr(),
+                                    x_stride: px,
+                                    out: optr.get().add(ni * oc * hw + y * w),
+                                    out_stride: hw,
+                                };
+                                narrow_chunk(at, hd.w, hd.b, co, 0, px, false);
+                                s.band = band;
+                            }
+                        }
                     }
                     y += nr;
                 }
@@ -279,7 +318,7 @@ pub(crate) fn double_separable(srcs: &[Source], w0: Weights, w3: Weights, n: usi
         });
     };
     // SAFETY: the strips cover every row of every image, and each band stores all channels.
-    unsafe { super::ops::filled_f32(n * co * hw, fill) }
+    unsafe { super::ops::filled_f32(n * oc * hw, fill) }
 }
 
 /// Per-thread buffers, kept between calls (fresh megabyte buffers per task cost page faults
@@ -299,6 +338,8 @@ struct Scratch {
     tmp: Vec<f32>,
     /// The window of middle rows of a DoubleConv, `[mid][rows + 2][w]`.
     mid: Vec<f32>,
+    /// A band of a DoubleConv's output on its way through the head.
+    band: Vec<f32>,
 }
 
 impl Scratch {
