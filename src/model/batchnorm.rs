@@ -13,10 +13,10 @@
 //! results are those of the candle-op composition up to rounding (tests compare both).
 //! CPU and f32 only ([`supported`]); other devices keep the composition.
 
+use super::ops::cpu_f32;
 use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -112,16 +112,6 @@ struct BnTrainBwd {
 
 struct ChannelSums;
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        other => candle_core::bail!("{what}: expected f32, got {:?}", other.dtype()),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: input is not contiguous"),
-    }
-}
 
 /// Elements summed in f32 before going into the f64 total: short enough that f32 rounding
 /// stays far below what the tests and training notice, long enough to vectorise.

@@ -11,6 +11,7 @@
 //!   (ties each get the gradient; after a ReLU the ties are zeros whose gradient the ReLU drops
 //!   anyway).
 
+use super::ops::cpu_f32;
 use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
@@ -43,16 +44,6 @@ pub fn maxpool2x2_graph(x: &Tensor) -> Result<Tensor> {
 struct MaxPoolTrain;
 struct MaxPoolTrainBwd;
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("{what}: expected f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: input is not contiguous"),
-    }
-}
 
 /// Offset of the first maximum of the window whose top-left element is `a[i]` (`b` the next row).
 #[inline]
@@ -73,27 +64,8 @@ impl CustomOp1 for MaxPoolTrain {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        let x = cpu_f32(s, l, "maxpool input")?;
-        let (oh, ow) = (h / 2, w / 2);
-        if oh == 0 || ow == 0 {
-            return Ok((CpuStorage::F32(Vec::new()), Shape::from((n, c, oh, ow))));
-        }
-        let fill = |out: &mut [MaybeUninit<f32>]| {
-            out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
-                let src = &x[p * h * w..(p + 1) * h * w];
-                for (oy, row) in dst.chunks_mut(ow).enumerate() {
-                    let a = &src[2 * oy * w..(2 * oy + 1) * w];
-                    let b = &src[(2 * oy + 1) * w..(2 * oy + 2) * w];
-                    for (ox, d) in row.iter_mut().enumerate() {
-                        d.write(argmax4(a, b, 2 * ox).2);
-                    }
-                }
-            })
-        };
-        // SAFETY: every output row of every plane is written.
-        let out = unsafe { filled_f32(n * c * oh * ow, fill) };
-        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+        // The values are the inference op's; only the backward differs from it.
+        super::ops::MaxPool2x2.cpu_fwd(s, l)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

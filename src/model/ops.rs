@@ -377,7 +377,8 @@ pub(crate) struct ConvDims {
     pub k: usize,
 }
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU storage (an error for other dtypes or strided layouts).
+pub(crate) fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let data = match s {
         CpuStorage::F32(d) => d.as_slice(),
         other => candle_core::bail!("{what}: expected f32, got {:?}", other.dtype()),
@@ -828,7 +829,7 @@ pub fn maxpool2x2(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-struct MaxPool2x2;
+pub(crate) struct MaxPool2x2;
 
 impl CustomOp1 for MaxPool2x2 {
     fn name(&self) -> &'static str {

@@ -8,6 +8,7 @@
 //! weight) also run on the inference kernel (`pointwise_cpu`: our AVX-512 kernel where there is
 //! one, `gemm` elsewhere). CPU and f32 only ([`supported`]).
 
+use super::ops::cpu_f32;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use super::pointwise_cpu::{pointwise_cpu, Dims};
@@ -32,16 +33,6 @@ pub fn pointwise_train(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct PointwiseTrain;
 
-fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("{what}: expected f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: input is not contiguous"),
-    }
-}
 
 impl CustomOp2 for PointwiseTrain {
     fn name(&self) -> &'static str {
