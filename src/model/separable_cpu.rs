@@ -197,10 +197,11 @@ unsafe fn pointwise_band(
     }
 }
 
-/// Strips per image: two per thread (for balance), each at least 16 rows (each strip computes
-/// two rows of the middle map twice).
+/// Strips per image: three per thread, so that uneven strips even out across threads (about 4 %
+/// faster than two per thread on Lighter@1, 2 threads), each at least 16 rows (each strip
+/// computes two rows of the middle map twice).
 fn strips(n: usize, h: usize) -> usize {
-    (2 * rayon::current_num_threads()).div_ceil(n.max(1)).clamp(1, (h / 16).max(1))
+    (3 * rayon::current_num_threads()).div_ceil(n.max(1)).clamp(1, (h / 16).max(1))
 }
 
 /// Rows per band of [`double_separable`]: the depthwise buffer (up to rows + 2 rows of the
