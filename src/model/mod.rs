@@ -433,12 +433,8 @@ impl DoubleConv {
     /// Forward from an input that may still be a pooled or upsampled-and-concatenated map:
     /// folded separable sets on AVX-512 CPUs read it straight from its parts.
     pub fn forward_input(&self, input: ops::ConvInput, train: bool) -> Result<Tensor> {
-        if self.bn1.is_none() && self.bn4.is_none() {
-            if let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) {
-                if let Some(y) = ops::double_separable_fused(input, a, b, None)? {
-                    return Ok(y);
-                }
-            }
+        if let Some(y) = self.forward_fused_double(input, None)? {
+            return Ok(y);
         }
         if self.bn1.is_none() {
             if let Some(y) = self.conv0.forward_fused(input)? {
@@ -456,15 +452,23 @@ impl DoubleConv {
     /// Inference through this (folded) DoubleConv and then `head`, the network's final 1x1,
     /// fused where the CPU allows so that this block's output map is never stored.
     fn forward_head(&self, input: ops::ConvInput, head: &ConvParams) -> Result<Tensor> {
-        if self.bn1.is_none() && self.bn4.is_none() {
-            if let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) {
-                if let Some(y) = ops::double_separable_fused(input, a, b, Some((&head.weight, &head.bias)))? {
-                    return Ok(y);
-                }
-            }
+        if let Some(y) = self.forward_fused_double(input, Some(head))? {
+            return Ok(y);
         }
         let y = self.forward_input(input, false)?;
         Ok(ops::pointwise(&y, &head.weight, &head.bias, false)?)
+    }
+
+    /// Both folded separable sets (and `head`, if given) as one fused pass, where the CPU and
+    /// the map allow ([`ops::double_separable_fused`]).
+    fn forward_fused_double(&self, input: ops::ConvInput, head: Option<&ConvParams>) -> Result<Option<Tensor>> {
+        if self.bn1.is_some() || self.bn4.is_some() {
+            return Ok(None);
+        }
+        let (Some(a), Some(b)) = (self.conv0.separable_weights(), self.conv3.separable_weights()) else {
+            return Ok(None);
+        };
+        Ok(ops::double_separable_fused(input, a, b, head.map(|h| (&h.weight, &h.bias)))?)
     }
 
     fn conv3_forward(&self, x: Tensor, train: bool) -> Result<Tensor> {

@@ -117,7 +117,9 @@ impl ConvInput<'_> {
             ConvInput::Pool(x) => maxpool2x2(x),
             ConvInput::Up { skip, x } => {
                 let x = upsample2x(x)?;
-                let (top, bottom, left, right) = up_padding(skip, &x)?;
+                let (_, _, sh, sw) = skip.dims4()?;
+                let (_, _, uh, uw) = x.dims4()?;
+                let (top, bottom, left, right) = up_padding((sh, sw), (uh, uw));
                 let x = if top + bottom + left + right > 0 {
                     x.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(D::Minus1, left, right)?
                 } else {
@@ -131,11 +133,10 @@ impl ConvInput<'_> {
 
 /// Zero padding (top, bottom, left, right) that brings an upsampled map to its skip
 /// connection's size. Pooling floors, so the upsampled map is at most one row/column short.
-fn up_padding(skip: &Tensor, up: &Tensor) -> Result<(usize, usize, usize, usize)> {
-    let (_, _, sh, sw) = skip.dims4()?;
-    let (_, _, uh, uw) = up.dims4()?;
+/// Both the layer-by-layer and the fused path place the upsampled map with it.
+fn up_padding((sh, sw): (usize, usize), (uh, uw): (usize, usize)) -> (usize, usize, usize, usize) {
     let (dy, dx) = (sh.saturating_sub(uh), sw.saturating_sub(uw));
-    Ok((dy / 2, dy - dy / 2, dx / 2, dx - dx / 2))
+    (dy / 2, dy - dy / 2, dx / 2, dx - dx / 2)
 }
 
 /// The weights of one separable conv set: depthwise 3x3 `[ci, 1, 3, 3]` and its bias, 1x1
@@ -243,7 +244,7 @@ fn fused_cpu(
                 if nx != n || 2 * sh > h || 2 * sw > w {
                     candle_core::bail!("up block: map {:?} does not fit skip connection {:?}", dims[1], dims[0])
                 }
-                let (top, left) = ((h - 2 * sh) / 2, (w - 2 * sw) / 2);
+                let (top, _, left, _) = up_padding((h, w), (2 * sh, 2 * sw));
                 vec![
                     Source::Map { data: slices[0], c: c0 },
                     Source::Up { data: slices[1], c: cx, h: sh, w: sw, top, left },

@@ -93,6 +93,12 @@ pub(crate) mod avx512 {
     use std::arch::x86_64::*;
     use std::ops::Range;
 
+    /// Mask of the first `n` lanes of a 16-float vector (all 16 for `n >= 16`).
+    #[inline(always)]
+    pub(crate) fn lanes(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
+    }
+
     /// A raw output pointer that tasks writing disjoint pixel ranges may share.
     #[derive(Clone, Copy)]
     pub(crate) struct OutPtr(pub(crate) *mut f32);
@@ -169,10 +175,7 @@ pub(crate) mod avx512 {
         for (o, &bias) in b.iter().enumerate() {
             let mut p = p_lo;
             while p < p_hi {
-                let m: [__mmask16; 4] = std::array::from_fn(|j| {
-                    let valid = (p_hi - p).saturating_sub(16 * j).min(16);
-                    ((1u32 << valid) - 1) as __mmask16
-                });
+                let m: [__mmask16; 4] = std::array::from_fn(|j| lanes((p_hi - p).saturating_sub(16 * j)));
                 let mut acc = [_mm512_set1_ps(bias); 4];
                 for c in 0..ci {
                     let wv = _mm512_set1_ps(w[o * ci + c]);
@@ -221,11 +224,7 @@ pub(crate) mod avx512 {
         packed: &mut [f32],
     ) {
         // Lane masks for the three vectors of a (possibly short) block of `cols` pixels.
-        let lane = |v: usize| -> __mmask16 {
-            let valid = cols.saturating_sub(v * 16).min(16);
-            ((1u32 << valid) - 1) as __mmask16
-        };
-        let (m0, m1, m2) = (lane(0), lane(1), lane(2));
+        let (m0, m1, m2) = (lanes(cols), lanes(cols.saturating_sub(16)), lanes(cols.saturating_sub(32)));
         let zero = _mm512_setzero_ps();
         let mut k0 = 0;
         while k0 < ci {

@@ -1,4 +1,4 @@
-//! Inference on AVX-512 CPUs: a whole separable conv set (grouped/depthwise 3x3, then the 1x1
+//! Inference on AVX-512 CPUs: a whole separable conv set (depthwise 3x3, then the 1x1
 //! with BatchNorm folded in, bias and ReLU) in one pass, band of rows by band of rows.
 //!
 //! Done layer by layer, the depthwise output of Lighter U-net@1 (up to 16 MB per layer at
@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::pointwise_cpu::avx512::{block, narrow_chunk, Block, OutPtr};
+use super::pointwise_cpu::avx512::{block, lanes as mask, narrow_chunk, Block, OutPtr};
 use super::pointwise_cpu::{KC, MR, NR};
 
 /// Where the input channels of the conv set come from; the conv's input is the concatenation
@@ -90,12 +90,6 @@ fn up_chunks(w: usize) -> Vec<UpChunk> {
             c
         })
         .collect()
-}
-
-/// Lane mask of the first `n` (<= 16) lanes.
-#[inline(always)]
-fn mask(n: usize) -> __mmask16 {
-    ((1u32 << n.min(16)) - 1) as __mmask16
 }
 
 /// Rows per band: the depthwise buffer (ci x rows x W floats) within about 1 MiB of the L2
@@ -377,19 +371,21 @@ unsafe fn depthwise_band(
     nr: usize,
 ) {
     let px = nr * w;
+    // `ch` counts channels across the sources: the depthwise weight and the output plane.
     let mut ch = 0;
-    // Every channel, in order across the sources.
-    let chans: Vec<(usize, usize)> =
-        srcs.iter().enumerate().flat_map(|(si, s)| (0..s.channels()).map(move |cc| (si, cc))).collect();
-    for (idx, &(si, cc)) in chans.iter().enumerate() {
-        let (src, up) = (&srcs[si], &ups[si]);
-        {
+    for (si, (src, up)) in srcs.iter().zip(ups).enumerate() {
+        for cc in 0..src.channels() {
             // The rows a channel reads are a few kilobytes of a map far bigger than the caches,
             // one short run per channel that the hardware prefetcher barely sees: fetch the
             // next channel's, a cache line or two per 16 outputs computed here, so that it is
             // in cache when its turn comes.
-            let (pf, pf_lines) = match chans.get(idx + 1) {
-                Some(&(sn, cn)) => rows_read(&srcs[sn], ni, cn, h, w, y0, nr),
+            let next = if cc + 1 < src.channels() {
+                Some((src, cc + 1))
+            } else {
+                srcs[si + 1..].iter().find(|s| s.channels() > 0).map(|s| (s, 0))
+            };
+            let (pf, pf_lines) = match next {
+                Some((sn, cn)) => rows_read(sn, ni, cn, h, w, y0, nr),
                 None => (std::ptr::null(), 0),
             };
             let steps = nr * w.div_ceil(16);
