@@ -143,3 +143,53 @@ fn resolution_change_mid_stream() {
     assert!(d.frames.iter().all(|f| (f.0, f.1) == (160, 120)));
     assert_eq!(files(&dir, "mask_").len(), 6);
 }
+
+/// Records the size of every batch it gets; marks a lesion on odd frames only, so that a map
+/// handed to the wrong frame shows in the metadata.
+struct BatchProbe {
+    sizes: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+}
+
+impl lightunet::pipeline::Segmenter for BatchProbe {
+    fn segment(&mut self, input: &lightunet::pipeline::SegmentInput) -> lightunet::pipeline::Result<Vec<f32>> {
+        Ok(self.segment_batch(std::slice::from_ref(input))?.remove(0))
+    }
+
+    fn segment_batch(&mut self, inputs: &[lightunet::pipeline::SegmentInput]) -> lightunet::pipeline::Result<Vec<Vec<f32>>> {
+        self.sizes.lock().unwrap().push(inputs.len());
+        // Slow enough that the decoder fills the queue behind it.
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        Ok(inputs.iter().map(|i| vec![if i.seq % 2 == 1 { 1.0 } else { 0.0 }; i.width * i.height]).collect())
+    }
+}
+
+#[test]
+fn queued_frames_are_batched_in_order() {
+    let dir = scratch("recorded-batch");
+    let input = phantom_clip(&dir, "in.mkv", 96, 64, 16);
+    for batch in [4, 1] {
+        let sizes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut job = Job::new(SourceSpec::File(input.clone()), file(&dir.join(format!("out{batch}.mkv"))));
+        job.config.batch = batch;
+        job.config.model_size = (32, 32);
+        job.metadata = Some(dir.join(format!("b{batch}.jsonl")));
+        let report = run(job, Box::new(BatchProbe { sizes: sizes.clone() })).unwrap();
+        assert_eq!(report.counters.frames_out, 16);
+        let sizes = sizes.lock().unwrap().clone();
+        assert_eq!(sizes.iter().sum::<usize>(), 16, "{sizes:?}");
+        assert!(sizes.iter().all(|&s| (1..=batch).contains(&s)), "{sizes:?}");
+        if batch > 1 {
+            assert!(sizes.iter().any(|&s| s > 1), "a backlog should be batched: {sizes:?}");
+        }
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join(format!("b{batch}.jsonl")))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 16);
+        for (i, l) in lines.iter().enumerate() {
+            assert_eq!(l["frame"], i as u64);
+            assert_eq!(l["lesion"], i % 2 == 1, "frame {i} got another frame's map (batch {batch})");
+        }
+    }
+}

@@ -96,6 +96,9 @@ pub struct ProcessConfig {
     pub mode: Mode,
     /// Frames the input queue holds (live: at most this many wait; the oldest is dropped).
     pub queue_capacity: usize,
+    /// Recorded: up to this many frames already waiting in the queue go through the model in one
+    /// run (the queue is made at least this long). Live runs one frame at a time.
+    pub batch: usize,
     /// `None`: the whole frame, or the phantom's image region for the phantom source.
     pub roi: Option<Roi>,
     pub overlay: OverlayConfig,
@@ -120,6 +123,7 @@ impl Default for ProcessConfig {
         ProcessConfig {
             mode: Mode::Recorded,
             queue_capacity: 4,
+            batch: 4,
             roi: None,
             overlay: OverlayConfig::default(),
             smooth: 0.0,
@@ -137,6 +141,9 @@ impl ProcessConfig {
     pub fn validate(&self) -> Result<()> {
         if self.queue_capacity == 0 {
             return Err(PipelineError::Config("the queue capacity must be at least 1".into()));
+        }
+        if self.batch == 0 {
+            return Err(PipelineError::Config("the batch must be at least 1".into()));
         }
         if !(0.0..1.0).contains(&self.smooth) {
             return Err(PipelineError::Config(format!("--smooth {} must be in [0, 1)", self.smooth)));

@@ -152,6 +152,20 @@ impl Percentiles {
     }
 }
 
+/// End-to-end latency over the first and the last third of a run (by capture time): whether
+/// latency grows over a long live run shows as the second drifting above the first. `None` with
+/// fewer than three records carrying an end-to-end time.
+pub fn end_to_end_thirds(records: &[FrameRecord]) -> Option<(Percentiles, Percentiles)> {
+    let timed: Vec<(f64, f64)> = records.iter().filter_map(|r| r.latency_ms.end_to_end.map(|e| (r.t_s, e))).collect();
+    if timed.len() < 3 {
+        return None;
+    }
+    let (t0, t1) = timed.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &(t, _)| (a.min(t), b.max(t)));
+    let third = (t1 - t0) / 3.0;
+    let pick = |keep: &dyn Fn(f64) -> bool| Percentiles::of(timed.iter().filter(|(t, _)| keep(*t)).map(|&(_, e)| e).collect());
+    Some((pick(&|t| t <= t0 + third), pick(&|t| t >= t1 - third)))
+}
+
 /// How many finished records are kept for the percentiles (a long live run keeps the latest).
 const KEEP_RECORDS: usize = 200_000;
 
@@ -273,6 +287,26 @@ mod tests {
         let p = Percentiles::of((1..=100).map(f64::from).collect());
         assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
         assert_eq!(Percentiles::of(vec![]).n, 0);
+    }
+
+    #[test]
+    fn thirds_split_by_capture_time() {
+        let record = |t_s: f64, e: Option<f64>| FrameRecord {
+            frame: 0,
+            pts_ns: None,
+            pts_s: None,
+            lesion: false,
+            stats: None,
+            latency_ms: StageTimes { end_to_end: e, ..Default::default() },
+            t_s,
+        };
+        // Latency rising with time: 10 ms at the start, 40 ms at the end; one frame never timed.
+        let mut v: Vec<FrameRecord> = (0..=30).map(|i| record(f64::from(i), Some(10.0 + f64::from(i)))).collect();
+        v.push(record(31.0, None));
+        let (first, last) = end_to_end_thirds(&v).unwrap();
+        assert_eq!((first.n, first.max), (11, 20.0));
+        assert_eq!((last.n, last.p50 > 30.0, last.max), (11, true, 40.0));
+        assert!(end_to_end_thirds(&v[..2]).is_none());
     }
 
     #[test]

@@ -28,8 +28,8 @@ pub mod sink;
 pub mod source;
 
 pub use config::{Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, ProcessConfig, Roi, SinkSpec, SourceSpec};
-pub use error::PipelineError;
+pub use error::{PipelineError, Result};
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
-pub use latency::{Counters, FrameRecord, Percentiles, StageTimes, STAGE_NAMES};
+pub use latency::{end_to_end_thirds, Counters, FrameRecord, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;
 pub use run::{run, Job, Report};

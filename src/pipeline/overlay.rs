@@ -13,7 +13,9 @@
 
 use std::time::Instant;
 
-use super::config::{OverlayStyle, ProcessConfig, Roi};
+use rayon::prelude::*;
+
+use super::config::{Mode, OverlayStyle, ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
 use super::inference::{Preprocessor, SegmentInput, Segmenter};
 use super::latency::{Frame, LesionStats};
@@ -33,7 +35,9 @@ pub struct Processor {
     /// The ROI used when the config has none (the phantom's image region).
     default_roi: Option<Roi>,
     want_mask: bool,
-    pre: Preprocessor,
+    /// One per frame of a batch (each caches its resize taps).
+    pre: Vec<Preprocessor>,
+    /// The batch's model inputs, `3 * model size` values per frame.
     input: Vec<f32>,
     /// Thresholded map and its cleaned-up mask, at model size.
     raw: Mask,
@@ -54,7 +58,7 @@ impl Processor {
             cfg,
             default_roi,
             want_mask,
-            pre: Preprocessor::new(),
+            pre: Vec::new(),
             input: Vec::new(),
             raw: Mask::new(0, 0),
             mask: Mask::new(0, 0),
@@ -86,15 +90,64 @@ impl Processor {
         }
     }
 
-    pub fn process(&mut self, mut frame: Frame, seg: &mut dyn Segmenter) -> Result<Processed> {
-        let (w, h) = (frame.width, frame.height);
-        let roi = self.roi_for(w, h)?;
+    /// How many queued frames one model run may take: recorded mode's batch, 1 live (where a
+    /// batch would only add latency; the newest frame is what matters there).
+    pub fn max_batch(&self) -> usize {
+        match self.cfg.mode {
+            Mode::Recorded => self.cfg.batch.max(1),
+            Mode::Live => 1,
+        }
+    }
+
+    pub fn process(&mut self, frame: Frame, seg: &mut dyn Segmenter) -> Result<Processed> {
+        let seq = frame.seq;
+        self.process_batch(vec![frame], seg)?.pop().ok_or(PipelineError::Frame { seq, message: "no result".into() })
+    }
+
+    /// Processes frames in order, their model inputs in one [`Segmenter::segment_batch`] call.
+    pub fn process_batch(&mut self, mut frames: Vec<Frame>, seg: &mut dyn Segmenter) -> Result<Vec<Processed>> {
         let (mw, mh) = self.cfg.model_size;
-        self.pre.run(&frame.data, frame.stride, roi, (mw, mh), &mut self.input)?;
-        frame.stamps.infer_start = Some(Instant::now());
-        let input = SegmentInput { seq: frame.seq, pts: frame.pts, chw: &self.input, width: mw, height: mh, roi };
-        let mut probs = seg.segment(&input)?;
-        frame.stamps.infer_end = Some(Instant::now());
+        let len = 3 * mw * mh;
+        let rois = frames.iter().map(|f| self.roi_for(f.width, f.height)).collect::<Result<Vec<_>>>()?;
+        if self.pre.len() < frames.len() {
+            self.pre.resize_with(frames.len(), Preprocessor::new);
+        }
+        self.input.resize(len * frames.len(), 0.0);
+        // Frames of a batch are independent: their crops and resizes run side by side.
+        self.input
+            .par_chunks_mut(len)
+            .zip(self.pre.par_iter_mut())
+            .zip(frames.par_iter().zip(&rois))
+            .try_for_each(|((out, pre), (f, &roi))| pre.run(&f.data, f.stride, roi, (mw, mh), out))?;
+        let start = Instant::now();
+        let inputs: Vec<SegmentInput> = frames
+            .iter()
+            .zip(&rois)
+            .zip(self.input.chunks_exact(len))
+            .map(|((f, &roi), chw)| SegmentInput { seq: f.seq, pts: f.pts, chw, width: mw, height: mh, roi })
+            .collect();
+        let maps = seg.segment_batch(&inputs)?;
+        drop(inputs);
+        let end = Instant::now();
+        if maps.len() != frames.len() {
+            return Err(PipelineError::Frame {
+                seq: frames[0].seq,
+                message: format!("the segmenter returned {} maps for {} frames", maps.len(), frames.len()),
+            });
+        }
+        let mut done = Vec::with_capacity(frames.len());
+        for ((mut frame, roi), probs) in frames.drain(..).zip(rois).zip(maps) {
+            frame.stamps.infer_start = Some(start);
+            frame.stamps.infer_end = Some(end);
+            done.push(self.finish(frame, roi, probs)?);
+        }
+        Ok(done)
+    }
+
+    /// Everything after the model for one frame: smoothing, mask, statistics, overlay.
+    fn finish(&mut self, mut frame: Frame, roi: Roi, mut probs: Vec<f32>) -> Result<Processed> {
+        let (w, h) = (frame.width, frame.height);
+        let (mw, mh) = self.cfg.model_size;
         if probs.len() != mw * mh {
             return Err(PipelineError::Frame {
                 seq: frame.seq,

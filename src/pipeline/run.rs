@@ -151,7 +151,9 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         Roi { x, y, w, h }
     });
 
-    let (in_tx, in_rx) = bounded::<Frame>(job.config.queue_capacity);
+    // A recorded batch can only take frames that are waiting: the queue holds at least one batch.
+    let capacity = if live { job.config.queue_capacity } else { job.config.queue_capacity.max(job.config.batch) };
+    let (in_tx, in_rx) = bounded::<Frame>(capacity);
     let (out_tx, out_rx) = bounded::<Processed>(2);
     let sender: Shared<Option<Sender<Frame>>> = Arc::new(Mutex::new(Some(in_tx)));
     let last_frame: Shared<Option<LastFrame>> = Arc::new(Mutex::new(None));
@@ -343,21 +345,34 @@ fn spawn_inference(
         .name("lightunet-inference".into())
         .spawn(move || {
             let mut n = 0u64;
+            let max_batch = processor.max_batch();
             loop {
                 if abort.load(Ordering::SeqCst) {
                     return Ok(n);
                 }
-                let mut frame = match rx.recv_timeout(Duration::from_millis(100)) {
+                let first = match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(f) => f,
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => return Ok(n),
                 };
-                frame.stamps.dequeue = Some(Instant::now());
-                let processed = processor.process(frame, segmenter.as_mut())?;
-                if tx.send(processed).is_err() {
-                    return Ok(n); // the pusher stopped (its error is reported by it)
+                // Only frames already waiting join the batch: never wait for one.
+                let mut frames = vec![first];
+                while frames.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok(f) => frames.push(f),
+                        Err(_) => break,
+                    }
                 }
-                n += 1;
+                let now = Instant::now();
+                for f in &mut frames {
+                    f.stamps.dequeue = Some(now);
+                }
+                for processed in processor.process_batch(frames, segmenter.as_mut())? {
+                    if tx.send(processed).is_err() {
+                        return Ok(n); // the pusher stopped (its error is reported by it)
+                    }
+                    n += 1;
+                }
             }
         })
         .map_err(|e| PipelineError::gst("inference", e))
