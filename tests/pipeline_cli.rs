@@ -185,3 +185,43 @@ fn named_pipelines_parse() {
         }
     }
 }
+
+/// The default live sink is a window. Without a display, autovideosink used to try DirectFB's
+/// sink, which crashed the process (SIGSEGV); now the run goes on, with a warning saying why
+/// nothing is shown.
+#[test]
+fn window_sink_without_a_display_warns_and_does_not_crash() {
+    let o = Command::new(env!("CARGO_BIN_EXE_lightunet"))
+        .args([&["live", "--source", "videotestsrc num-buffers=15 ! video/x-raw,width=64,height=48", "--sink", "autovideosink"][..], &FAST].concat())
+        .env("RUST_LOG", "warn")
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .output()
+        .expect("runs");
+    let err = stderr(&o);
+    assert!(o.status.success(), "status {:?}: {err}", o.status);
+    assert!(err.contains("DISPLAY and WAYLAND_DISPLAY are unset"), "{err}");
+}
+
+/// A capture card that is not there (unplugged, wrong /dev/videoN): GStreamer's own message and
+/// a non-zero exit, through the shipped v4l2-window pipeline's source.
+#[test]
+fn missing_capture_device_fails_cleanly() {
+    if gst_element_missing("v4l2src") {
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let vars = [("device".to_string(), "/dev/lightunet-no-such-card".to_string())].into_iter().collect();
+    let (source, _) = NamedPipeline::load(&dir, "v4l2-window").unwrap().resolve(&vars).unwrap();
+    let o = lightunet(&[&["live", "--source", &source, "--sink", "fakesink"][..], &FAST].concat());
+    assert_clean_failure(&o, "/dev/lightunet-no-such-card");
+}
+
+fn gst_element_missing(name: &str) -> bool {
+    init();
+    let missing = gst::ElementFactory::find(name).is_none();
+    if missing {
+        eprintln!("SKIP: no {name} element (gstreamer1.0-plugins-good)");
+    }
+    missing
+}

@@ -312,6 +312,18 @@ fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet:
     Ok((Box::new(UNetSegmenter::new(net.clone())), net, device))
 }
 
+/// Whether a sink description shows video in a window (autovideosink, xvimagesink, glimagesink...).
+fn wants_display(sink: &str) -> bool {
+    sink.split('!').any(|e| {
+        let name = e.split_whitespace().next().unwrap_or("");
+        name.ends_with("videosink") && !matches!(name, "fakevideosink" | "intervideosink") || name.ends_with("imagesink")
+    })
+}
+
+fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
+}
+
 fn sink_spec(s: &str, overwrite: bool) -> SinkSpec {
     let p = Path::new(s);
     let looks_like_file = !s.contains('!') && !s.contains(' ') && p.extension().is_some_and(|e| e != "toml");
@@ -403,6 +415,13 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
             args.sink.clone().unwrap_or_else(|| "autovideosink".into()),
         ),
     };
+    if wants_display(&sink) && !has_display() {
+        tracing::warn!(
+            "`{sink}` opens a window, but DISPLAY and WAYLAND_DISPLAY are unset: nothing will be shown \
+             (GStreamer falls back to a fake sink). On a headless machine use --sink with a file, \
+             a network sink or fakesink."
+        );
+    }
     let source = SourceSpec::parse(&source, args.frames)?;
     let mut job = Job::new(source, sink_spec(&sink, args.overwrite));
     job.metadata = args.metadata;

@@ -87,6 +87,10 @@ pub fn build_output(
         appsrc.set_is_live(true);
         appsrc.set_do_timestamp(true);
         appsrc.set_property_from_str("leaky-type", "downstream");
+        // A live basesrc answers the latency query with max 0 ("cannot buffer"), so every synced
+        // sink warned "Pipeline construction is invalid, please add queues" for its 20 ms
+        // processing deadline. Frames wait upstream of the appsrc, in our queue; no limit here.
+        appsrc.set_latency(gst::ClockTime::ZERO, gst::ClockTime::NONE);
     } else {
         appsrc.set_block(true);
     }

@@ -20,7 +20,16 @@ use crate::phantom::{Phantom, PixelLayout};
 pub(crate) const APPSINK_NAME: &str = "lightunet_in";
 
 pub fn init() -> Result<()> {
-    gst::init().map_err(|e| PipelineError::Init(e.to_string()))
+    gst::init().map_err(|e| PipelineError::Init(e.to_string()))?;
+    // autovideosink tries every video sink by rank; without a display, DirectFB's (from
+    // gstreamer1.0-plugins-bad, Debian 12) crashes the whole process while being tried, where the
+    // others just refuse. Nobody picks DirectFB on purpose any more: take it out of the choice,
+    // so that a headless `live` gets GStreamer's "no usable video sink" error instead of a
+    // segfault. Naming `dfbvideosink` explicitly still works.
+    if let Some(f) = gst::ElementFactory::find("dfbvideosink") {
+        f.set_rank(gst::Rank::NONE);
+    }
+    Ok(())
 }
 
 /// A `gst::parse::launch` that reports GStreamer's own message (and the description) on failure.
