@@ -3,5 +3,5 @@
 # (BUSI, the scanner clip, reference weights) say so and skip when it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --test
 cargo test --release "$@"

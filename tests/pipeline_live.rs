@@ -184,3 +184,65 @@ fn srt_named_pipelines_round_trip() {
     assert!(frames >= 15, "received {frames}");
     assert!(red >= frames / 2, "overlay visible in {red} of {frames}");
 }
+
+/// A virtual X server (Xvfb) for the window-sink test; killed on drop.
+struct Xvfb {
+    child: std::process::Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Option<Xvfb> {
+        let n = 40 + std::process::id() % 200;
+        let child = std::process::Command::new("Xvfb")
+            .args([&format!(":{n}"), "-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else {
+            eprintln!("SKIP: Xvfb is not installed (scripts/test.sh installs it)");
+            return None;
+        };
+        let x = Xvfb { child, display: format!(":{n}") };
+        let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
+        let t = Instant::now();
+        while !socket.exists() {
+            assert!(t.elapsed() < Duration::from_secs(10), "Xvfb {} did not start", x.display);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(x)
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The window sink really shows the annotated frames: a live run into ximagesink on a virtual X
+/// display, while a second pipeline grabs the screen (ximagesrc) and looks for the red outline.
+#[test]
+fn window_sink_shows_the_overlay() {
+    init();
+    if gst::ElementFactory::find("ximagesink").is_none() || gst::ElementFactory::find("ximagesrc").is_none() {
+        eprintln!("SKIP: ximagesink/ximagesrc missing (gstreamer1.0-x, gstreamer1.0-plugins-good)");
+        return;
+    }
+    let Some(x) = Xvfb::start() else { return };
+    let source = SourceSpec::Launch("videotestsrc is-live=true num-buffers=90 pattern=black ! video/x-raw,width=320,height=240,framerate=30/1".into());
+    let mut job = Job::new(source, SinkSpec::Launch(format!("ximagesink display={} sync=false", x.display)));
+    job.config.mode = Mode::Live;
+    job.config.model_size = (32, 32);
+    let live = std::thread::spawn(move || run(job, slow_square(5)));
+
+    std::thread::sleep(Duration::from_millis(1000));
+    let grab = Receiver::decoding(&format!("ximagesrc display-name={} use-damage=false num-buffers=10 ! video/x-raw,framerate=10/1", x.display));
+    let (frames, red) = grab.collect(Duration::from_millis(1500));
+    let report = live.join().unwrap().expect("live run into a window");
+    eprintln!("{}grabbed {frames} screens, {red} with the overlay", report.table());
+    assert_eq!(report.counters.frames_in, 90);
+    assert!(frames >= 5, "grabbed {frames}");
+    assert!(red >= 3, "overlay on screen in {red} of {frames} grabs");
+}
