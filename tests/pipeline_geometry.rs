@@ -62,8 +62,7 @@ fn red_square_through_a_roi_lands_in_place_with_bgr_order() {
         }
     }
 
-    let meta: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(dir.join("meta.jsonl")).unwrap().lines().nth(1).unwrap()).unwrap();
+    let meta = read_jsonl(&dir.join("meta.jsonl")).swap_remove(1);
     assert_eq!(meta["lesion"], true);
     let c = [meta["centroid"][0].as_f64().unwrap(), meta["centroid"][1].as_f64().unwrap()];
     assert!((c[0] - 231.5).abs() < 1.5 && (c[1] - 53.5).abs() < 1.5, "centroid {c:?}");

@@ -40,11 +40,7 @@ fn frame_count_and_pts_are_kept_mp4_mkv_png() {
         assert_eq!(got.pts, src.pts, "{out}: output PTS equal the input's");
         assert_eq!((got.frames[0].0, got.frames[0].1), (160, 120));
 
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join(format!("{out}.jsonl")))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = read_jsonl(&dir.join(format!("{out}.jsonl")));
         assert_eq!(lines.len(), 12);
         for (i, l) in lines.iter().enumerate() {
             assert_eq!(l["frame"], i as u64);
@@ -181,11 +177,7 @@ fn queued_frames_are_batched_in_order() {
         if batch > 1 {
             assert!(sizes.iter().any(|&s| s > 1), "a backlog should be batched: {sizes:?}");
         }
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join(format!("b{batch}.jsonl")))
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = read_jsonl(&dir.join(format!("b{batch}.jsonl")));
         assert_eq!(lines.len(), 16);
         for (i, l) in lines.iter().enumerate() {
             assert_eq!(l["frame"], i as u64);

@@ -81,6 +81,15 @@ fn bus_error(p: &gst::Pipeline) -> String {
     String::new()
 }
 
+/// Every line of a JSON-lines file (`--metadata`).
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A grey PNG (masks) as `(width, height, bytes)`.
 pub fn read_gray_png(path: &Path) -> (usize, usize, Vec<u8>) {
     let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_luma8();
