@@ -17,7 +17,7 @@ BIN="$D/lightunet"
 # GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
 export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
   GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
-STEPS="${STEPS:-parity bench torch pipeline train}"
+STEPS="${STEPS:-parity bench torch pipeline trainstep train}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 
@@ -53,6 +53,14 @@ if has pipeline && "$BIN" bench pipeline --help >/dev/null 2>&1; then
   GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" GST_REGISTRY="/tmp/lightunet-gst-registry.bin" \
     LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" timeout 120 "$BIN" bench pipeline --device cuda --source "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1920,height=1080,framerate=30/1" \
     --mode live --weights random --frames 300 --report "$OUT/pipeline_1080p.json" --plot "$OUT/pipeline_1080p.png" 2>&1 | tail -25
+fi
+
+if has trainstep; then
+  # Our training step, split into forward+loss / backward / optimizer (device synchronised
+  # between them): where the GPU step's time goes, beside torch_train_step.py's number.
+  echo "== training step lighter@1 batch 8, cuda, phases"
+  timeout 120 "$BIN" bench train --device cuda --steps 10 --warmup 3 --json > "$OUT/train_step.json"; echo "rc=$?"
+  cat "$OUT/train_step.json"; echo
 fi
 
 if has torchtrain && [ -f "$D/torch_train_step.py" ]; then

@@ -14,7 +14,13 @@ fn bench_train_reports_steps_as_json() {
     assert_eq!(v["variant"], "lighter@1");
     assert_eq!(v["batch"], 2);
     assert_eq!(v["step_seconds"].as_array().map(Vec::len), Some(2));
-    assert!(v["median_s_step"].as_f64().unwrap() > 0.0);
+    let step = v["median_s_step"].as_f64().unwrap();
+    assert!(step > 0.0);
+    let phases: Vec<f64> = ["forward_loss", "backward", "optimizer"].iter().map(|k| v["median_phase_s"][k].as_f64().unwrap()).collect();
+    assert!(phases.iter().all(|&p| p > 0.0), "{phases:?}");
+    // Medians of parts need not add up exactly, but cannot exceed the slowest step by far.
+    let max = v["max_s_step"].as_f64().unwrap();
+    assert!(phases.iter().sum::<f64>() <= max * 1.5, "{phases:?} vs max step {max}");
 }
 
 #[test]

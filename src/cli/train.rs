@@ -247,21 +247,36 @@ pub fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
     cfg.loss = args.loss;
     cfg.optimizer.kind = args.optimizer;
     let mut trainer = Trainer::without_data(cfg, device.clone()).context("setting up the trainer")?;
+    trainer.time_phases();
+    let mut phases: Vec<[f64; 3]> = Vec::new();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let px = args.size * args.size;
-    let mut step = || -> anyhow::Result<f64> {
+    let mut step = || -> anyhow::Result<(f64, [f64; 3])> {
         let images: Vec<f32> = (0..args.batch * 3 * px).map(|_| rng.random::<f32>()).collect();
         let masks: Vec<f32> = (0..args.batch * px).map(|_| f32::from(u8::from(rng.random::<f32>() > 0.7))).collect();
         let batch = Batch { images, masks, n: args.batch };
         let t = Instant::now();
         trainer.train_step(batch)?;
         device.synchronize()?;
-        Ok(t.elapsed().as_secs_f64())
+        let seconds = t.elapsed().as_secs_f64();
+        Ok((seconds, trainer.last_phases().unwrap_or_default()))
     };
     for _ in 0..args.warmup {
         step()?;
     }
-    let times = (0..args.steps).map(|_| step()).collect::<anyhow::Result<Vec<f64>>>()?;
+    let mut times = Vec::new();
+    for _ in 0..args.steps {
+        let (s, p) = step()?;
+        times.push(s);
+        phases.push(p);
+    }
+    // Median of each phase over the timed steps.
+    let phase = |i: usize| {
+        let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 0.5)
+    };
+    let (forward, backward, optimizer) = (phase(0), phase(1), phase(2));
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
     let (median, min, max) = (percentile(&sorted, 0.5), sorted[0], sorted[sorted.len() - 1]);
@@ -276,6 +291,7 @@ pub fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
                 "loss": args.loss, "optimizer": args.optimizer,
                 "median_s_step": median, "min_s_step": min, "max_s_step": max,
                 "median_s_image": median / b, "step_seconds": times,
+                "median_phase_s": { "forward_loss": forward, "backward": backward, "optimizer": optimizer },
             })
         );
     } else {
@@ -283,6 +299,7 @@ pub fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
             "train step {} {} batch={} {}x{}: median {:.2} s/step ({:.3} s/image), min {:.2} s, max {:.2} s [{} steps, {} threads]",
             args.model, args.device, args.batch, args.size, args.size, median, median / b, min, max, args.steps, threads
         );
+        println!("  phases (median, device synchronised between them): forward+loss {forward:.3} s, backward {backward:.3} s, optimizer {optimizer:.3} s");
     }
     Ok(())
 }

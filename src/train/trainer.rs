@@ -117,6 +117,9 @@ pub struct Trainer {
     progress: bool,
     /// Seconds of each training step taken by this process (not saved).
     step_seconds: Vec<f64>,
+    /// When set, [`Trainer::train_step`] synchronises the device between its phases and keeps
+    /// their seconds here: forward with loss, backward, optimizer update (`bench train`).
+    phases: Option<[f64; 3]>,
 }
 
 /// Parses `cpu`, `cuda` or `cuda:N`.
@@ -242,7 +245,7 @@ impl Trainer {
             history: Vec::new(),
             finished: false,
         };
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new() })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None })
     }
 
     /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
@@ -291,7 +294,7 @@ impl Trainer {
             .collect();
         opt.load_state(state.global_step, &optim)?;
         opt.set_lr(state.lr);
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new() })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None })
     }
 
     /// Shows an indicatif progress bar (on a terminal).
@@ -323,6 +326,17 @@ impl Trainer {
     /// Wall time of each optimizer step this process took (data loading excluded).
     pub fn step_seconds(&self) -> &[f64] {
         &self.step_seconds
+    }
+
+    /// Time the phases of every following step (it adds two device synchronisations per step,
+    /// so a real run leaves it off).
+    pub fn time_phases(&mut self) {
+        self.phases = Some([0.0; 3]);
+    }
+
+    /// The last step's forward-with-loss, backward and optimizer seconds, when timed.
+    pub fn last_phases(&self) -> Option<[f64; 3]> {
+        self.phases
     }
 
     pub fn train_len(&self) -> usize {
@@ -360,9 +374,11 @@ impl Trainer {
         let x = Tensor::from_vec(batch.images, (batch.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
         let y = Tensor::from_vec(batch.masks, (batch.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
         let keep = self.dropout_mask(batch.n)?;
+        let t0 = std::time::Instant::now();
         let logits = self.net.logits_t_with(&x, true, Dropout::Mask(&keep))?;
         let l = loss(self.cfg.loss, &logits, &y)?;
-        let value = f64::from(l.to_scalar::<f32>()?);
+        let value = f64::from(l.to_scalar::<f32>()?); // waits for the device
+        let t1 = std::time::Instant::now();
         if !value.is_finite() {
             return Err(Error::Msg(format!(
                 "the loss became {value} at step {}: lower the learning rate or check the data",
@@ -370,8 +386,17 @@ impl Trainer {
             )));
         }
         let grads = l.backward()?;
+        if self.phases.is_some() {
+            self.device.synchronize()?;
+        }
+        let t2 = std::time::Instant::now();
         self.opt.step(&grads)?;
         drop(grads);
+        if let Some(p) = self.phases.as_mut() {
+            self.device.synchronize()?;
+            let t3 = std::time::Instant::now();
+            *p = [t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64());
+        }
         let conf = hard_confusions(&logits.detach(), &y)?;
         self.state.global_step += 1;
         Ok((value, conf))
