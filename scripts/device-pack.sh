@@ -11,7 +11,11 @@ shared="${SHARED:-$root/../shared}"
 cp "$shared/gpu/find-cuda-libs.sh" .device/
 cp "$shared/anchors/refnet.py" "$shared/anchors/bench_gpu.py" .device/ 2>/dev/null || true
 cp scripts/torch_train_step.py .device/
-# Training data for the GPU run (already resized to 256x256: the loader's first step), if given.
+# Training data for the GPU run, if given: a copy made by `lightunet train --data DIR
+# --write-resized COPY` (the loader's own resize, so it trains exactly like DIR; about 27 MB for
+# BUSI train+val). A copy resized by another tool would train on different pixels: the first
+# shipped weights were trained on a PIL-resized copy (PIL filters when it shrinks; the loader,
+# like predict/process/live and the original's cv2.resize, does not).
 if [ -n "${TRAIN_DATA:-}" ]; then rm -rf .device/train-data; cp -r "$TRAIN_DATA" .device/train-data; fi
 # A run to continue there (RESUME_RUN: a run folder with checkpoint.safetensors, or with the
 # checkpoint.part-* files a device run brought back), if given.

@@ -119,3 +119,27 @@ fn cli_train_resume_and_bad_data() {
     assert!(stderr.contains("val split") && stderr.contains("s0.png"), "{stderr}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `train --write-resized` writes both splits at the training size; loading the copy gives the
+/// same samples as loading the original (so it trains the same).
+#[test]
+fn write_resized_copy_loads_like_the_original() {
+    let root = temp_dir("write-resized");
+    write_dataset(&root, 3, 2, 50);
+    let dest = root.join("copy");
+    let out = Command::new(env!("CARGO_BIN_EXE_lightunet"))
+        .args(["train", "--data", root.to_str().unwrap(), "--write-resized", dest.to_str().unwrap(), "--size", "32"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for (split, n) in [("train", 3), ("val", 2)] {
+        let a = Dataset::load(&root.join(split).join("images"), &root.join(split).join("mask"), 32).unwrap();
+        let b = Dataset::load(&dest.join(split).join("images"), &dest.join(split).join("mask"), 32).unwrap();
+        assert_eq!(b.len(), n);
+        for (x, y) in a.samples.iter().zip(&b.samples) {
+            assert!(x.name == y.name && x.image == y.image && x.mask == y.mask, "{split}/{} differs", x.name);
+        }
+        let img = image::open(dest.join(split).join("images").join(format!("{}.png", b.samples[0].name))).unwrap();
+        assert_eq!((img.width(), img.height()), (32, 32));
+    }
+}

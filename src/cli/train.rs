@@ -1,7 +1,7 @@
 //! `train`: arguments to a [`TrainConfig`] (the original recipe unless overridden), Ctrl-C to
 //! a resumable checkpoint, and `--resume RUN_DIR` to continue.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,11 +24,16 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume")]
     data: Option<PathBuf>,
     /// Variant: unet, light or lighter@C.
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "write_resized"])]
     model: Option<Variant>,
     /// Run directory (checkpoint, best weights, config.json, log, curves).
-    #[arg(long, required_unless_present = "resume")]
+    #[arg(long, required_unless_present_any = ["resume", "write_resized"])]
     out: Option<PathBuf>,
+    /// Do not train: write the train and val splits of --data, resized to --size exactly as
+    /// training reads them, into this folder (same layout, PNG) and exit. The copy is smaller
+    /// and trains bit for bit like the original (use it rather than resizing with another tool).
+    #[arg(long, conflicts_with_all = ["resume", "model", "out", "init"])]
+    write_resized: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped (the recipe comes from its
     /// checkpoint; only --epochs and --max-steps may be changed).
     #[arg(long, conflicts_with_all = ["data", "model", "out"])]
@@ -92,6 +97,32 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
+fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
+    let Some(data) = &args.data else { bail!("--write-resized needs --data") };
+    if args.size < 16 {
+        bail!("--size must be at least 16");
+    }
+    let layout = lightunet::train::DataLayout {
+        root: data.clone(),
+        train: args.train_dir.clone(),
+        val: args.val_dir.clone(),
+        images: args.images_dir.clone(),
+        masks: args.masks_dir.clone(),
+    };
+    for split in [&layout.train, &layout.val] {
+        let (images, masks) = layout.dirs(split);
+        let d = lightunet::train::data::Dataset::load(&images, &masks, args.size)
+            .with_context(|| format!("{split} split of {}", data.display()))?;
+        for w in &d.warnings {
+            tracing::warn!("{split}: {w}");
+        }
+        let (to_images, to_masks) = (dest.join(split).join(&layout.images), dest.join(split).join(&layout.masks));
+        d.write_png(&to_images, &to_masks).with_context(|| format!("writing {}", dest.join(split).display()))?;
+        println!("{split}: {} pairs at {}x{} -> {}", d.len(), args.size, args.size, dest.join(split).display());
+    }
+    Ok(())
+}
+
 fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     let (Some(data), Some(variant), Some(out)) = (&args.data, args.model, &args.out) else {
         bail!("--data, --model and --out are required for a new run");
@@ -126,6 +157,9 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
 
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    if let Some(dest) = &args.write_resized {
+        return write_resized(&args, dest);
+    }
     // Installed first, so an interrupt while the data loads also ends with a checkpoint.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
