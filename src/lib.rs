@@ -18,6 +18,7 @@ pub mod phantom;
 pub mod pipeline;
 pub mod postprocess;
 pub mod predict;
+pub mod raster;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -18,7 +18,6 @@
 pub mod clip;
 pub mod config;
 pub mod error;
-pub mod font;
 pub mod inference;
 pub mod latency;
 pub mod overlay;

@@ -49,7 +49,10 @@ pub struct Processor {
     ema: Option<((usize, usize), Vec<f32>)>,
     warned_roi: bool,
     last_done: Option<Instant>,
-    fps_ema: f64,
+    /// Moving average of the time between finished frames (seconds): its inverse is the fps
+    /// shown. Averaging the intervals, not their inverses, keeps a batch's burst of frames
+    /// (microseconds apart) from showing as hundreds of fps.
+    dt_ema: f64,
 }
 
 impl Processor {
@@ -67,7 +70,7 @@ impl Processor {
             ema: None,
             warned_roi: false,
             last_done: None,
-            fps_ema: 0.0,
+            dt_ema: 0.0,
         }
     }
 
@@ -190,9 +193,7 @@ impl Processor {
         frame.stamps.overlay_done = Some(now);
         if let Some(prev) = self.last_done.replace(now) {
             let dt = now.duration_since(prev).as_secs_f64();
-            if dt > 0.0 {
-                self.fps_ema = if self.fps_ema == 0.0 { 1.0 / dt } else { 0.9 * self.fps_ema + 0.1 / dt };
-            }
+            self.dt_ema = if self.dt_ema == 0.0 { dt } else { 0.9 * self.dt_ema + 0.1 * dt };
         }
         Ok(Processed { frame, mask: full_mask, stats })
     }
@@ -225,8 +226,9 @@ impl Processor {
         }
         if o.text {
             let lat = frame.stamps.infer_end.map(|t| t.saturating_duration_since(frame.stamps.capture).as_secs_f64() * 1e3).unwrap_or(0.0);
-            let text = format!("FPS {:.1} LAT {:.0}MS AREA {}PX", self.fps_ema, lat, stats.map_or(0, |s| s.area_px));
-            super::font::draw_text_bgr(&mut frame.data, frame.width, frame.height, stride, (8, 8), 2, &text, [255; 3], Some([0; 3]));
+            let fps = if self.dt_ema > 0.0 { 1.0 / self.dt_ema } else { 0.0 };
+            let text = format!("{fps:.1} fps  {lat:.0} ms  lesion {} px", stats.map_or(0, |s| s.area_px));
+            crate::raster::draw_text(&mut frame.data, (frame.width, frame.height, stride), (8, 8), 2, &text, [255; 3], Some([0; 3]));
         }
         Ok(())
     }
