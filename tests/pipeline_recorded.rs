@@ -173,6 +173,7 @@ fn queued_frames_are_batched_in_order() {
         assert_eq!(report.counters.frames_out, 16);
         let sizes = sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 16, "{sizes:?}");
+        assert_eq!(report.batch, *sizes.iter().max().unwrap(), "the report names the largest batch");
         assert!(sizes.iter().all(|&s| (1..=batch).contains(&s)), "{sizes:?}");
         if batch > 1 {
             assert!(sizes.iter().any(|&s| s > 1), "a backlog should be batched: {sizes:?}");

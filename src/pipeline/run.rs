@@ -70,6 +70,9 @@ impl Job {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub mode: &'static str,
+    /// The most frames one model run took (recorded mode runs the frames waiting in the queue
+    /// together, up to its `batch`; their inference stage is that whole run).
+    pub batch: usize,
     pub counters: Counters,
     /// Seconds from start to the last output's EOS.
     pub wall_s: f64,
@@ -96,6 +99,9 @@ impl Report {
         );
         if let (Some(a), Some(b)) = self.rss_mb {
             s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
+        }
+        if self.batch > 1 {
+            s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", self.batch));
         }
         s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
         for (name, p) in &self.latency_ms {
@@ -196,7 +202,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let outcome = outcome?;
     // The inference thread's own error is the cause when it stopped the run; a pusher error after
     // an output error is only the consequence (a flushing appsrc).
-    inference_result?;
+    let largest_batch = inference_result?;
     if let Some(e) = outcome.error {
         return Err(e);
     }
@@ -221,6 +227,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let span = last_push.map(|t| t.saturating_duration_since(start).as_secs_f64() - first).unwrap_or(0.0);
     Ok(Report {
         mode: if live { "live" } else { "recorded" },
+        batch: largest_batch.max(1),
         counters,
         wall_s: start.elapsed().as_secs_f64(),
         fps_out: if span > 0.0 && counters.frames_out > 1 { (counters.frames_out - 1) as f64 / span } else { 0.0 },
@@ -340,20 +347,21 @@ fn spawn_inference(
     rx: Receiver<Frame>,
     tx: Sender<Processed>,
     abort: Arc<AtomicBool>,
-) -> Result<JoinHandle<Result<u64>>> {
+) -> Result<JoinHandle<Result<usize>>> {
     std::thread::Builder::new()
         .name("lightunet-inference".into())
         .spawn(move || {
-            let mut n = 0u64;
+            // Returns the largest batch it ran.
+            let mut largest = 0usize;
             let max_batch = processor.max_batch();
             loop {
                 if abort.load(Ordering::SeqCst) {
-                    return Ok(n);
+                    return Ok(largest);
                 }
                 let first = match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(f) => f,
                     Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(n),
+                    Err(RecvTimeoutError::Disconnected) => return Ok(largest),
                 };
                 // Only frames already waiting join the batch: never wait for one.
                 let mut frames = vec![first];
@@ -363,15 +371,15 @@ fn spawn_inference(
                         Err(_) => break,
                     }
                 }
+                largest = largest.max(frames.len());
                 let now = Instant::now();
                 for f in &mut frames {
                     f.stamps.dequeue = Some(now);
                 }
                 for processed in processor.process_batch(frames, segmenter.as_mut())? {
                     if tx.send(processed).is_err() {
-                        return Ok(n); // the pusher stopped (its error is reported by it)
+                        return Ok(largest); // the pusher stopped (its error is reported by it)
                     }
-                    n += 1;
                 }
             }
         })
@@ -430,7 +438,7 @@ fn watch(
     sender: &Shared<Option<Sender<Frame>>>,
     collector: &Shared<Collector>,
     last_frame: &Shared<Option<LastFrame>>,
-    inference: &JoinHandle<Result<u64>>,
+    inference: &JoinHandle<Result<usize>>,
     pusher: &JoinHandle<Result<Option<Instant>>>,
     pushed_any: &AtomicBool,
 ) -> Loop {
