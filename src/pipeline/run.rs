@@ -28,7 +28,7 @@ use super::inference::Segmenter;
 use super::latency::{Collector, Counters, Frame, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
 use super::sink::{build_output, Output};
-use super::source::{build_input, copy_bgr, init};
+use super::source::{build_input, capture_bgr, init};
 
 /// One run of the pipeline.
 pub struct Job {
@@ -293,7 +293,7 @@ fn install_appsink_callbacks(
                     lock(&sender).take();
                     return Err(gst::FlowError::Eos);
                 }
-                let (width, height, fps, data) = match copy_bgr(&sample) {
+                let (width, height, fps, stride, data) = match capture_bgr(&sample) {
                     Ok(v) => v,
                     Err(msg) => {
                         gst::element_error!(sink, gst::StreamError::Format, ("cannot read frame {}: {}", seq, msg));
@@ -308,7 +308,7 @@ fn install_appsink_callbacks(
                     fps,
                     width,
                     height,
-                    stride: width * 3,
+                    stride,
                     data,
                     stamps: Stamps::new(capture),
                 };
@@ -401,10 +401,10 @@ fn spawn_pusher(
                 let now = Instant::now();
                 f.stamps.pushed = Some(now);
                 lock(&collector).pushed(f.seq, f.pts, p.stats, f.stamps);
-                outputs[0].push((f.width, f.height, f.stride), &f.data, f.fps, f.pts, f.duration, f.seq)?;
                 if let (Some(mask), Some(out)) = (p.mask.as_ref(), outputs.get_mut(1)) {
                     out.push((f.width, f.height, f.width), mask, f.fps, f.pts, f.duration, f.seq)?;
                 }
+                outputs[0].push_frame(f.data, (f.width, f.height, f.stride), f.fps, f.pts, f.duration, f.seq)?;
                 pushed_any.store(true, Ordering::SeqCst);
                 last = Some(now);
             }

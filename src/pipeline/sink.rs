@@ -18,7 +18,7 @@ use gst_video::prelude::*;
 
 use super::config::{first_pattern_file, Mode, OutputFormat, SinkSpec};
 use super::error::{PipelineError, Result};
-use super::latency::Collector;
+use super::latency::{Collector, FrameBuffer};
 use super::source::launch;
 
 const APPSRC_NAME: &str = "lightunet_out";
@@ -113,18 +113,9 @@ pub fn build_output(
 }
 
 impl Output {
-    /// Pushes one packed frame (`stride` bytes per row, 3 or 1 bytes per pixel). Blocks in
-    /// recorded mode while the appsrc queue is full.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        (w, h, stride): (usize, usize, usize),
-        data: &[u8],
-        fps: gst::Fraction,
-        pts: Option<gst::ClockTime>,
-        duration: Option<gst::ClockTime>,
-        seq: u64,
-    ) -> Result<()> {
+    /// Sets the appsrc caps for a `w x h` frame at `fps` when they change (the first frame's size
+    /// also fixes the output size) and returns the frame's layout.
+    fn layout_for(&mut self, (w, h): (usize, usize), fps: gst::Fraction) -> Result<gst_video::VideoInfo> {
         let fps = if fps.numer() > 0 && fps.denom() > 0 { fps } else { gst::Fraction::new(0, 1) };
         let info = gst_video::VideoInfo::builder(self.format, w as u32, h as u32)
             .fps(fps)
@@ -149,14 +140,57 @@ impl Output {
             self.appsrc.set_caps(Some(&caps));
             self.caps_for = Some((w, h, fps));
         }
-        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| PipelineError::gst("output", e))?;
+        Ok(info)
+    }
+
+    /// Stamps and pushes a buffer. Blocks in recorded mode while the appsrc queue is full.
+    fn push_buffer(&mut self, mut buffer: gst::Buffer, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime>, seq: u64) -> Result<()> {
         {
-            let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "new buffer not writable"))?;
+            let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "frame buffer not writable"))?;
             if self.mode == Mode::Recorded {
                 b.set_pts(pts);
             }
             b.set_duration(duration);
             b.set_offset(seq);
+        }
+        self.appsrc.push_buffer(buffer).map_err(|e| PipelineError::gst("output", format!("push: {e:?}")))?;
+        self.pushed += 1;
+        Ok(())
+    }
+
+    /// Pushes a captured frame's own buffer (BGR, GStreamer's default strides), without a copy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push_frame(
+        &mut self,
+        frame: FrameBuffer,
+        (w, h, stride): (usize, usize, usize),
+        fps: gst::Fraction,
+        pts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+        seq: u64,
+    ) -> Result<()> {
+        let info = self.layout_for((w, h), fps)?;
+        if self.format != gst_video::VideoFormat::Bgr || info.stride()[0] as usize != stride || frame.len() != info.size() {
+            return Err(PipelineError::gst("output", format!("frame buffer layout ({w}x{h}, stride {stride}) does not match the output's")));
+        }
+        self.push_buffer(frame.0.into_buffer(), pts, duration, seq)
+    }
+
+    /// Pushes a copy of one packed frame (`stride` bytes per row, 3 or 1 bytes per pixel).
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        (w, h, stride): (usize, usize, usize),
+        data: &[u8],
+        fps: gst::Fraction,
+        pts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+        seq: u64,
+    ) -> Result<()> {
+        let info = self.layout_for((w, h), fps)?;
+        let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| PipelineError::gst("output", e))?;
+        {
+            let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "new buffer not writable"))?;
             let mut vf =
                 gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).map_err(|e| PipelineError::gst("output", e))?;
             let dst_stride = vf.plane_stride()[0] as usize;
@@ -166,9 +200,7 @@ impl Output {
                 dst[y * dst_stride..y * dst_stride + row].copy_from_slice(&data[y * stride..y * stride + row]);
             }
         }
-        self.appsrc.push_buffer(buffer).map_err(|e| PipelineError::gst("output", format!("push: {e:?}")))?;
-        self.pushed += 1;
-        Ok(())
+        self.push_buffer(buffer, pts, duration, seq)
     }
 
     fn format_bpp(&self) -> usize {

@@ -15,6 +15,7 @@ use gst_video::prelude::*;
 
 use super::config::SourceSpec;
 use super::error::{PipelineError, Result};
+use super::latency::FrameBuffer;
 use crate::phantom::{Phantom, PixelLayout};
 
 pub(crate) const APPSINK_NAME: &str = "lightunet_in";
@@ -153,8 +154,10 @@ fn render(phantom: &Phantom, info: &gst_video::VideoInfo, index: u64, frame_ns: 
     Ok(buffer)
 }
 
-/// Copies a BGR or GRAY8 sample into a packed BGR buffer: `(width, height, fps, data)`.
-pub(crate) fn copy_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fraction, Vec<u8>), String> {
+/// Copies a BGR or GRAY8 sample (grey replicated to three channels) into a new BGR buffer with
+/// GStreamer's default strides, ready to be drawn on and pushed out: `(width, height, fps,
+/// stride, pixels)`.
+pub(crate) fn capture_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fraction, usize, FrameBuffer), String> {
     let caps = sample.caps().ok_or("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
     let grey = match info.format() {
@@ -165,17 +168,26 @@ pub(crate) fn copy_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fract
     let buffer = sample.buffer().ok_or("sample without buffer")?;
     let vf = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info).map_err(|e| e.to_string())?;
     let (w, h) = (info.width() as usize, info.height() as usize);
-    let stride = vf.plane_stride()[0] as usize;
+    let src_stride = vf.plane_stride()[0] as usize;
     let src = vf.plane_data(0).map_err(|e| e.to_string())?;
+    let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, w as u32, h as u32).build().map_err(|e| e.to_string())?;
+    let stride = out_info.stride()[0] as usize;
+    let mut data = gst::Buffer::with_size(out_info.size())
+        .map_err(|e| e.to_string())?
+        .into_mapped_buffer_writable()
+        .map_err(|_| "cannot map a new buffer")?;
+    let dst = data.as_mut_slice();
     let row = if grey { w } else { w * 3 };
-    let mut data = Vec::with_capacity(w * 3 * h);
     for y in 0..h {
-        let line = src.get(y * stride..y * stride + row).ok_or("short video buffer")?;
+        let line = src.get(y * src_stride..y * src_stride + row).ok_or("short video buffer")?;
+        let out = &mut dst[y * stride..y * stride + w * 3];
         if grey {
-            data.extend(line.iter().flat_map(|&v| [v, v, v]));
+            for (o, &v) in out.chunks_exact_mut(3).zip(line) {
+                o.fill(v);
+            }
         } else {
-            data.extend_from_slice(line);
+            out.copy_from_slice(line);
         }
     }
-    Ok((w, h, info.fps(), data))
+    Ok((w, h, info.fps(), stride, FrameBuffer(data)))
 }
