@@ -221,8 +221,9 @@ pub struct BenchPipelineArgs {
     /// Frames the input queue holds (default: 1 live, 4 recorded, as `live` and `process`).
     #[arg(long)]
     queue: Option<usize>,
-    /// Timed model-only runs (same variant and device) for the pipeline/model throughput ratio.
-    #[arg(long, default_value_t = 10)]
+    /// Timed model-only runs (same variant and device) for the pipeline/model throughput ratio,
+    /// half before the pipeline runs and half after (the machine's speed drifts).
+    #[arg(long, default_value_t = 40)]
     model_runs: usize,
     /// JSON report path (also printed with --json).
     #[arg(long)]
@@ -528,18 +529,30 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     job.config.validate()?;
     let (seg, net, device) = segmenter(&args.model)?;
     // The ratio the pipeline is judged by is against the model one frame at a time; when recorded
-    // mode batches, the model at that batch is timed too, so that both ratios are shown.
-    let (model_ms, model_fps) = time_model(&net, &device, job.config.model_size, 1, args.model_runs)?;
+    // mode batches, the model at that batch is timed too, so that both ratios are shown. Each is
+    // timed before and after the run and the two medians averaged: on a shared machine the speed
+    // drifts by more than the effect measured.
     let batch = if mode == Mode::Recorded { job.config.batch } else { 1 };
-    let batched = if batch > 1 { Some(time_model(&net, &device, job.config.model_size, batch, args.model_runs)?) } else { None };
-    drop(net);
+    let half = args.model_runs.div_ceil(2);
+    let model_size = job.config.model_size;
+    let time = |b: usize| time_model(&net, &device, model_size, b, half);
+    let before = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     job.stop = stop_flag();
     let report = run(job, seg).context("bench pipeline")?;
+    let after = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
+    drop(net);
+    let mean = |a: (f64, f64), b: (f64, f64)| {
+        let ms = (a.0 + b.0) / 2.0;
+        (ms, 1000.0 / ms)
+    };
+    let (model_ms, model_fps) = mean(before.0, after.0);
+    let batched = before.1.zip(after.1).map(|(a, b)| mean(a, b));
     let thirds = lightunet::pipeline::end_to_end_thirds(&report.records);
     let json = serde_json::json!({
         "source": args.source, "sink": args.sink, "mode": report.mode, "variant": args.model.model.to_string(),
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
-        "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs },
+        "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs,
+                        "median_ms_before": before.0 .0, "median_ms_after": after.0 .0 },
         "pipeline_batch": batch,
         "model_only_at_batch": batched.map(|(ms, fps)| serde_json::json!({ "batch": batch, "median_ms_per_frame": ms, "fps": fps })),
         "pipeline_fps_out": report.fps_out, "pipeline_over_model": report.fps_out / model_fps,
@@ -558,7 +571,9 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", report.table());
         println!(
-            "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s); pipeline {:.2} frames/s = {:.2}x model",
+            "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s; {:.1} ms before the run, {:.1} after); pipeline {:.2} frames/s = {:.2}x model",
+            before.0 .0,
+            after.0 .0,
             report.fps_out,
             report.fps_out / model_fps
         );
