@@ -102,11 +102,6 @@ impl Processor {
         }
     }
 
-    pub fn process(&mut self, frame: Frame, seg: &mut dyn Segmenter) -> Result<Processed> {
-        let seq = frame.seq;
-        self.process_batch(vec![frame], seg)?.pop().ok_or(PipelineError::Frame { seq, message: "no result".into() })
-    }
-
     /// Processes frames in order, their model inputs in one [`Segmenter::segment_batch`] call.
     pub fn process_batch(&mut self, mut frames: Vec<Frame>, seg: &mut dyn Segmenter) -> Result<Vec<Processed>> {
         let (mw, mh) = self.cfg.model_size;
