@@ -7,7 +7,7 @@ use gst::prelude::*;
 
 use super::config::{Mode, SinkSpec};
 use super::error::{PipelineError, Result};
-use super::sink::build_output;
+use super::sink::{build_output, Timing};
 use super::source::init;
 use crate::phantom::{Phantom, PhantomConfig, PixelLayout};
 
@@ -44,10 +44,10 @@ pub fn write_phantom_clip(
         for i in 0..frames {
             phantom.fill_into(i, PixelLayout::Rgb8, &mut rgb, w * 3, Some(&mut mask)).map_err(PipelineError::Config)?;
             let pts = Some(gst::ClockTime::from_nseconds(i * frame_ns));
-            let dur = Some(gst::ClockTime::from_nseconds(frame_ns));
-            outs[0].push((w, h, w * 3), &rgb, fps, pts, dur, i)?;
+            let t = Timing { fps, pts, duration: Some(gst::ClockTime::from_nseconds(frame_ns)), seq: i };
+            outs[0].push((w, h, w * 3), &rgb, t)?;
             if let Some(o) = outs.get_mut(1) {
-                o.push((w, h, w), &mask, fps, pts, dur, i)?;
+                o.push((w, h, w), &mask, t)?;
             }
             check_bus(&outs)?;
         }

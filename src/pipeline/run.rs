@@ -27,7 +27,7 @@ use super::error::{PipelineError, Result};
 use super::inference::Segmenter;
 use super::latency::{Collector, Counters, Frame, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
-use super::sink::{build_output, Output};
+use super::sink::{build_output, Output, Timing};
 use super::source::{build_input, capture_bgr, init};
 
 /// One run of the pipeline.
@@ -401,10 +401,11 @@ fn spawn_pusher(
                 let now = Instant::now();
                 f.stamps.pushed = Some(now);
                 lock(&collector).pushed(f.seq, f.pts, p.stats, f.stamps);
+                let t = Timing { fps: f.fps, pts: f.pts, duration: f.duration, seq: f.seq };
                 if let (Some(mask), Some(out)) = (p.mask.as_ref(), outputs.get_mut(1)) {
-                    out.push((f.width, f.height, f.width), mask, f.fps, f.pts, f.duration, f.seq)?;
+                    out.push((f.width, f.height, f.width), mask, t)?;
                 }
-                outputs[0].push_frame(f.data, (f.width, f.height, f.stride), f.fps, f.pts, f.duration, f.seq)?;
+                outputs[0].push_frame(f.data, (f.width, f.height, f.stride), t)?;
                 pushed_any.store(true, Ordering::SeqCst);
                 last = Some(now);
             }

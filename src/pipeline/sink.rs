@@ -23,6 +23,17 @@ use super::source::launch;
 
 const APPSRC_NAME: &str = "lightunet_out";
 
+/// A frame's stream timing and identity, as it goes out: the input's frame rate, PTS (kept in
+/// recorded mode; live output is stamped on push) and duration, and its capture number (written
+/// into the buffer's offset for the output pad probe).
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub fps: gst::Fraction,
+    pub pts: Option<gst::ClockTime>,
+    pub duration: Option<gst::ClockTime>,
+    pub seq: u64,
+}
+
 pub struct Output {
     pub pipeline: gst::Pipeline,
     appsrc: gst_app::AppSrc,
@@ -144,14 +155,14 @@ impl Output {
     }
 
     /// Stamps and pushes a buffer. Blocks in recorded mode while the appsrc queue is full.
-    fn push_buffer(&mut self, mut buffer: gst::Buffer, pts: Option<gst::ClockTime>, duration: Option<gst::ClockTime>, seq: u64) -> Result<()> {
+    fn push_buffer(&mut self, mut buffer: gst::Buffer, t: Timing) -> Result<()> {
         {
             let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "frame buffer not writable"))?;
             if self.mode == Mode::Recorded {
-                b.set_pts(pts);
+                b.set_pts(t.pts);
             }
-            b.set_duration(duration);
-            b.set_offset(seq);
+            b.set_duration(t.duration);
+            b.set_offset(t.seq);
         }
         self.appsrc.push_buffer(buffer).map_err(|e| PipelineError::gst("output", format!("push: {e:?}")))?;
         self.pushed += 1;
@@ -159,35 +170,17 @@ impl Output {
     }
 
     /// Pushes a captured frame's own buffer (BGR, GStreamer's default strides), without a copy.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push_frame(
-        &mut self,
-        frame: FrameBuffer,
-        (w, h, stride): (usize, usize, usize),
-        fps: gst::Fraction,
-        pts: Option<gst::ClockTime>,
-        duration: Option<gst::ClockTime>,
-        seq: u64,
-    ) -> Result<()> {
-        let info = self.layout_for((w, h), fps)?;
+    pub fn push_frame(&mut self, frame: FrameBuffer, (w, h, stride): (usize, usize, usize), t: Timing) -> Result<()> {
+        let info = self.layout_for((w, h), t.fps)?;
         if self.format != gst_video::VideoFormat::Bgr || info.stride()[0] as usize != stride || frame.len() != info.size() {
             return Err(PipelineError::gst("output", format!("frame buffer layout ({w}x{h}, stride {stride}) does not match the output's")));
         }
-        self.push_buffer(frame.0.into_buffer(), pts, duration, seq)
+        self.push_buffer(frame.0.into_buffer(), t)
     }
 
     /// Pushes a copy of one packed frame (`stride` bytes per row, 3 or 1 bytes per pixel).
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        (w, h, stride): (usize, usize, usize),
-        data: &[u8],
-        fps: gst::Fraction,
-        pts: Option<gst::ClockTime>,
-        duration: Option<gst::ClockTime>,
-        seq: u64,
-    ) -> Result<()> {
-        let info = self.layout_for((w, h), fps)?;
+    pub fn push(&mut self, (w, h, stride): (usize, usize, usize), data: &[u8], t: Timing) -> Result<()> {
+        let info = self.layout_for((w, h), t.fps)?;
         let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| PipelineError::gst("output", e))?;
         {
             let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "new buffer not writable"))?;
@@ -200,7 +193,7 @@ impl Output {
                 dst[y * dst_stride..y * dst_stride + row].copy_from_slice(&data[y * stride..y * stride + row]);
             }
         }
-        self.push_buffer(buffer, pts, duration, seq)
+        self.push_buffer(buffer, t)
     }
 
     fn format_bpp(&self) -> usize {
