@@ -488,7 +488,6 @@ pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Model-only throughput on the same net and device: frames per second (median of `runs`).
 /// Median model-only time per frame (ms) and frames/s, running `batch` frames at a time.
 fn time_model(net: &lightunet::model::UNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
     let x = Tensor::rand(0f32, 1f32, (batch, 3, size.1, size.0), device)?;

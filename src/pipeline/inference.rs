@@ -51,9 +51,7 @@ impl UNetSegmenter {
     pub fn new(net: UNet) -> UNetSegmenter {
         UNetSegmenter { net }
     }
-}
 
-impl UNetSegmenter {
     /// Runs `[n, 3, h, w]` planar values and returns the `n * h * w` probabilities.
     fn run(&self, chw: &[f32], (n, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
         let dev = self.net.device().clone();

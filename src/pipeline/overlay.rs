@@ -103,7 +103,7 @@ impl Processor {
     }
 
     /// Processes frames in order, their model inputs in one [`Segmenter::segment_batch`] call.
-    pub fn process_batch(&mut self, mut frames: Vec<Frame>, seg: &mut dyn Segmenter) -> Result<Vec<Processed>> {
+    pub fn process_batch(&mut self, frames: Vec<Frame>, seg: &mut dyn Segmenter) -> Result<Vec<Processed>> {
         let (mw, mh) = self.cfg.model_size;
         let len = 3 * mw * mh;
         let rois = frames.iter().map(|f| self.roi_for(f.width, f.height)).collect::<Result<Vec<_>>>()?;
@@ -134,7 +134,7 @@ impl Processor {
             });
         }
         let mut done = Vec::with_capacity(frames.len());
-        for ((mut frame, roi), probs) in frames.drain(..).zip(rois).zip(maps) {
+        for ((mut frame, roi), probs) in frames.into_iter().zip(rois).zip(maps) {
             frame.stamps.infer_start = Some(start);
             frame.stamps.infer_end = Some(end);
             done.push(self.finish(frame, roi, probs)?);
