@@ -144,3 +144,236 @@ extern "C" __global__ void upsample2x_bwd_f32(const float* __restrict__ g, float
     atomicAdd(&d[y1 * w + x1], v * fy * fx);
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training BatchNorm (+ the convolution's bias + ReLU) and per-channel sums, f32, as the CPU ops
+// of src/model/batchnorm.rs compute them. x is [N, C, HW]. The per-channel reductions run on a
+// grid (Q*N, C): block (n*Q + q, c) sums its span of plane (n, c) into partial[c * Q*N + n*Q + q]
+// (double, two values per entry), and a finalize kernel (one thread per channel) adds a
+// channel's partials in order, so the result does not depend on the order blocks ran in.
+// saved ([6, C], written by bn_finalize): mean (of x, without the bias), var, invstd, gamma,
+// scale = gamma * invstd, beta.
+
+#define RED_THREADS 256
+
+// Block-wide sum of two doubles; thread 0 gets the totals.
+__device__ __forceinline__ void block_sum2(double a, double b, double* oa, double* ob) {
+  __shared__ double sa[RED_THREADS], sb[RED_THREADS];
+  sa[threadIdx.x] = a;
+  sb[threadIdx.x] = b;
+  __syncthreads();
+  for (int s = RED_THREADS / 2; s > 0; s >>= 1) {
+    if (threadIdx.x < s) {
+      sa[threadIdx.x] += sa[threadIdx.x + s];
+      sb[threadIdx.x] += sb[threadIdx.x + s];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) { *oa = sa[0]; *ob = sb[0]; }
+}
+
+// The span of plane (n, c) that block (n*Q + q, c) covers: [*p0, *p1) within the plane, and the
+// plane's offset.
+__device__ __forceinline__ size_t span_of(int C, size_t hw, int Q, size_t* p0, size_t* p1) {
+  const int n = blockIdx.x / Q, q = blockIdx.x % Q, c = blockIdx.y;
+  const size_t len = (hw + Q - 1) / Q;
+  *p0 = min(hw, (size_t)q * len);
+  *p1 = min(hw, *p0 + len);
+  return ((size_t)n * C + c) * hw;
+}
+
+// (sum(v - k), sum((v - k)^2)) per block; k = the channel's first value when shift, else 0 (the
+// shift keeps the one-pass variance from cancelling when the mean is large against the spread).
+extern "C" __global__ void bn_sums_f32(const float* __restrict__ x, double* __restrict__ partial, int C,
+                                       size_t hw, int Q, int shift) {
+  size_t p0, p1;
+  const float* src = x + span_of(C, hw, Q, &p0, &p1);
+  const float k = shift ? x[(size_t)blockIdx.y * hw] : 0.f;
+  float a = 0.f, b = 0.f;
+  for (size_t p = p0 + threadIdx.x; p < p1; p += RED_THREADS) {
+    float d = src[p] - k;
+    a += d;
+    b += d * d;
+  }
+  double ta, tb;
+  block_sum2(a, b, &ta, &tb);
+  if (threadIdx.x == 0) {
+    double* o = partial + 2 * ((size_t)blockIdx.y * gridDim.x + blockIdx.x);
+    o[0] = ta;
+    o[1] = tb;
+  }
+}
+
+// Channel c's partial sums, added in block order.
+__device__ __forceinline__ void partial_totals(const double* partial, int c, int P, double* a, double* b) {
+  double s1 = 0.0, s2 = 0.0;
+  for (int i = 0; i < P; ++i) {
+    s1 += partial[2 * ((size_t)c * P + i)];
+    s2 += partial[2 * ((size_t)c * P + i) + 1];
+  }
+  *a = s1;
+  *b = s2;
+}
+
+// Per-channel sums (a convolution's bias gradient): out[c] = sum of channel c.
+extern "C" __global__ void channel_sums_finalize(const double* __restrict__ partial, float* __restrict__ out,
+                                                 int C, int P) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double a, b;
+  partial_totals(partial, c, P, &a, &b);
+  out[c] = (float)a;
+}
+
+// Statistics from the shifted sums; params is [3, C]: bias, gamma, beta. M = N * HW.
+extern "C" __global__ void bn_finalize(const double* __restrict__ partial, const float* __restrict__ x,
+                                       const float* __restrict__ params, float* __restrict__ saved, int C,
+                                       int P, size_t hw, double M, double eps) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double s1, s2;
+  partial_totals(partial, c, P, &s1, &s2);
+  const double k = x[(size_t)c * hw];
+  const double d = s1 / M;
+  const double var = fmax(s2 / M - d * d, 0.0);
+  const double invstd = 1.0 / sqrt(var + eps);
+  const float gamma = params[C + c];
+  saved[c] = (float)(k + d);
+  saved[C + c] = (float)var;
+  saved[2 * C + c] = (float)invstd;
+  saved[3 * C + c] = gamma;
+  saved[4 * C + c] = gamma * (float)invstd;
+  saved[5 * C + c] = params[2 * C + c];
+}
+
+// y = relu?((x - mean) * scale + beta), centred first so that a channel with no spread gives beta.
+extern "C" __global__ void bn_apply_f32(const float* __restrict__ x, const float* __restrict__ saved,
+                                        float* __restrict__ y, size_t total, int C, size_t hw, int relu) {
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const int c = (i / hw) % C;
+    float v = (x[i] - saved[c]) * saved[4 * C + c] + saved[5 * C + c];
+    y[i] = relu ? fmaxf(v, 0.f) : v;
+  }
+}
+
+// The incoming gradient through the ReLU: zero where the value before the ReLU was not positive.
+__device__ __forceinline__ float through_relu(float g, float xc, float scale, float beta, int relu) {
+  return (relu && xc * scale + beta <= 0.f) ? 0.f : g;
+}
+
+// (sum(g'), sum(g' * (x - mean))) per block, g' the gradient through the ReLU.
+extern "C" __global__ void bn_bwd_sums_f32(const float* __restrict__ x, const float* __restrict__ g,
+                                           const float* __restrict__ saved, double* __restrict__ partial, int C,
+                                           size_t hw, int Q, int relu) {
+  size_t p0, p1;
+  const size_t off = span_of(C, hw, Q, &p0, &p1);
+  const int c = blockIdx.y;
+  const float mean = saved[c], scale = saved[4 * C + c], beta = saved[5 * C + c];
+  float a = 0.f, b = 0.f;
+  for (size_t p = p0 + threadIdx.x; p < p1; p += RED_THREADS) {
+    float xc = x[off + p] - mean;
+    float gg = through_relu(g[off + p], xc, scale, beta, relu);
+    a += gg;
+    b += gg * xc;
+  }
+  double ta, tb;
+  block_sum2(a, b, &ta, &tb);
+  if (threadIdx.x == 0) {
+    double* o = partial + 2 * ((size_t)blockIdx.y * gridDim.x + blockIdx.x);
+    o[0] = ta;
+    o[1] = tb;
+  }
+}
+
+// dbeta = sum g', dgamma = invstd * sum g' (x - mean), and the constants of
+// dx = a g' + b (x - mean) + c0 into coef [3, C]; dparams [3, C] gets dgamma and dbeta, and its
+// bias row zeros for bn_bwd_dx to add into.
+extern "C" __global__ void bn_bwd_finalize(const double* __restrict__ partial, const float* __restrict__ saved,
+                                           float* __restrict__ coef, float* __restrict__ dparams, int C, int P,
+                                           double M) {
+  int c = blockIdx.x * blockDim.x + threadIdx.x;
+  if (c >= C) return;
+  double dbeta, sxc;
+  partial_totals(partial, c, P, &dbeta, &sxc);
+  const double invstd = saved[2 * C + c], gamma = saved[3 * C + c];
+  const double dgamma = sxc * invstd;
+  const double a = gamma * invstd;
+  coef[c] = (float)a;
+  coef[C + c] = (float)(-a * invstd * dgamma / M);
+  coef[2 * C + c] = (float)(-a * dbeta / M);
+  dparams[c] = 0.f;
+  dparams[C + c] = (float)dgamma;
+  dparams[2 * C + c] = (float)dbeta;
+}
+
+// The input gradient, and its per-channel sum (the bias gradient) added into dparams[c].
+extern "C" __global__ void bn_bwd_dx_f32(const float* __restrict__ x, const float* __restrict__ g,
+                                         const float* __restrict__ saved, const float* __restrict__ coef,
+                                         float* __restrict__ dx, float* __restrict__ dparams, int C, size_t hw,
+                                         int Q, int relu) {
+  size_t p0, p1;
+  const size_t off = span_of(C, hw, Q, &p0, &p1);
+  const int c = blockIdx.y;
+  const float mean = saved[c], scale = saved[4 * C + c], beta = saved[5 * C + c];
+  const float a = coef[c], b = coef[C + c], c0 = coef[2 * C + c];
+  float acc = 0.f;
+  for (size_t p = p0 + threadIdx.x; p < p1; p += RED_THREADS) {
+    float xc = x[off + p] - mean;
+    float v = a * through_relu(g[off + p], xc, scale, beta, relu) + b * xc + c0;
+    dx[off + p] = v;
+    acc += v;
+  }
+  double t, unused;
+  block_sum2(acc, 0.0, &t, &unused);
+  if (threadIdx.x == 0) atomicAdd(&dparams[c], (float)t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2x2 max-pooling of the training graph, f32 (src/model/maxpool_train.rs): floor for odd sizes;
+// a window's gradient goes to its first maximum in row-major order (PyTorch's rule; NaN never
+// wins a comparison). One thread per output. P = N * C planes.
+
+__device__ __forceinline__ size_t window_argmax(const float* plane, int w, int oy, int ox, float* best) {
+  const size_t i0 = (size_t)(2 * oy) * w + 2 * ox;
+  const size_t cand[4] = {i0, i0 + 1, i0 + w, i0 + w + 1};
+  size_t arg = cand[0];
+  float v = plane[arg];
+#pragma unroll
+  for (int t = 1; t < 4; ++t) {
+    float u = plane[cand[t]];
+    if (u > v) { v = u; arg = cand[t]; }
+  }
+  *best = v;
+  return arg;
+}
+
+extern "C" __global__ void maxpool2x2_f32(const float* __restrict__ x, float* __restrict__ y, size_t planes,
+                                          int h, int w) {
+  const int oh = h / 2, ow = w / 2;
+  const size_t total = planes * oh * ow;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const int ox = i % ow;
+    const size_t t = i / ow;
+    const int oy = t % oh;
+    const size_t p = t / oh;
+    float v;
+    window_argmax(x + p * h * w, w, oy, ox, &v);
+    y[i] = v;
+  }
+}
+
+// gx (zeroed) [P, h, w]: each window's gradient to its first maximum. Windows do not overlap.
+extern "C" __global__ void maxpool2x2_bwd_f32(const float* __restrict__ x, const float* __restrict__ g,
+                                              float* __restrict__ gx, size_t planes, int h, int w) {
+  const int oh = h / 2, ow = w / 2;
+  const size_t total = planes * oh * ow;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const int ox = i % ow;
+    const size_t t = i / ow;
+    const int oy = t % oh;
+    const size_t p = t / oh;
+    float v;
+    size_t at = window_argmax(x + p * h * w, w, oy, ox, &v);
+    gx[p * h * w + at] = g[i];
+  }
+}

@@ -145,3 +145,23 @@ fn upsample2x_gradients() -> Result<()> {
     check_upsample(1, 2, 3, 3, 11)?;
     check_upsample(1, 1, 1, 4, 12)
 }
+
+/// `lightunet check --grad` on a GPU compares each custom op and one whole Lighter U-net@1
+/// training step with the CPU. Here, on the CPU against itself, it must cover every op the
+/// training graph runs (BatchNorm, channel sums, max-pool, the convolution, upsampling, the
+/// whole step), run without error on the odd shapes it uses, and agree exactly: any difference
+/// would be nondeterminism in the CPU ops, which the GPU comparison could not tell from a
+/// kernel fault.
+#[test]
+fn device_gradient_check_covers_the_training_graph() -> lightunet::error::Result<()> {
+    let cases = lightunet::model::parity::grad_check(&Device::Cpu)?;
+    for what in ["grad grouped_conv3x3", "grad upsample2x", "batch norm train", "channel sums", "maxpool2x2 train", "train step lighter@1 [2,3,64,64] logits", "train step lighter@1 gradients"] {
+        assert!(cases.iter().any(|c| c.name.starts_with(what)), "no case for {what}");
+    }
+    let step = cases.iter().find(|c| c.name.starts_with("train step lighter@1 gradients")).expect("train step case");
+    assert!(!step.name.contains("(0 compared"), "{}", step.name);
+    for c in &cases {
+        assert_eq!(c.max_abs_diff, 0.0, "{}", c.name);
+    }
+    Ok(())
+}

@@ -11,7 +11,9 @@
 //! the output, so it only shifts the batch mean (and so the running mean), and its gradient is
 //! the per-channel sum of the input gradient, which the second backward pass gets for free. The
 //! results are those of the candle-op composition up to rounding (tests compare both).
-//! CPU and f32 only ([`supported`]); other devices keep the composition.
+//! f32 on the CPU and on CUDA ([`supported`]; the CUDA kernels in kernels/ops.cu follow the CPU
+//! code step by step, and `lightunet check --grad` compares the two); other devices and dtypes
+//! keep the composition.
 
 use super::ops::cpu_f32;
 use std::mem::MaybeUninit;
@@ -22,9 +24,9 @@ use rayon::prelude::*;
 
 use super::ops::filled_f32;
 
-/// Whether [`batch_norm_relu_train`] runs for `x` (CPU, f32).
+/// Whether [`batch_norm_relu_train`] runs for `x` (f32, CPU or CUDA: [`super::own_train_ops`]).
 pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    super::own_train_ops(x)
 }
 
 /// What one training BatchNorm computed: the output and the batch statistics of its input
@@ -58,28 +60,40 @@ pub fn batch_norm_relu_train(
         }
     }
     if !supported(x) {
-        candle_core::bail!("batch_norm_relu_train: CPU f32 only, got {:?} {:?}", x.device(), x.dtype());
+        candle_core::bail!("batch_norm_relu_train: f32 on the CPU or CUDA only, got {:?} {:?}", x.device(), x.dtype());
     }
     // One parameter tensor, so a two-input op carries all three; `stack` routes their
     // gradients back to each.
     let params = Tensor::stack(&[bias, gamma, beta], 0)?.to_dtype(DType::F32)?; // [3, C]
     let stats = Arc::new(OnceLock::new());
     let y = x.contiguous()?.apply_op2(&params, BnTrain { eps, relu, stats: stats.clone() })?;
-    let s: &Stats = stats.get().ok_or_else(|| candle_core::Error::Msg("batch norm: no statistics".into()))?;
-    let dev = x.device();
-    let mean = (Tensor::from_slice(&s.mean, c, dev)? + bias.detach())?;
-    let var = Tensor::from_slice(&s.var, c, dev)?;
+    let (mean, var) = match stats.get() {
+        Some(Saved::Cpu(s)) => (Tensor::from_slice(&s.mean, c, x.device())?, Tensor::from_slice(&s.var, c, x.device())?),
+        Some(Saved::Device(t)) => (t.get(0)?, t.get(1)?),
+        None => candle_core::bail!("batch norm: no statistics"),
+    };
+    let mean = (mean + bias.detach())?;
     Ok(BatchNormTrain { y, mean, var })
 }
 
 /// Per-channel sums of `t [N, C, H, W]` -> `[C]` (not differentiable): the bias gradient of a
-/// convolution. Parallel on the CPU; candle's `sum((0, 2, 3))` elsewhere.
+/// convolution. Our own op where [`supported`] (candle's CUDA reduction over dims (0, 2, 3) runs
+/// one block per channel); candle's `sum((0, 2, 3))` elsewhere.
 pub fn channel_sums(t: &Tensor) -> Result<Tensor> {
     if supported(t) {
         t.contiguous()?.apply_op1_no_bwd(&ChannelSums)
     } else {
         t.sum((0, 2, 3))
     }
+}
+
+/// What the forward saved for the backward, where it ran.
+#[derive(Debug)]
+enum Saved {
+    Cpu(Stats),
+    /// `[6, C]` on the device: mean (without the bias), var, invstd, gamma, scale, beta.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Device(Tensor),
 }
 
 /// Per-channel values the forward computed and the backward reuses.
@@ -100,14 +114,14 @@ struct Stats {
 struct BnTrain {
     eps: f64,
     relu: bool,
-    stats: Arc<OnceLock<Stats>>,
+    stats: Arc<OnceLock<Saved>>,
 }
 
 struct BnTrainBwd {
     relu: bool,
-    stats: Arc<OnceLock<Stats>>,
-    /// `[3 * C]`: gradients of bias, gamma, beta, filled by the op.
-    dparams: Arc<OnceLock<Vec<f32>>>,
+    stats: Arc<OnceLock<Saved>>,
+    /// `[3 * C]` (any shape of that size): gradients of bias, gamma, beta, filled by the op.
+    dparams: Arc<OnceLock<Tensor>>,
 }
 
 struct ChannelSums;
@@ -274,8 +288,23 @@ impl CustomOp2 for BnTrain {
         };
         let (gamma, beta) = (gamma.to_vec(), beta.to_vec());
         // A second forward with the same op (never done) would keep the first statistics.
-        let _ = self.stats.set(Stats { mean, var, invstd, gamma, scale, beta });
+        let _ = self.stats.set(Saved::Cpu(Stats { mean, var, invstd, gamma, scale, beta }));
         Ok((CpuStorage::F32(y), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        ps: &candle_core::CudaStorage,
+        pl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let c = xl.shape().dims4()?.1;
+        let (y, saved) = super::cuda_ops::bn_train_fwd(xs, xl, ps, pl, self.eps, self.relu)?;
+        let saved = Tensor::from_storage(candle_core::Storage::Cuda(saved), (6, c), candle_core::op::BackpropOp::none(), false);
+        let _ = self.stats.set(Saved::Device(saved));
+        Ok((y, xl.shape().clone()))
     }
 
     fn bwd(&self, x: &Tensor, params: &Tensor, _y: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
@@ -283,8 +312,7 @@ impl CustomOp2 for BnTrain {
         let op = BnTrainBwd { relu: self.relu, stats: self.stats.clone(), dparams: dparams.clone() };
         let dx = x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
         let dp = dparams.get().ok_or_else(|| candle_core::Error::Msg("batch norm: no parameter gradients".into()))?;
-        let dp = Tensor::from_slice(dp, params.dims(), params.device())?;
-        Ok((Some(dx), Some(dp)))
+        Ok((Some(dx), Some(dp.reshape(params.dims())?)))
     }
 }
 
@@ -303,7 +331,11 @@ impl CustomOp2 for BnTrainBwd {
         let m = (n * hw) as f64;
         let x = cpu_f32(xs, xl, "batch norm input")?;
         let g = cpu_f32(gs, gl, "batch norm gradient")?;
-        let s = self.stats.get().ok_or_else(|| candle_core::Error::Msg("batch norm backward before forward".into()))?;
+        let s = match self.stats.get() {
+            Some(Saved::Cpu(s)) => s,
+            Some(Saved::Device(_)) => candle_core::bail!("batch norm backward: forward ran on another device"),
+            None => candle_core::bail!("batch norm backward before forward"),
+        };
         let relu = self.relu;
         // dbeta = sum g', dgamma = sum g' * xhat.
         let sums: Vec<(f64, f64)> = (0..c)
@@ -365,8 +397,35 @@ impl CustomOp2 for BnTrainBwd {
             dp[c + ch] = sums[ch].1 as f32;
             dp[2 * c + ch] = sums[ch].0 as f32;
         }
-        let _ = self.dparams.set(dp);
+        let _ = self.dparams.set(Tensor::from_vec(dp, 3 * c, &candle_core::Device::Cpu)?);
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        if gl.shape() != xl.shape() {
+            candle_core::bail!("batch norm backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
+        }
+        let saved = match self.stats.get() {
+            Some(Saved::Device(t)) => t,
+            Some(Saved::Cpu(_)) => candle_core::bail!("batch norm backward: forward ran on another device"),
+            None => candle_core::bail!("batch norm backward before forward"),
+        };
+        let c = xl.shape().dims4()?.1;
+        let (storage, layout) = saved.storage_and_layout();
+        let candle_core::Storage::Cuda(ss) = &*storage else {
+            candle_core::bail!("batch norm backward: statistics are not on the GPU")
+        };
+        let (dx, dp) = super::cuda_ops::bn_train_bwd(xs, xl, gs, gl, ss, layout, self.relu)?;
+        let dp = Tensor::from_storage(candle_core::Storage::Cuda(dp), 3 * c, candle_core::op::BackpropOp::none(), false);
+        let _ = self.dparams.set(dp);
+        Ok((dx, xl.shape().clone()))
     }
 }
 
@@ -384,6 +443,12 @@ impl CustomOp1 for ChannelSums {
             .map(|ch| (0..n).map(|i| shifted_sums(&t[(i * c + ch) * hw..][..hw], 0.0).0).sum::<f64>() as f32)
             .collect();
         Ok((CpuStorage::F32(sums), Shape::from(c)))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let c = l.shape().dims4()?.1;
+        Ok((super::cuda_ops::channel_sums(s, l)?, Shape::from(c)))
     }
 }
 

@@ -156,3 +156,199 @@ pub fn upsample2x_bwd(s: &CudaStorage, l: &Layout, h: usize, w: usize) -> Result
     unsafe { bld.launch(grid1(n * c * 4 * h * w)) }.w()?;
     Ok(wrap(gx, dev))
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training BatchNorm, per-channel sums and 2x2 max-pooling (f32; see kernels/ops.cu)
+
+/// Threads of a per-channel reduction block (`RED_THREADS` in ops.cu).
+const RED_THREADS: usize = 256;
+
+/// Per-channel reduction geometry: `q` blocks per plane, about 16 values per thread, so that a
+/// [8, 32, 256, 256] activation runs on 8 * 16 * 32 blocks and a 16x16 plane on one per plane.
+#[derive(Clone, Copy)]
+struct Reduce {
+    n: usize,
+    c: usize,
+    hw: usize,
+    q: usize,
+}
+
+impl Reduce {
+    fn new(l: &Layout) -> Result<Self> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        if n * h * w == 0 || c == 0 {
+            candle_core::bail!("per-channel reduction over an empty tensor {:?}", l.shape().dims());
+        }
+        let hw = h * w;
+        Ok(Self { n, c, hw, q: hw.div_ceil(RED_THREADS * 16).clamp(1, 64) })
+    }
+
+    /// Partial sums per channel.
+    fn partials(&self) -> usize {
+        self.q * self.n
+    }
+
+    fn grid(&self) -> LaunchConfig {
+        LaunchConfig {
+            grid_dim: (self.partials() as u32, self.c as u32, 1),
+            block_dim: (RED_THREADS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    /// One thread per channel.
+    fn per_channel(&self) -> LaunchConfig {
+        LaunchConfig { grid_dim: (self.c.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    fn args(&self) -> (i32, u64, i32, i32) {
+        (self.c as i32, self.hw as u64, self.q as i32, self.partials() as i32)
+    }
+}
+
+fn f32_only(s: &CudaStorage, what: &str) -> Result<()> {
+    if s.dtype() != DType::F32 {
+        candle_core::bail!("{what} runs in f32 on CUDA, got {:?}", s.dtype())
+    }
+    Ok(())
+}
+
+/// `[N, C, H, W]` -> `[C]`: the sum of each channel.
+pub fn channel_sums(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    f32_only(s, "channel sums")?;
+    let dev = s.device();
+    let r = Reduce::new(l)?;
+    let x = view::<f32>(s, l)?;
+    let partial = unsafe { dev.alloc::<f64>(2 * r.c * r.partials())? };
+    let out = unsafe { dev.alloc::<f32>(r.c)? };
+    let (c, hw, q, p) = r.args();
+    let shift = 0i32;
+    let sums = dev.get_or_load_custom_func("bn_sums_f32", MODULE, PTX)?;
+    let mut bld = sums.builder();
+    bld.arg(&x).arg(&partial).arg(&c).arg(&hw).arg(&q).arg(&shift);
+    unsafe { bld.launch(r.grid()) }.w()?;
+    let fin = dev.get_or_load_custom_func("channel_sums_finalize", MODULE, PTX)?;
+    let mut bld = fin.builder();
+    bld.arg(&partial).arg(&out).arg(&c).arg(&p);
+    unsafe { bld.launch(r.per_channel()) }.w()?;
+    Ok(wrap(out, dev))
+}
+
+/// Training BatchNorm forward: `x [N, C, H, W]` (before the conv bias), `params [3, C]` (bias,
+/// gamma, beta) -> `(y, saved)`, `saved [6, C]` as bn_finalize writes it.
+pub fn bn_train_fwd(
+    xs: &CudaStorage,
+    xl: &Layout,
+    ps: &CudaStorage,
+    pl: &Layout,
+    eps: f64,
+    relu: bool,
+) -> Result<(CudaStorage, CudaStorage)> {
+    f32_only(xs, "training batch norm")?;
+    f32_only(ps, "training batch norm")?;
+    let dev = xs.device();
+    let r = Reduce::new(xl)?;
+    let x = view::<f32>(xs, xl)?;
+    let params = view::<f32>(ps, pl)?;
+    let partial = unsafe { dev.alloc::<f64>(2 * r.c * r.partials())? };
+    let saved = unsafe { dev.alloc::<f32>(6 * r.c)? };
+    let total = r.n * r.c * r.hw;
+    let y = unsafe { dev.alloc::<f32>(total)? };
+    let (c, hw, q, p) = r.args();
+    let (shift, m, relu, total_u) = (1i32, (r.n * r.hw) as f64, relu as i32, total as u64);
+
+    let sums = dev.get_or_load_custom_func("bn_sums_f32", MODULE, PTX)?;
+    let mut bld = sums.builder();
+    bld.arg(&x).arg(&partial).arg(&c).arg(&hw).arg(&q).arg(&shift);
+    unsafe { bld.launch(r.grid()) }.w()?;
+    let fin = dev.get_or_load_custom_func("bn_finalize", MODULE, PTX)?;
+    let mut bld = fin.builder();
+    bld.arg(&partial).arg(&x).arg(&params).arg(&saved).arg(&c).arg(&p).arg(&hw).arg(&m).arg(&eps);
+    unsafe { bld.launch(r.per_channel()) }.w()?;
+    let apply = dev.get_or_load_custom_func("bn_apply_f32", MODULE, PTX)?;
+    let mut bld = apply.builder();
+    bld.arg(&x).arg(&saved).arg(&y).arg(&total_u).arg(&c).arg(&hw).arg(&relu);
+    unsafe { bld.launch(grid1(total)) }.w()?;
+    Ok((wrap(y, dev), wrap(saved, dev)))
+}
+
+/// Training BatchNorm backward: `(x, grad_y, saved)` -> `(grad_x, dparams [3, C])` (bias,
+/// gamma, beta).
+pub fn bn_train_bwd(
+    xs: &CudaStorage,
+    xl: &Layout,
+    gs: &CudaStorage,
+    gl: &Layout,
+    ss: &CudaStorage,
+    sl: &Layout,
+    relu: bool,
+) -> Result<(CudaStorage, CudaStorage)> {
+    f32_only(xs, "training batch norm backward")?;
+    f32_only(gs, "training batch norm backward")?;
+    let dev = xs.device();
+    let r = Reduce::new(xl)?;
+    let x = view::<f32>(xs, xl)?;
+    let g = view::<f32>(gs, gl)?;
+    let saved = view::<f32>(ss, sl)?;
+    let partial = unsafe { dev.alloc::<f64>(2 * r.c * r.partials())? };
+    let coef = unsafe { dev.alloc::<f32>(3 * r.c)? };
+    let dparams = unsafe { dev.alloc::<f32>(3 * r.c)? };
+    let dx = unsafe { dev.alloc::<f32>(r.n * r.c * r.hw)? };
+    let (c, hw, q, p) = r.args();
+    let (m, relu) = ((r.n * r.hw) as f64, relu as i32);
+
+    let sums = dev.get_or_load_custom_func("bn_bwd_sums_f32", MODULE, PTX)?;
+    let mut bld = sums.builder();
+    bld.arg(&x).arg(&g).arg(&saved).arg(&partial).arg(&c).arg(&hw).arg(&q).arg(&relu);
+    unsafe { bld.launch(r.grid()) }.w()?;
+    let fin = dev.get_or_load_custom_func("bn_bwd_finalize", MODULE, PTX)?;
+    let mut bld = fin.builder();
+    bld.arg(&partial).arg(&saved).arg(&coef).arg(&dparams).arg(&c).arg(&p).arg(&m);
+    unsafe { bld.launch(r.per_channel()) }.w()?;
+    let dxk = dev.get_or_load_custom_func("bn_bwd_dx_f32", MODULE, PTX)?;
+    let mut bld = dxk.builder();
+    bld.arg(&x).arg(&g).arg(&saved).arg(&coef).arg(&dx).arg(&dparams).arg(&c).arg(&hw).arg(&q).arg(&relu);
+    unsafe { bld.launch(r.grid()) }.w()?;
+    Ok((wrap(dx, dev), wrap(dparams, dev)))
+}
+
+/// 2x2 max-pooling, stride 2, floor: `[N, C, H, W]` -> `[N, C, H/2, W/2]`.
+pub fn maxpool2x2(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    f32_only(s, "2x2 max-pooling")?;
+    let dev = s.device();
+    let (n, c, h, w) = l.shape().dims4()?;
+    let x = view::<f32>(s, l)?;
+    let total = n * c * (h / 2) * (w / 2);
+    let y = unsafe { dev.alloc::<f32>(total)? };
+    if total == 0 {
+        return Ok(wrap(y, dev));
+    }
+    let func = dev.get_or_load_custom_func("maxpool2x2_f32", MODULE, PTX)?;
+    let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
+    let mut bld = func.builder();
+    bld.arg(&x).arg(&y).arg(&planes).arg(&hi).arg(&wi);
+    unsafe { bld.launch(grid1(total)) }.w()?;
+    Ok(wrap(y, dev))
+}
+
+/// The max-pooling gradient: `(x, grad_out)` -> `grad_x`, each window's gradient to its first
+/// maximum.
+pub fn maxpool2x2_bwd(xs: &CudaStorage, xl: &Layout, gs: &CudaStorage, gl: &Layout) -> Result<CudaStorage> {
+    f32_only(xs, "2x2 max-pooling backward")?;
+    f32_only(gs, "2x2 max-pooling backward")?;
+    let dev = xs.device();
+    let (n, c, h, w) = xl.shape().dims4()?;
+    let x = view::<f32>(xs, xl)?;
+    let g = view::<f32>(gs, gl)?;
+    let gx = dev.alloc_zeros::<f32>(n * c * h * w)?;
+    let total = n * c * (h / 2) * (w / 2);
+    if total == 0 {
+        return Ok(wrap(gx, dev));
+    }
+    let func = dev.get_or_load_custom_func("maxpool2x2_bwd_f32", MODULE, PTX)?;
+    let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
+    let mut bld = func.builder();
+    bld.arg(&x).arg(&g).arg(&gx).arg(&planes).arg(&hi).arg(&wi);
+    unsafe { bld.launch(grid1(total)) }.w()?;
+    Ok(wrap(gx, dev))
+}

@@ -4,9 +4,9 @@
 //! the "is the maximum" mask over the window, so a window's single maximum gets a quarter of
 //! the gradient (PyTorch gives it all of it; `tests` show the 0.25). It is also slow: five
 //! full-resolution passes and as many allocations.
-//! - CPU, f32: [`maxpool2x2_train`], one op whose backward finds each window's maximum again and
-//!   routes the gradient to it. Like PyTorch, a window's gradient goes to its first maximum
-//!   (row-major).
+//! - f32 on the CPU and CUDA: [`maxpool2x2_train`], one op whose backward finds each window's
+//!   maximum again and routes the gradient to it. Like PyTorch, a window's gradient goes to its
+//!   first maximum (row-major).
 //! - Other devices: [`maxpool2x2_graph`], two max reductions whose candle backward is right
 //!   (ties each get the gradient; after a ReLU the ties are zeros whose gradient the ReLU drops
 //!   anyway).
@@ -14,20 +14,20 @@
 use super::ops::cpu_f32;
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::ops::filled_f32;
 
-/// Whether [`maxpool2x2_train`] runs for `x` (CPU, f32).
+/// Whether [`maxpool2x2_train`] runs for `x` (f32, CPU or CUDA: [`super::own_train_ops`]).
 pub fn supported(x: &Tensor) -> bool {
-    x.device().is_cpu() && x.dtype() == DType::F32
+    super::own_train_ops(x)
 }
 
 /// `x [N, C, H, W]` -> `[N, C, H/2, W/2]` (floor), differentiable.
 pub fn maxpool2x2_train(x: &Tensor) -> Result<Tensor> {
     if !supported(x) {
-        candle_core::bail!("maxpool2x2_train: CPU f32 only, got {:?} {:?}", x.device(), x.dtype());
+        candle_core::bail!("maxpool2x2_train: f32 on the CPU or CUDA only, got {:?} {:?}", x.device(), x.dtype());
     }
     x.dims4()?;
     x.contiguous()?.apply_op1(MaxPoolTrain)
@@ -66,6 +66,12 @@ impl CustomOp1 for MaxPoolTrain {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         // The values are the inference op's; only the backward differs from it.
         super::ops::MaxPool2x2.cpu_fwd(s, l)
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        Ok((super::cuda_ops::maxpool2x2(s, l)?, Shape::from((n, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -111,12 +117,27 @@ impl CustomOp2 for MaxPoolTrainBwd {
         let dx = unsafe { filled_f32(n * c * plane, fill) };
         Ok((CpuStorage::F32(dx), xl.shape().clone()))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        xs: &candle_core::CudaStorage,
+        xl: &Layout,
+        gs: &candle_core::CudaStorage,
+        gl: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = xl.shape().dims4()?;
+        if gl.shape().dims() != [n, c, h / 2, w / 2] {
+            candle_core::bail!("maxpool backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
+        }
+        Ok((super::cuda_ops::maxpool2x2_bwd(xs, xl, gs, gl)?, xl.shape().clone()))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
 
     fn grad_of(f: fn(&Tensor) -> Result<Tensor>, x: &[f32], shape: (usize, usize, usize, usize)) -> Result<Vec<f32>> {
         let x = Var::from_tensor(&Tensor::from_slice(x, shape, &Device::Cpu)?)?;

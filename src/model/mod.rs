@@ -28,6 +28,25 @@ pub use variant::{channels_per_group, ConvSetKind, Variant};
 
 use crate::error::{Error, Result};
 
+/// Whether the training graph's ops of our own (BatchNorm with bias and ReLU, 2x2 max-pooling,
+/// per-channel sums) run for `t`: f32 on the CPU, and on CUDA unless
+/// `LIGHTUNET_CUDA_TRAIN_OPS=graph` asks for the candle-op compositions instead (to time both in
+/// one run, and as a way around a kernel fault). Other devices and dtypes use the compositions.
+pub(crate) fn own_train_ops(t: &Tensor) -> bool {
+    if t.dtype() != DType::F32 {
+        return false;
+    }
+    match t.device() {
+        Device::Cpu => true,
+        #[cfg(feature = "cuda")]
+        Device::Cuda(_) => {
+            static GRAPH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            !*GRAPH.get_or_init(|| std::env::var("LIGHTUNET_CUDA_TRAIN_OPS").is_ok_and(|v| v == "graph"))
+        }
+        _ => false,
+    }
+}
+
 const BN_EPS: f64 = 1e-5;
 const BN_MOMENTUM: f64 = 0.1;
 /// `nn.Dropout(0.5)` after the bottleneck (`x5`) in training mode.
