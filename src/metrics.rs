@@ -136,6 +136,11 @@ impl Mask {
         width: usize,
         height: usize,
     ) -> Result<Mask, ShapeError> {
+        Self::above(probs, width, height, 0.5)
+    }
+
+    /// Lesion where the probability is `> thr` (strictly; NaN is background).
+    pub fn above(probs: &[f32], width: usize, height: usize, thr: f32) -> Result<Mask, ShapeError> {
         let n = pixel_count(width, height, "probability map")?;
         if probs.len() != n {
             return Err(ShapeError::Length {
@@ -147,7 +152,7 @@ impl Mask {
         Ok(Mask {
             width,
             height,
-            data: probs.iter().map(|&p| p > 0.5).collect(),
+            data: probs.iter().map(|&p| p > thr).collect(),
         })
     }
 

@@ -101,19 +101,7 @@ pub fn resize_bilinear_f32(
 
 /// Lesion where `prob > thr` (strictly; the original used `> 0.5`). NaN is background.
 pub fn threshold(probs: &[f32], width: usize, height: usize, thr: f32) -> Result<Mask, ShapeError> {
-    let n = pixel_count(width, height, "probability map")?;
-    if probs.len() != n {
-        return Err(ShapeError::Length {
-            what: "probability map",
-            expected: n,
-            got: probs.len(),
-        });
-    }
-    Ok(Mask {
-        width,
-        height,
-        data: probs.iter().map(|&p| p > thr).collect(),
-    })
+    Mask::above(probs, width, height, thr)
 }
 
 /// The original's saved mask: the probability map (`pw x ph`, usually 256x256) resized to the
