@@ -172,6 +172,17 @@ __device__ __forceinline__ void block_sum2(double a, double b, double* oa, doubl
   if (threadIdx.x == 0) { *oa = sa[0]; *ob = sb[0]; }
 }
 
+// Block (x, c)'s two sums into its slot of partial (channel-major, gridDim.x slots a channel).
+__device__ __forceinline__ void store_partial(float a, float b, double* partial) {
+  double ta, tb;
+  block_sum2(a, b, &ta, &tb);
+  if (threadIdx.x == 0) {
+    double* o = partial + 2 * ((size_t)blockIdx.y * gridDim.x + blockIdx.x);
+    o[0] = ta;
+    o[1] = tb;
+  }
+}
+
 // The span of plane (n, c) that block (n*Q + q, c) covers: [*p0, *p1) within the plane, and the
 // plane's offset.
 __device__ __forceinline__ size_t span_of(int C, size_t hw, int Q, size_t* p0, size_t* p1) {
@@ -195,13 +206,7 @@ extern "C" __global__ void bn_sums_f32(const float* __restrict__ x, double* __re
     a += d;
     b += d * d;
   }
-  double ta, tb;
-  block_sum2(a, b, &ta, &tb);
-  if (threadIdx.x == 0) {
-    double* o = partial + 2 * ((size_t)blockIdx.y * gridDim.x + blockIdx.x);
-    o[0] = ta;
-    o[1] = tb;
-  }
+  store_partial(a, b, partial);
 }
 
 // Channel c's partial sums, added in block order.
@@ -276,13 +281,7 @@ extern "C" __global__ void bn_bwd_sums_f32(const float* __restrict__ x, const fl
     a += gg;
     b += gg * xc;
   }
-  double ta, tb;
-  block_sum2(a, b, &ta, &tb);
-  if (threadIdx.x == 0) {
-    double* o = partial + 2 * ((size_t)blockIdx.y * gridDim.x + blockIdx.x);
-    o[0] = ta;
-    o[1] = tb;
-  }
+  store_partial(a, b, partial);
 }
 
 // dbeta = sum g', dgamma = invstd * sum g' (x - mean), and the constants of
