@@ -50,9 +50,10 @@ fi
 
 if has pipeline && "$BIN" bench pipeline --help >/dev/null 2>&1; then
   # The shipped weights (tracked, so they are in the copied tree): random weights can give noise
-  # masks, which are no frame's real cost (the H200 run with them spent 32 ms a frame in
-  # postprocess). The phantom is what a scanner shows; the videotestsrc ball is the earlier
-  # runs' source, for comparison.
+  # masks, which are no frame's real cost. (The H200 run of docs/measurements/h200-run2 spent
+  # 7 ms in preprocess and 32 ms in postprocess a frame: that was before 3b90861 moved the mask
+  # work to model size.) The phantom is what a scanner shows; the videotestsrc ball is the
+  # earlier runs' source, for comparison.
   for src in "phantom:1920x1080@30" "videotestsrc is-live=true pattern=ball ! video/x-raw,width=1920,height=1080,framerate=30/1"; do
     name=pipeline_1080p; case "$src" in phantom*) name=pipeline_1080p_phantom;; esac
     echo "== pipeline 1080p live, cuda: $src"
