@@ -17,7 +17,7 @@ BIN="$D/lightunet"
 # GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
 export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
   GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
-STEPS="${STEPS:-parity bench torch pipeline trainstep train}"
+STEPS="${STEPS:-parity bench profile torch pipeline trainstep train}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 
@@ -41,6 +41,28 @@ if has bench; then
     done
   done
   cat "$OUT/bench_model.jsonl"
+fi
+
+if has profile; then
+  # Where a pass goes, per kind of op (the device waits after each op, so read the shares):
+  # what to make faster next, for the batch-16 and f16 targets and the slower variants.
+  echo "== per-op profile (bench model --profile)"
+  : > "$OUT/profile.jsonl"
+  for spec in "lighter@1 1 f32" "lighter@1 16 f32" "lighter@1 16 f16" "light 1 f32"; do
+    set -- $spec
+    timeout 60 "$BIN" bench model --device cuda --model "$1" --batch "$2" --dtype "$3" --runs 20 --warmup 5 --profile --json >> "$OUT/profile.jsonl" \
+      || echo "{\"variant\":\"$1\",\"batch\":$2,\"dtype\":\"$3\",\"error\":true}" >> "$OUT/profile.jsonl"
+  done
+  python3 - "$OUT/profile.jsonl" <<'PY'
+import json, sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r.get("error"): print(r); continue
+    tot = r["profiled_ms_batch"]
+    print("%s batch %d %s: %.3f ms unprofiled, %.3f profiled" % (r["variant"], r["batch"], r["dtype"], r["median_ms_batch"], tot))
+    for e in sorted(r["profile"], key=lambda e: -e["ms_batch"]):
+        print("   %-30s %8.3f ms %5.1f%% %4d calls" % (e["op"], e["ms_batch"], 100 * e["ms_batch"] / tot, e["calls"]))
+PY
 fi
 
 if has torch && [ -f "$D/bench_gpu.py" ]; then

@@ -90,6 +90,10 @@ pub struct BenchModelArgs {
     runs: usize,
     #[arg(long, default_value_t = 3)]
     warmup: usize,
+    /// Also time each kind of op (after the timed runs, as many passes again), waiting for the
+    /// device after every op: where a pass spends its time, as shares of the profiled total.
+    #[arg(long)]
+    profile: bool,
     /// Print JSON instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -193,22 +197,48 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
     let (median, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
     let b = args.batch as f64;
     let threads = candle_core::utils::get_num_threads();
+    // Per-op times, summed over as many passes as were timed, then per pass.
+    let ops = if args.profile {
+        let mut all = lightunet::model::profile::OpTimes::default();
+        for _ in 0..args.runs {
+            let (_, t) = lightunet::model::profile::profile(|| device.synchronize(), || net.forward(&x).map_err(candle_core::Error::wrap))?;
+            all.merge(&t);
+        }
+        Some(all.scaled(1.0 / args.runs as f64))
+    } else {
+        None
+    };
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "variant": args.model.to_string(), "device": args.device, "dtype": args.dtype,
-                "batch": args.batch, "size": args.size, "runs": args.runs, "threads": threads,
-                "median_ms_batch": median, "p90_ms_batch": p90,
-                "median_ms_frame": median / b, "p90_ms_frame": p90 / b,
-                "frames_per_s": b * 1000.0 / median,
-            })
-        );
+        let mut j = serde_json::json!({
+            "variant": args.model.to_string(), "device": args.device, "dtype": args.dtype,
+            "batch": args.batch, "size": args.size, "runs": args.runs, "threads": threads,
+            "median_ms_batch": median, "p90_ms_batch": p90,
+            "median_ms_frame": median / b, "p90_ms_frame": p90 / b,
+            "frames_per_s": b * 1000.0 / median,
+        });
+        if let Some(ops) = &ops {
+            j["profiled_ms_batch"] = (ops.total() * 1e3).into();
+            j["profile"] = ops
+                .entries
+                .iter()
+                .map(|(label, s, calls)| serde_json::json!({"op": label, "ms_batch": s * 1e3, "calls": calls}))
+                .collect();
+        }
+        println!("{j}");
     } else {
         println!(
             "{} {} {} batch={} {}x{}: median {:.2} ms/batch ({:.2} ms/frame), p90 {:.2} ms/batch, {:.0} frames/s [{} runs, {} threads]",
             args.model, args.device, args.dtype, args.batch, args.size, args.size, median, median / b, p90, b * 1000.0 / median, args.runs, threads
         );
+        if let Some(ops) = &ops {
+            let total = ops.total();
+            println!("per op, waiting for the device after each (total {:.2} ms/batch against {median:.2} unprofiled):", total * 1e3);
+            let mut rows = ops.entries.clone();
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1));
+            for (label, s, calls) in rows {
+                println!("  {label:<30} {:>9.3} ms {:>5.1}%  {calls:>4} calls", s * 1e3, 100.0 * s / total.max(1e-12));
+            }
+        }
     }
     Ok(())
 }

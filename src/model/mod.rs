@@ -12,6 +12,7 @@ pub mod parity;
 pub mod maxpool_train;
 mod pointwise_cpu;
 pub mod pointwise_train;
+pub mod profile;
 #[cfg(target_arch = "x86_64")]
 mod separable_cpu;
 mod variant;
@@ -27,6 +28,7 @@ use candle_nn::VarBuilder;
 pub use variant::{channels_per_group, ConvSetKind, Variant};
 
 use crate::error::{Error, Result};
+use profile::mark;
 
 /// Whether the training graph's ops of our own (BatchNorm with bias and ReLU, 2x2 max-pooling,
 /// per-channel sums) run for `t`: f32 on the CPU, and on CUDA unless
@@ -308,7 +310,7 @@ impl ConvSet {
         match self {
             ConvSet::Regular(p) => Ok(ops::conv3x3_bias_act(x, &p.weight, &p.bias, true)?),
             ConvSet::Separable(s) => {
-                let y = ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?;
+                let y = mark("grouped 3x3 conv", ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?)?;
                 Ok(ops::pointwise(&y, &s.pointwise.weight, &s.pointwise.bias, true)?)
             }
         }
@@ -453,11 +455,11 @@ impl DoubleConv {
     /// folded separable sets on AVX-512 CPUs read it straight from its parts.
     pub fn forward_input(&self, input: ops::ConvInput, train: bool) -> Result<Tensor> {
         if let Some(y) = self.forward_fused_double(input, None)? {
-            return Ok(y);
+            return Ok(mark("fused separable block (CPU)", y)?);
         }
         if self.bn1.is_none() {
             if let Some(y) = self.conv0.forward_fused(input)? {
-                return self.conv3_forward(y, train);
+                return self.conv3_forward(mark("fused separable set (CPU)", y)?, train);
             }
         }
         let x = input.materialize()?;
@@ -472,7 +474,7 @@ impl DoubleConv {
     /// fused where the CPU allows so that this block's output map is never stored.
     fn forward_head(&self, input: ops::ConvInput, head: &ConvParams) -> Result<Tensor> {
         if let Some(y) = self.forward_fused_double(input, Some(head))? {
-            return Ok(y);
+            return Ok(mark("fused separable block (CPU)", y)?);
         }
         let y = self.forward_input(input, false)?;
         Ok(ops::pointwise(&y, &head.weight, &head.bias, false)?)
@@ -493,7 +495,7 @@ impl DoubleConv {
     fn conv3_forward(&self, x: Tensor, train: bool) -> Result<Tensor> {
         Ok(match &self.bn4 {
             None => match self.conv3.forward_fused(ops::ConvInput::Map(&x))? {
-                Some(y) => y,
+                Some(y) => mark("fused separable set (CPU)", y)?,
                 None => self.conv3.forward_folded_relu(&x)?,
             },
             Some(bn) => conv_bn_relu(&self.conv3, bn, &x, train)?,
@@ -667,7 +669,7 @@ impl UNet {
 
     /// Forward in training (`train`: batch statistics, dropout) or inference mode.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        Ok(candle_nn::ops::sigmoid(&self.logits_t(x, train)?)?)
+        Ok(mark("sigmoid", candle_nn::ops::sigmoid(&self.logits_t(x, train)?)?)?)
     }
 
     /// The network before the final sigmoid (training losses use it for numerical stability).
@@ -692,7 +694,7 @@ impl UNet {
         if train && self.folded {
             return Err(Error::Msg("this network was folded for inference and cannot train".into()));
         }
-        let x = x.to_dtype(self.dtype())?;
+        let x = mark("input cast", x.to_dtype(self.dtype())?)?;
         ops::check_cpu_dtype(&x)?;
         let x1 = self.inc.forward_t(&x, train)?; // [N, 64, H, W]
         let x2 = self.down1.forward_t(&x1, train)?; // [N, 128, H/2, W/2]

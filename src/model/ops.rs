@@ -20,6 +20,7 @@ use candle_core::{
     Shape, Tensor, D,
 };
 use rayon::prelude::*;
+use super::profile::mark;
 use std::mem::MaybeUninit;
 
 /// An f32 buffer of `len` elements that `fill` initialises completely, allocated without the
@@ -90,11 +91,11 @@ pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tenso
     let w = w.reshape((co, ci))?.contiguous()?;
     let x = x.contiguous()?;
     if x.device().is_cpu() {
-        x.apply_op3_no_bwd(&w, &b.contiguous()?, &Pointwise { relu })
+        mark("pointwise + bias (CPU)", x.apply_op3_no_bwd(&w, &b.contiguous()?, &Pointwise { relu })?)
     } else {
         // On the GPU, cuBLAS does the GEMM and one fused kernel adds the bias and clamps.
         let (n, _, h, wd) = x.dims4()?;
-        let y = w.broadcast_matmul(&x.reshape((n, ci, h * wd))?)?;
+        let y = mark("pointwise GEMM", w.broadcast_matmul(&x.reshape((n, ci, h * wd))?)?)?;
         bias_act(&y.reshape((n, co, h, wd))?, b, relu)
     }
 }
@@ -114,18 +115,18 @@ impl ConvInput<'_> {
     pub fn materialize(&self) -> Result<Tensor> {
         match *self {
             ConvInput::Map(x) => Ok(x.clone()),
-            ConvInput::Pool(x) => maxpool2x2(x),
+            ConvInput::Pool(x) => mark("max-pool 2x2", maxpool2x2(x)?),
             ConvInput::Up { skip, x } => {
-                let x = upsample2x(x)?;
+                let x = mark("upsample x2", upsample2x(x)?)?;
                 let (_, _, sh, sw) = skip.dims4()?;
                 let (_, _, uh, uw) = x.dims4()?;
                 let (top, bottom, left, right) = up_padding((sh, sw), (uh, uw));
                 let x = if top + bottom + left + right > 0 {
-                    x.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(D::Minus1, left, right)?
+                    mark("pad", x.pad_with_zeros(D::Minus2, top, bottom)?.pad_with_zeros(D::Minus1, left, right)?)?
                 } else {
                     x
                 };
-                Tensor::cat(&[skip, &x], 1)
+                mark("concat", Tensor::cat(&[skip, &x], 1)?)
             }
         }
     }
@@ -280,9 +281,10 @@ pub fn conv3x3_bias_act(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Resul
     if x.device().is_cpu() && x.dtype() == DType::F32 {
         let (co, ci, _, _) = w.dims4()?;
         let w = w.reshape((co, ci * 9))?.contiguous()?;
-        x.contiguous()?.apply_op3_no_bwd(&w, &b.contiguous()?, &Conv3x3 { relu, groups: 1 })
+        mark("3x3 conv + bias + ReLU (CPU)", x.contiguous()?.apply_op3_no_bwd(&w, &b.contiguous()?, &Conv3x3 { relu, groups: 1 })?)
     } else {
-        bias_act(&x.conv2d(w, 1, 1, 1, 1)?, b, relu)
+        let y = mark("3x3 conv (candle)", x.conv2d(w, 1, 1, 1, 1)?)?;
+        bias_act(&y, b, relu)
     }
 }
 
@@ -353,7 +355,7 @@ impl CustomOp3 for Conv3x3 {
 
 /// `relu?(x + b[c])` for `x [N, C, H, W]`, in one pass. Inference only.
 pub fn bias_act(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
-    x.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &BiasAct { relu })
+    mark("bias + ReLU", x.contiguous()?.apply_op2_no_bwd(&b.contiguous()?, &BiasAct { relu })?)
 }
 
 /// Bilinear x2 upsampling with align_corners=True (PyTorch `nn.Upsample(scale_factor=2,
