@@ -52,10 +52,9 @@ impl UNetSegmenter {
         UNetSegmenter { net }
     }
 
-    /// Runs `[n, 3, h, w]` planar values and returns the `n * h * w` probabilities.
-    fn run(&self, chw: &[f32], (n, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
-        let dev = self.net.device().clone();
-        let x = Tensor::from_slice(chw, (n, 3, h, w), &Device::Cpu).and_then(|t| t.to_device(&dev)).map_err(crate::Error::from)?;
+    /// Runs `x` (`[n, 3, h, w]`, on any device) and returns the `n * h * w` probabilities.
+    fn run(&self, x: candle_core::Result<Tensor>) -> Result<Vec<f32>> {
+        let x = x.and_then(|t| t.to_device(self.net.device())).map_err(crate::Error::from)?;
         let y = self.net.forward(&x)?; // [n, 1, h, w]
         Ok(y.to_dtype(DType::F32).and_then(|t| t.flatten_all()).and_then(|t| t.to_vec1::<f32>()).map_err(crate::Error::from)?)
     }
@@ -63,7 +62,9 @@ impl UNetSegmenter {
 
 impl Segmenter for UNetSegmenter {
     fn segment(&mut self, input: &SegmentInput) -> Result<Vec<f32>> {
-        self.run(input.chw, (1, input.height, input.width))
+        // Straight from the caller's buffer to the model's device: one copy on the CPU, one
+        // upload on a GPU.
+        self.run(Tensor::from_slice(input.chw, (1, 3, input.height, input.width), self.net.device()))
     }
 
     fn segment_batch(&mut self, inputs: &[SegmentInput]) -> Result<Vec<Vec<f32>>> {
@@ -72,11 +73,13 @@ impl Segmenter for UNetSegmenter {
         if inputs.len() == 1 || inputs.iter().any(|i| (i.height, i.width) != (h, w)) {
             return inputs.iter().map(|i| self.segment(i)).collect();
         }
+        // One copy gathers the batch; the tensor takes the vector over (no second copy), and a
+        // GPU gets it in one upload.
         let mut chw = Vec::with_capacity(inputs.len() * 3 * h * w);
         for i in inputs {
             chw.extend_from_slice(i.chw);
         }
-        let probs = self.run(&chw, (inputs.len(), h, w))?;
+        let probs = self.run(Tensor::from_vec(chw, (inputs.len(), 3, h, w), &Device::Cpu))?;
         Ok(probs.chunks_exact(h * w).map(<[f32]>::to_vec).collect())
     }
 }
@@ -219,6 +222,35 @@ pub fn preprocess_bgr(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch through the network gives each frame the map it gets alone, in order.
+    #[test]
+    fn unet_batch_matches_single_frames() -> Result<()> {
+        use candle_nn::{VarBuilder, VarMap};
+        let map = VarMap::new();
+        let mut net = UNet::new(crate::model::Variant::Lighter(1), VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
+        net.fold_bn()?;
+        let mut seg = UNetSegmenter::new(net);
+        let (h, w) = (32, 48);
+        let frames: Vec<Vec<f32>> =
+            (0..3).map(|k| (0..3 * h * w).map(|i| ((i * 7 + k * 13) % 101) as f32 / 100.0).collect()).collect();
+        let inputs: Vec<SegmentInput> = frames
+            .iter()
+            .enumerate()
+            .map(|(k, chw)| SegmentInput { seq: k as u64, pts: None, chw, width: w, height: h, roi: Roi::full(w, h) })
+            .collect();
+        let batch = seg.segment_batch(&inputs)?;
+        assert_eq!(batch.len(), 3);
+        for (k, input) in inputs.iter().enumerate() {
+            let alone = seg.segment(input)?;
+            assert_eq!(alone.len(), h * w);
+            let d = alone.iter().zip(&batch[k]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(d < 1e-5, "frame {k}: batch and single differ by {d}");
+        }
+        // The frames differ, so the maps must too: the batch is not one frame repeated.
+        assert!(batch[0].iter().zip(&batch[1]).any(|(a, b)| (a - b).abs() > 1e-6));
+        Ok(())
+    }
 
     #[test]
     fn crop_keeps_bgr_order_and_position() {
