@@ -2,17 +2,26 @@
 // convolution (forward, weight gradient), bias + ReLU, and the adjoint of bilinear x2 upsampling.
 // Compiled to PTX by build.rs with the CUDA 13.0 nvcc of scripts/cuda-env.sh. All tensors are
 // contiguous NCHW. Accumulation is always in f32, also for f16/bf16 storage.
+// kernels/host/check.cpp compiles this file for the CPU too (LIGHTUNET_HOST: f32 only, each block
+// run by real threads), so that the tests check the kernels' logic on machines without a GPU.
+#ifndef LIGHTUNET_HOST
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
+#define HALF_TYPES 1
+#endif
 #include <stdint.h>
 
 __device__ __forceinline__ float to_f(float v) { return v; }
+#ifdef HALF_TYPES
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+#endif
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+#ifdef HALF_TYPES
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+#endif
 
 // Tile of outputs computed by one block: the input tile plus a 1-pixel halo goes through shared
 // memory, so each input value is read from global memory once instead of nine times.
@@ -58,8 +67,10 @@ __device__ void gconv3x3(const T* __restrict__ x, const T* __restrict__ w, const
     gconv3x3<T>(x, w, b, y, C, H, W, K, has_bias);                                            \
   }
 GCONV(gconv3x3_f32, float)
+#ifdef HALF_TYPES
 GCONV(gconv3x3_f16, __half)
 GCONV(gconv3x3_bf16, __nv_bfloat16)
+#endif
 
 // gw[o, j, :, :] += sum over a slice of (n, y, x) of gy[n,o,y,x] * x[n, ic, y+dy-1, x+dx-1]
 // grid: (C*K, splits), block: 256. gw must be zeroed; blocks of one (o, j) add atomically.
@@ -116,8 +127,10 @@ __device__ void bias_act(const T* __restrict__ x, const T* __restrict__ b, T* __
     bias_act<T>(x, b, y, total, C, plane, relu);                                                            \
   }
 BIAS_ACT(bias_act_f32, float)
+#ifdef HALF_TYPES
 BIAS_ACT(bias_act_f16, __half)
 BIAS_ACT(bias_act_bf16, __nv_bfloat16)
+#endif
 
 __device__ __forceinline__ void ac_taps(int i, int n, int* i0, int* i1, float* f) {
   if (n == 1) { *i0 = 0; *i1 = 0; *f = 0.f; return; }
@@ -376,3 +389,113 @@ extern "C" __global__ void maxpool2x2_bwd_f32(const float* __restrict__ x, const
     gx[p * h * w + at] = g[i];
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// A whole separable conv set of inference in one pass (opt-in, LIGHTUNET_CUDA_FUSED=1, until a
+// GPU run has checked and timed it): the grouped 3x3 (K input channels per group; BatchNorm
+// folded) into shared memory, then the pointwise 1x1 over it, its bias and the ReLU, so the
+// grouped conv's output never goes to global memory and three kernels become one.
+//   y[n, o, p] = relu?(pb[o] + sum_c pw[o, c] * (gb[c] + sum_{j<K, 3x3} gw[c, j] * x[n, (c/K)*K + j, p + tap]))
+// grid: (tiles of SEP_TW x SEP_TH pixels, ceil(CO / SEP_CO), N), block: 256. Each thread keeps
+// 4 outputs x 4 pixels; pixels pg, pg + 16, pg + 32, pg + 48 of the tile (one per tile row),
+// so that a half-warp stores 16 consecutive pixels.
+#define SEP_TW 16
+#define SEP_TH 4
+#define SEP_PX (SEP_TW * SEP_TH)
+#define SEP_CO 64
+#define SEP_CI 32
+
+template <typename T>
+__device__ void sep_conv_fused(const T* __restrict__ x, const T* __restrict__ gw, const T* __restrict__ gb,
+                               const T* __restrict__ pw, const T* __restrict__ pb, T* __restrict__ y, int CI,
+                               int CO, int H, int W, int K, int relu) {
+  __shared__ __align__(16) float sg[SEP_CI][SEP_PX];  // grouped conv outputs: [channel][pixel]
+  __shared__ __align__(16) float sw[SEP_CI][SEP_CO];  // pointwise weights: [channel][output]
+  const int tiles_x = (W + SEP_TW - 1) / SEP_TW;
+  const int tx0 = (blockIdx.x % tiles_x) * SEP_TW, ty0 = (blockIdx.x / tiles_x) * SEP_TH;
+  const int co0 = blockIdx.y * SEP_CO;
+  const int n = blockIdx.z;
+  const int t = threadIdx.x;
+  const int og = t / 16, pg = t % 16;
+  const size_t plane = (size_t)H * W;
+  float acc[4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) acc[i][j] = 0.f;
+
+  for (int c0 = 0; c0 < CI; c0 += SEP_CI) {
+    for (int i = t; i < SEP_CI * SEP_PX; i += blockDim.x) {
+      const int cl = i / SEP_PX, p = i % SEP_PX;
+      const int c = c0 + cl;
+      const int py = ty0 + p / SEP_TW, px = tx0 + p % SEP_TW;
+      float v = 0.f;
+      if (c < CI && py < H && px < W) {
+        v = to_f(gb[c]);
+        const int g = c / K;
+        for (int j = 0; j < K; ++j) {
+          const T* src = x + ((size_t)n * CI + (size_t)g * K + j) * plane;
+          const T* wt = gw + ((size_t)c * K + j) * 9;
+#pragma unroll
+          for (int dy = 0; dy < 3; ++dy) {
+            const int sy = py + dy - 1;
+            if (sy < 0 || sy >= H) continue;
+#pragma unroll
+            for (int dx = 0; dx < 3; ++dx) {
+              const int sx = px + dx - 1;
+              if (sx >= 0 && sx < W) v += to_f(wt[dy * 3 + dx]) * to_f(src[(size_t)sy * W + sx]);
+            }
+          }
+        }
+      }
+      sg[cl][p] = v;
+    }
+    // pw is [CO, CI]: consecutive threads read consecutive input channels of one output.
+    for (int i = t; i < SEP_CI * SEP_CO; i += blockDim.x) {
+      const int ol = i / SEP_CI, cl = i % SEP_CI;
+      const int c = c0 + cl, o = co0 + ol;
+      sw[cl][ol] = (c < CI && o < CO) ? to_f(pw[(size_t)o * CI + c]) : 0.f;
+    }
+    __syncthreads();
+    const int cn = min(SEP_CI, CI - c0);
+    for (int cl = 0; cl < cn; ++cl) {
+      const float4 a = *reinterpret_cast<const float4*>(&sw[cl][og * 4]);
+      const float b[4] = {sg[cl][pg], sg[cl][pg + 16], sg[cl][pg + 32], sg[cl][pg + 48]};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        acc[0][j] += a.x * b[j];
+        acc[1][j] += a.y * b[j];
+        acc[2][j] += a.z * b[j];
+        acc[3][j] += a.w * b[j];
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int o = co0 + og * 4 + i;
+    if (o >= CO) continue;
+    const float bias = to_f(pb[o]);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int p = pg + 16 * j;
+      const int py = ty0 + p / SEP_TW, px = tx0 + p % SEP_TW;
+      if (py < H && px < W) {
+        float v = acc[i][j] + bias;
+        if (relu) v = fmaxf(v, 0.f);
+        y[((size_t)n * CO + o) * plane + (size_t)py * W + px] = from_f<T>(v);
+      }
+    }
+  }
+}
+
+#define SEP_FUSED(NAME, T)                                                                              \
+  extern "C" __global__ void NAME(const T* x, const T* gw, const T* gb, const T* pw, const T* pb, T* y,  \
+                                  int CI, int CO, int H, int W, int K, int relu) {                      \
+    sep_conv_fused<T>(x, gw, gb, pw, pb, y, CI, CO, H, W, K, relu);                                      \
+  }
+SEP_FUSED(sep_conv_fused_f32, float)
+#ifdef HALF_TYPES
+SEP_FUSED(sep_conv_fused_f16, __half)
+SEP_FUSED(sep_conv_fused_bf16, __nv_bfloat16)
+#endif

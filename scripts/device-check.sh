@@ -17,7 +17,7 @@ BIN="$D/lightunet"
 # GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
 export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
   GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
-STEPS="${STEPS:-parity bench profile torch pipeline trainstep train}"
+STEPS="${STEPS:-parity bench profile fused torch pipeline trainstep train}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
 
@@ -62,6 +62,37 @@ for l in open(sys.argv[1]):
     print("%s batch %d %s: %.3f ms unprofiled, %.3f profiled" % (r["variant"], r["batch"], r["dtype"], r["median_ms_batch"], tot))
     for e in sorted(r["profile"], key=lambda e: -e["ms_batch"]):
         print("   %-30s %8.3f ms %5.1f%% %4d calls" % (e["op"], e["ms_batch"], 100 * e["ms_batch"] / tot, e["calls"]))
+PY
+fi
+
+if has fused; then
+  # The opt-in one-kernel separable conv set (LIGHTUNET_CUDA_FUSED=1): parity first, then each
+  # case timed with and without it, alternating, in this call.
+  echo "== fused separable conv set (LIGHTUNET_CUDA_FUSED=1)"
+  for dt in f32 f16; do
+    LIGHTUNET_CUDA_FUSED=1 "$BIN" check --device cuda --dtype "$dt" --json > "$OUT/parity_fused_$dt.json"; echo "parity fused $dt rc=$?"
+    head -c 300 "$OUT/parity_fused_$dt.json"; echo
+  done
+  : > "$OUT/bench_fused.jsonl"
+  for spec in "lighter@1 1 f32" "lighter@1 1 f16" "lighter@1 16 f32" "lighter@1 16 f16" "lighter@4 1 f32"; do
+    set -- $spec
+    for fused in 0 1 0 1; do
+      r=$(LIGHTUNET_CUDA_FUSED=$fused timeout 60 "$BIN" bench model --device cuda --model "$1" --batch "$2" --dtype "$3" --runs 100 --warmup 10 --json) \
+        && echo "{\"fused\":$fused,\"r\":$r}" >> "$OUT/bench_fused.jsonl"
+    done
+  done
+  python3 - "$OUT/bench_fused.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+keys = []
+for x in rows:
+    k = (x["r"]["variant"], x["r"]["batch"], x["r"]["dtype"])
+    if k not in keys: keys.append(k)
+for k in keys:
+    t = {f: [x["r"]["median_ms_batch"] for x in rows if (x["r"]["variant"], x["r"]["batch"], x["r"]["dtype"]) == k and x["fused"] == f] for f in (0, 1)}
+    if t[0] and t[1]:
+        a, b = min(t[0]), min(t[1])
+        print("%-10s batch %2d %s: default %.3f ms, fused %.3f ms (best of 2 each), fused/default %.2f" % (k + (a, b, b / a)))
 PY
 fi
 

@@ -7,7 +7,7 @@ use candle_core::cuda_backend::cudarc::driver::{
 };
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result};
+use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
 use half::{bf16, f16};
 
 use super::ops::ConvDims;
@@ -351,4 +351,73 @@ pub fn maxpool2x2_bwd(xs: &CudaStorage, xl: &Layout, gs: &CudaStorage, gl: &Layo
     bld.arg(&x).arg(&g).arg(&gx).arg(&planes).arg(&hi).arg(&wi);
     unsafe { bld.launch(grid1(total)) }.w()?;
     Ok(wrap(gx, dev))
+}
+
+// ---------------------------------------------------------------------------------------------
+// A separable conv set in one kernel (inference)
+
+/// The CUDA storage of a contiguous tensor (an error for other devices).
+fn cuda_storage(t: &Tensor) -> Result<(candle_core::StorageRef<'_>, &Layout)> {
+    let (s, l) = t.storage_and_layout();
+    if !matches!(&*s, Storage::Cuda(_)) {
+        candle_core::bail!("separable conv: a tensor is not on the GPU");
+    }
+    Ok((s, l))
+}
+
+fn as_cuda(s: &Storage) -> Result<&CudaStorage> {
+    match s {
+        Storage::Cuda(c) => Ok(c),
+        _ => candle_core::bail!("separable conv: a tensor is not on the GPU"),
+    }
+}
+
+/// `relu?(pointwise(grouped3x3(x, gw) + gb) + pb)` in one pass (`sep_conv_fused`): `x [N, CI, H,
+/// W]`, `gw [CI, K, 3, 3]`, `gb [CI]`, `pw [CO, CI, 1, 1]`, `pb [CO]`, one dtype. Not
+/// differentiable (inference with BatchNorm folded).
+pub fn separable_fused(x: &Tensor, gw: &Tensor, gb: &Tensor, pw: &Tensor, pb: &Tensor, relu: bool) -> Result<Tensor> {
+    let (n, ci, h, w) = x.dims4()?;
+    let k = gw.dims4()?.1;
+    let co = pw.dim(0)?;
+    let dtype = x.dtype();
+    let [x, gw, gb, pw, pb] = [x, gw, gb, pw, pb].map(|t| t.contiguous());
+    let (x, gw, gb, pw, pb) = (x?, gw?, gb?, pw?, pb?);
+    for t in [&gw, &gb, &pw, &pb] {
+        if t.dtype() != dtype {
+            candle_core::bail!("separable conv: weights in {:?}, input in {dtype:?}", t.dtype());
+        }
+    }
+    let ((xs, xl), (gws, gwl), (gbs, gbl), (pws, pwl), (pbs, pbl)) =
+        (cuda_storage(&x)?, cuda_storage(&gw)?, cuda_storage(&gb)?, cuda_storage(&pw)?, cuda_storage(&pb)?);
+    let parts = [(as_cuda(&xs)?, xl), (as_cuda(&gws)?, gwl), (as_cuda(&gbs)?, gbl), (as_cuda(&pws)?, pwl), (as_cuda(&pbs)?, pbl)];
+    let dims = (n, ci, co, h, w, k);
+
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+        name: &str,
+        parts: [(&CudaStorage, &Layout); 5],
+        (n, ci, co, h, w, k): (usize, usize, usize, usize, usize, usize),
+        relu: bool,
+    ) -> Result<CudaStorage> {
+        let dev = parts[0].0.device();
+        let [x, gw, gb, pw, pb] = parts.map(|(s, l)| view::<T>(s, l));
+        let (x, gw, gb, pw, pb) = (x?, gw?, gb?, pw?, pb?);
+        let y = unsafe { dev.alloc::<T>(n * co * h * w)? };
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        // SEP_TW x SEP_TH pixel tiles, SEP_CO outputs per block (kernels/ops.cu).
+        let tiles = w.div_ceil(16) * h.div_ceil(4);
+        let cfg = LaunchConfig { grid_dim: (tiles as u32, co.div_ceil(64) as u32, n as u32), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let (ci, co, h, w, k, relu) = (ci as i32, co as i32, h as i32, w as i32, k as i32, relu as i32);
+        let mut bld = func.builder();
+        bld.arg(&x).arg(&gw).arg(&gb).arg(&pw).arg(&pb).arg(&y).arg(&ci).arg(&co).arg(&h).arg(&w).arg(&k).arg(&relu);
+        unsafe { bld.launch(cfg) }.w()?;
+        Ok(wrap(y, dev))
+    }
+    let name = format!("sep_conv_fused_{}", suffix(dtype)?);
+    let y = match dtype {
+        DType::F32 => run::<f32>(&name, parts, dims, relu)?,
+        DType::F16 => run::<f16>(&name, parts, dims, relu)?,
+        DType::BF16 => run::<bf16>(&name, parts, dims, relu)?,
+        other => candle_core::bail!("separable conv: unsupported dtype {other:?}"),
+    };
+    Ok(Tensor::from_storage(Storage::Cuda(y), (n, co, h, w), candle_core::op::BackpropOp::none(), false))
 }

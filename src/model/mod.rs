@@ -310,6 +310,10 @@ impl ConvSet {
         match self {
             ConvSet::Regular(p) => Ok(ops::conv3x3_bias_act(x, &p.weight, &p.bias, true)?),
             ConvSet::Separable(s) => {
+                let (gw, gb, pw, pb) = (&s.grouped.weight, &s.grouped.bias, &s.pointwise.weight, &s.pointwise.bias);
+                if let Some(y) = ops::separable_cuda(x, gw, gb, pw, pb, true)? {
+                    return Ok(mark("fused separable set (CUDA)", y)?);
+                }
                 let y = mark("grouped 3x3 conv", ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?)?;
                 Ok(ops::pointwise(&y, &s.pointwise.weight, &s.pointwise.bias, true)?)
             }

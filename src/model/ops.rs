@@ -100,6 +100,25 @@ pub fn pointwise(x: &Tensor, w: &Tensor, b: &Tensor, relu: bool) -> Result<Tenso
     }
 }
 
+/// A folded separable conv set (grouped 3x3 with `K` < [`WIDE_GROUP`] inputs per group, then
+/// 1x1, bias, ReLU if `relu`) as one CUDA kernel, which keeps the grouped conv's output in
+/// shared memory: `Some` on CUDA when `LIGHTUNET_CUDA_FUSED=1` (opt-in until a GPU run has
+/// checked and timed it), `None` elsewhere and for anything that needs a gradient.
+pub fn separable_cuda(x: &Tensor, gw: &Tensor, gb: &Tensor, pw: &Tensor, pb: &Tensor, relu: bool) -> Result<Option<Tensor>> {
+    #[cfg(feature = "cuda")]
+    {
+        static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let on = *ON.get_or_init(|| std::env::var("LIGHTUNET_CUDA_FUSED").is_ok_and(|v| v == "1"));
+        let k = gw.dims4()?.1;
+        let tracked = [x, gw, gb, pw, pb].iter().any(|t| t.track_op());
+        if on && x.device().is_cuda() && k < WIDE_GROUP && !tracked {
+            return super::cuda_ops::separable_fused(x, gw, gb, pw, pb, relu).map(Some);
+        }
+    }
+    let _ = (x, gw, gb, pw, pb, relu);
+    Ok(None)
+}
+
 /// The input of a conv set: a map, a map to max-pool 2x2 first (Down blocks), or an Up block's
 /// skip connection and the lower-resolution map that is upsampled 2x, zero-padded to the skip's
 /// size and concatenated after it.
