@@ -179,6 +179,78 @@ void check_separable(std::mt19937& rng, int n, int ci, int co, int h, int w, int
          rel(y, ry), 1e-5);
 }
 
+// gconv3x3 (forward) and gconv3x3_grad_w against loops, with the launch geometry of
+// cuda_ops.rs `grouped_conv3x3` / `grouped_conv3x3_grad_w`.
+void check_grouped_conv(std::mt19937& rng, int n, int c, int k, int h, int w) {
+  const size_t hw = size_t(h) * w;
+  std::vector<float> x = randn(rng, n * c * hw), wt = randn(rng, size_t(c) * k * 9, 0.5f), b = randn(rng, c), gy = randn(rng, n * c * hw);
+  std::vector<float> y(n * c * hw), gw(size_t(c) * k * 9, 0.f);
+  launch({unsigned((w + 31) / 32), unsigned((h + 7) / 8), unsigned(n * c)}, {32, 8, 1},
+         [&] { gconv3x3_f32(x.data(), wt.data(), b.data(), y.data(), c, h, w, k, 1); });
+  const unsigned splits = unsigned(std::clamp<size_t>(size_t(n) * hw / (256 * 32), 1, 64));
+  launch({unsigned(c * k), splits, 1}, {256, 1, 1}, [&] { gconv3x3_grad_w_f32(gy.data(), x.data(), gw.data(), n, c, h, w, k); });
+  std::vector<double> ry(y.size()), rgw(gw.size(), 0.0);
+  auto at = [&](int b_, int ch, int yy, int xx) -> double {
+    return (yy < 0 || yy >= h || xx < 0 || xx >= w) ? 0.0 : x[(size_t(b_) * c + ch) * hw + size_t(yy) * w + xx];
+  };
+  for (int b_ = 0; b_ < n; ++b_)
+    for (int o = 0; o < c; ++o)
+      for (int yy = 0; yy < h; ++yy)
+        for (int xx = 0; xx < w; ++xx) {
+          double v = b[o];
+          const double g = gy[(size_t(b_) * c + o) * hw + size_t(yy) * w + xx];
+          for (int j = 0; j < k; ++j)
+            for (int t = 0; t < 9; ++t) {
+              const double in = at(b_, (o / k) * k + j, yy + t / 3 - 1, xx + t % 3 - 1);
+              v += double(wt[(size_t(o) * k + j) * 9 + t]) * in;
+              rgw[(size_t(o) * k + j) * 9 + t] += g * in;
+            }
+          ry[(size_t(b_) * c + o) * hw + size_t(yy) * w + xx] = v;
+        }
+  const std::string what = "grouped conv 3x3 [" + std::to_string(n) + "," + std::to_string(c) + "," + std::to_string(h) + "," + std::to_string(w) + "] k=" + std::to_string(k);
+  report(what + " y", rel(y, ry), 1e-5);
+  report(what + " dw", rel(gw, rgw), 1e-4);
+}
+
+void check_bias_act_and_upsample(std::mt19937& rng) {
+  const int n = 2, c = 3, h = 5, w = 7;
+  const size_t plane = size_t(h) * w, total = n * c * plane;
+  std::vector<float> x = randn(rng, total), b = randn(rng, c), y(total);
+  const size_t T = total, PL = plane;
+  launch(grid1(total), {256, 1, 1}, [&] { bias_act_f32(x.data(), b.data(), y.data(), T, c, PL, 1); });
+  std::vector<double> ry(total);
+  for (size_t i = 0; i < total; ++i) ry[i] = std::max(double(x[i]) + b[(i / plane) % c], 0.0);
+  report("bias + ReLU [2,3,5,7]", rel(y, ry), 1e-6);
+  // Adjoint of align-corners bilinear x2: <up(u), g> = <u, up_bwd(g)> for every u, so build
+  // the forward's matrix row by row and apply its transpose.
+  std::vector<float> g = randn(rng, n * c * 4 * plane), gx(total, 0.f);
+  const size_t P = size_t(n) * c;
+  launch(grid1(g.size()), {256, 1, 1}, [&] { upsample2x_bwd_f32(g.data(), gx.data(), P, h, w); });
+  auto taps = [](int i, int len, int& i0, int& i1, double& f) {
+    if (len == 1) { i0 = i1 = 0; f = 0; return; }
+    const double pos = double(i) * (len - 1) / (2 * len - 1);
+    i0 = std::min(int(std::floor(pos)), len - 1);
+    i1 = std::min(i0 + 1, len - 1);
+    f = pos - i0;
+  };
+  std::vector<double> rgx(total, 0.0);
+  for (size_t p = 0; p < P; ++p)
+    for (int oy = 0; oy < 2 * h; ++oy)
+      for (int ox = 0; ox < 2 * w; ++ox) {
+        int y0, y1, x0, x1;
+        double fy, fx;
+        taps(oy, h, y0, y1, fy);
+        taps(ox, w, x0, x1, fx);
+        const double v = g[(p * 2 * h + oy) * 2 * w + ox];
+        double* d = rgx.data() + p * plane;
+        d[y0 * w + x0] += v * (1 - fy) * (1 - fx);
+        d[y0 * w + x1] += v * (1 - fy) * fx;
+        d[y1 * w + x0] += v * fy * (1 - fx);
+        d[y1 * w + x1] += v * fy * fx;
+      }
+  report("upsample x2 backward [2,3,5,7]", rel(gx, rgx), 1e-5);
+}
+
 }  // namespace
 
 int main() {
@@ -195,6 +267,9 @@ int main() {
   check_separable(rng, 1, 36, 64, 5, 16, 2, false);
   check_separable(rng, 1, 3, 64, 4, 33, 1, true);
   check_separable(rng, 1, 96, 130, 3, 3, 4, true);
+  check_grouped_conv(rng, 2, 6, 1, 9, 40);
+  check_grouped_conv(rng, 1, 8, 4, 17, 12);
+  check_bias_act_and_upsample(rng);
   std::printf("%s: %d failed\n", failures ? "FAIL" : "ok", failures);
   return failures ? 1 : 0;
 }
