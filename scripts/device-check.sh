@@ -17,9 +17,13 @@ BIN="$D/lightunet"
 # GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
 export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
   GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
-STEPS="${STEPS:-parity bench profile fused torch pipeline trainstep train}"
+# Steps in order. `train` (TRAIN_SECONDS of BUSI training, default 300) is not in the default:
+# with the machine's start-up, the rest already takes much of a session's 15 minutes.
+STEPS="${STEPS:-parity bench profile fused torch pipeline trainstep torchtrain}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
-has() { case " $STEPS " in *" $1 "*) return 0;; esac; return 1; }
+# Each step that runs says when it started (seconds into the script), so the next session can
+# size its call.
+has() { case " $STEPS " in *" $1 "*) echo "-- step $1 at ${SECONDS}s"; return 0;; esac; return 1; }
 
 if has parity; then
   for dt in ${PARITY_DTYPES:-f32 f16 bf16}; do
@@ -186,3 +190,4 @@ PY
 (cd "$OUT" && tar czf results.tar.gz --exclude=device-check.log --exclude=results.tar.gz \
   $(ls *.json *.jsonl train/config.json train/log.jsonl 2>/dev/null) && \
   rm -f ./*.json ./*.jsonl train/config.json train/log.jsonl)
+echo "-- all steps done at ${SECONDS}s"
