@@ -345,22 +345,25 @@ extern "C" __global__ void bn_bwd_dx_f32(const float* __restrict__ x, const floa
 // a window's gradient goes to its first maximum in row-major order (PyTorch's rule; NaN never
 // wins a comparison). One thread per output. P = N * C planes.
 
-__device__ __forceinline__ size_t window_argmax(const float* plane, int w, int oy, int ox, float* best) {
+template <typename T>
+__device__ __forceinline__ size_t window_argmax(const T* plane, int w, int oy, int ox, float* best) {
   const size_t i0 = (size_t)(2 * oy) * w + 2 * ox;
   const size_t cand[4] = {i0, i0 + 1, i0 + w, i0 + w + 1};
   size_t arg = cand[0];
-  float v = plane[arg];
+  float v = to_f(plane[arg]);
 #pragma unroll
   for (int t = 1; t < 4; ++t) {
-    float u = plane[cand[t]];
+    float u = to_f(plane[cand[t]]);
     if (u > v) { v = u; arg = cand[t]; }
   }
   *best = v;
   return arg;
 }
 
-extern "C" __global__ void maxpool2x2_f32(const float* __restrict__ x, float* __restrict__ y, size_t planes,
-                                          int h, int w) {
+// Also the inference pooling for every dtype: candle's max reductions over pairs (the
+// composition's way) launch one two-thread block per output pair.
+template <typename T>
+__device__ void maxpool2x2(const T* __restrict__ x, T* __restrict__ y, size_t planes, int h, int w) {
   const int oh = h / 2, ow = w / 2;
   const size_t total = planes * oh * ow;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
@@ -370,9 +373,16 @@ extern "C" __global__ void maxpool2x2_f32(const float* __restrict__ x, float* __
     const size_t p = t / oh;
     float v;
     window_argmax(x + p * h * w, w, oy, ox, &v);
-    y[i] = v;
+    y[i] = from_f<T>(v);
   }
 }
+#define MAXPOOL(NAME, T) \
+  extern "C" __global__ void NAME(const T* x, T* y, size_t planes, int h, int w) { maxpool2x2<T>(x, y, planes, h, w); }
+MAXPOOL(maxpool2x2_f32, float)
+#ifdef HALF_TYPES
+MAXPOOL(maxpool2x2_f16, __half)
+MAXPOOL(maxpool2x2_bf16, __nv_bfloat16)
+#endif
 
 // gx (zeroed) [P, h, w]: each window's gradient to its first maximum. Windows do not overlap.
 extern "C" __global__ void maxpool2x2_bwd_f32(const float* __restrict__ x, const float* __restrict__ g,

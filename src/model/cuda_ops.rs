@@ -312,23 +312,31 @@ pub fn bn_train_bwd(
     Ok((wrap(dx, dev), wrap(dparams, dev)))
 }
 
-/// 2x2 max-pooling, stride 2, floor: `[N, C, H, W]` -> `[N, C, H/2, W/2]`.
+/// 2x2 max-pooling, stride 2, floor: `[N, C, H, W]` -> `[N, C, H/2, W/2]`, f32, f16 or bf16.
 pub fn maxpool2x2(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
-    f32_only(s, "2x2 max-pooling")?;
-    let dev = s.device();
-    let (n, c, h, w) = l.shape().dims4()?;
-    let x = view::<f32>(s, l)?;
-    let total = n * c * (h / 2) * (w / 2);
-    let y = unsafe { dev.alloc::<f32>(total)? };
-    if total == 0 {
-        return Ok(wrap(y, dev));
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(name: &str, s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+        let dev = s.device();
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = view::<T>(s, l)?;
+        let total = n * c * (h / 2) * (w / 2);
+        let y = unsafe { dev.alloc::<T>(total)? };
+        if total == 0 {
+            return Ok(wrap(y, dev));
+        }
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
+        let mut bld = func.builder();
+        bld.arg(&x).arg(&y).arg(&planes).arg(&hi).arg(&wi);
+        unsafe { bld.launch(grid1(total)) }.w()?;
+        Ok(wrap(y, dev))
     }
-    let func = dev.get_or_load_custom_func("maxpool2x2_f32", MODULE, PTX)?;
-    let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
-    let mut bld = func.builder();
-    bld.arg(&x).arg(&y).arg(&planes).arg(&hi).arg(&wi);
-    unsafe { bld.launch(grid1(total)) }.w()?;
-    Ok(wrap(y, dev))
+    let name = format!("maxpool2x2_{}", suffix(s.dtype())?);
+    match s.dtype() {
+        DType::F32 => run::<f32>(&name, s, l),
+        DType::F16 => run::<f16>(&name, s, l),
+        DType::BF16 => run::<bf16>(&name, s, l),
+        other => candle_core::bail!("2x2 max-pooling: unsupported dtype {other:?}"),
+    }
 }
 
 /// The max-pooling gradient: `(x, grad_out)` -> `grad_x`, each window's gradient to its first

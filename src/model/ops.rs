@@ -837,11 +837,13 @@ impl CustomOp1 for Upsample2xBwd {
     }
 }
 
-/// 2x2 max pooling, stride 2, floor (odd sizes drop the last row/column). On the CPU a direct
-/// loop (candle's generic pooling is several times slower); elsewhere, and whenever a gradient
-/// is needed, candle's own.
+/// 2x2 max pooling, stride 2, floor (odd sizes drop the last row/column). Without a gradient,
+/// our own op on the CPU (f32; candle's generic pooling is several times slower) and on CUDA
+/// (every dtype: the composition's max reductions over pairs launch one two-thread block per
+/// output pair); with one, [`super::maxpool_train`] where it runs, else the composition.
 pub fn maxpool2x2(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() {
+    let cuda = cfg!(feature = "cuda") && x.device().is_cuda();
+    if ((x.device().is_cpu() && x.dtype() == DType::F32) || cuda) && !x.track_op() {
         x.contiguous()?.apply_op1_no_bwd(&MaxPool2x2)
     } else if super::maxpool_train::supported(x) {
         super::maxpool_train::maxpool2x2_train(x)
@@ -880,6 +882,12 @@ impl CustomOp1 for MaxPool2x2 {
         // SAFETY: every output row of every plane is written.
         let out = unsafe { filled_f32(n * c * oh * ow, fill) };
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        Ok((super::cuda_ops::maxpool2x2(s, l)?, Shape::from((n, c, h / 2, w / 2))))
     }
 }
 
