@@ -139,6 +139,37 @@ __device__ __forceinline__ void ac_taps(int i, int n, int* i0, int* i1, float* f
   *i0 = a; *i1 = min(a + 1, n - 1); *f = pos - (float)a;
 }
 
+// Bilinear x2 upsampling with align_corners: x [P, h, w] -> y [P, 2h, 2w], the taps of ac_taps
+// (candle's kernel computes each output's position in double, with 64-bit divisions).
+template <typename T>
+__device__ void upsample2x(const T* __restrict__ x, T* __restrict__ y, size_t planes, int h, int w) {
+  const int oh = 2 * h, ow = 2 * w;
+  const size_t total = planes * oh * ow;
+  for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+    const int ox = i % ow;
+    const size_t t = i / ow;
+    const int oy = t % oh;
+    const size_t p = t / oh;
+    int y0, y1, x0, x1;
+    float fy, fx;
+    ac_taps(oy, h, &y0, &y1, &fy);
+    ac_taps(ox, w, &x0, &x1, &fx);
+    const T* s = x + p * h * w;
+    // The CPU op's order of operations (src/model/ops.rs `Upsample2x`).
+    const float a = to_f(s[y0 * w + x0]), b = to_f(s[y0 * w + x1]);
+    const float c = to_f(s[y1 * w + x0]), d = to_f(s[y1 * w + x1]);
+    const float top = a + (b - a) * fx, bot = c + (d - c) * fx;
+    y[i] = from_f<T>(top + (bot - top) * fy);
+  }
+}
+#define UPSAMPLE(NAME, T) \
+  extern "C" __global__ void NAME(const T* x, T* y, size_t planes, int h, int w) { upsample2x<T>(x, y, planes, h, w); }
+UPSAMPLE(upsample2x_f32, float)
+#ifdef HALF_TYPES
+UPSAMPLE(upsample2x_f16, __half)
+UPSAMPLE(upsample2x_bf16, __nv_bfloat16)
+#endif
+
 // Adjoint of bilinear x2 (align_corners) upsampling: g [P, 2h, 2w] -> gx [P, h, w] (zeroed).
 extern "C" __global__ void upsample2x_bwd_f32(const float* __restrict__ g, float* __restrict__ gx,
                                               size_t planes, int h, int w) {

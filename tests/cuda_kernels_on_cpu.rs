@@ -1,7 +1,7 @@
 //! The CUDA kernels of kernels/ops.cu, run on the CPU: kernels/host/check.cpp compiles them as
 //! C++ with a small shim (each block's threads are real threads, `__syncthreads` a barrier) and
-//! compares the f32 kernels (grouped 3x3 conv and its weight gradient, bias + ReLU, the
-//! upsampling adjoint, training BatchNorm forward and backward, per-channel sums, 2x2
+//! compares the f32 kernels (grouped 3x3 conv and its weight gradient, bias + ReLU, bilinear
+//! x2 upsampling and its adjoint, training BatchNorm forward and backward, per-channel sums, 2x2
 //! max-pooling, the fused separable conv set) with plain loops, using the launch geometry of
 //! src/model/cuda_ops.rs. This checks their indexing, reductions and edges on machines
 //! without a GPU; the device check still times them and covers f16/bf16.
@@ -34,7 +34,7 @@ fn cuda_kernels_compute_the_same_on_the_cpu() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(run.status.success(), "kernel check failed:\n{report}{}", String::from_utf8_lossy(&run.stderr));
     // Every family was checked, and nothing failed.
-    for what in ["batch norm", "channel sums", "maxpool 2x2", "separable set fused", "grouped conv 3x3", "bias + ReLU", "upsample x2 backward"] {
+    for what in ["batch norm", "channel sums", "maxpool 2x2", "separable set fused", "grouped conv 3x3", "bias + ReLU", "upsample x2 backward", "upsample x2 [", "upsample x2 forward/backward adjoint"] {
         assert!(report.lines().any(|l| l.starts_with(what) && l.ends_with(" ok")), "no passing case for {what}:\n{report}");
     }
     assert!(!report.contains("FAIL"), "{report}");

@@ -141,6 +141,33 @@ pub fn bias_act(xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout, re
     }
 }
 
+/// Bilinear x2 upsampling, align_corners: `[N, C, H, W]` -> `[N, C, 2H, 2W]`, f32, f16 or bf16.
+pub fn upsample2x(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(name: &str, s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+        let dev = s.device();
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = view::<T>(s, l)?;
+        let total = n * c * 4 * h * w;
+        let y = unsafe { dev.alloc::<T>(total)? };
+        if total == 0 {
+            return Ok(wrap(y, dev));
+        }
+        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
+        let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
+        let mut bld = func.builder();
+        bld.arg(&x).arg(&y).arg(&planes).arg(&hi).arg(&wi);
+        unsafe { bld.launch(grid1(total)) }.w()?;
+        Ok(wrap(y, dev))
+    }
+    let name = format!("upsample2x_{}", suffix(s.dtype())?);
+    match s.dtype() {
+        DType::F32 => run::<f32>(&name, s, l),
+        DType::F16 => run::<f16>(&name, s, l),
+        DType::BF16 => run::<bf16>(&name, s, l),
+        other => candle_core::bail!("upsample2x: unsupported dtype {other:?}"),
+    }
+}
+
 pub fn upsample2x_bwd(s: &CudaStorage, l: &Layout, h: usize, w: usize) -> Result<CudaStorage> {
     if s.dtype() != DType::F32 {
         candle_core::bail!("upsample2x backward runs in f32, got {:?}", s.dtype())

@@ -778,8 +778,7 @@ impl CustomOp1 for Upsample2x {
         l: &Layout,
     ) -> Result<(candle_core::CudaStorage, Shape)> {
         let (n, c, h, w) = l.shape().dims4()?;
-        let out = s.upsample_bilinear2d(l, 2 * h, 2 * w, true, None, None)?;
-        Ok((out, Shape::from((n, c, 2 * h, 2 * w))))
+        Ok((super::cuda_ops::upsample2x(s, l)?, Shape::from((n, c, 2 * h, 2 * w))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
