@@ -23,6 +23,14 @@ template <> __device__ __forceinline__ __half from_f<__half>(float v) { return _
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
 #endif
 
+// Output index i of [P, oh, ow] -> its plane, row and column.
+__device__ __forceinline__ size_t unravel(size_t i, int oh, int ow, int* oy, int* ox) {
+  *ox = i % ow;
+  const size_t t = i / ow;
+  *oy = t % oh;
+  return t / oh;
+}
+
 // Tile of outputs computed by one block: the input tile plus a 1-pixel halo goes through shared
 // memory, so each input value is read from global memory once instead of nine times.
 #define TW 32
@@ -146,10 +154,8 @@ __device__ void upsample2x(const T* __restrict__ x, T* __restrict__ y, size_t pl
   const int oh = 2 * h, ow = 2 * w;
   const size_t total = planes * oh * ow;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-    const int ox = i % ow;
-    const size_t t = i / ow;
-    const int oy = t % oh;
-    const size_t p = t / oh;
+    int ox, oy;
+    const size_t p = unravel(i, oh, ow, &oy, &ox);
     int y0, y1, x0, x1;
     float fy, fx;
     ac_taps(oy, h, &y0, &y1, &fy);
@@ -176,7 +182,8 @@ extern "C" __global__ void upsample2x_bwd_f32(const float* __restrict__ g, float
   const int oh = 2 * h, ow = 2 * w;
   size_t total = planes * oh * ow;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-    int ox = i % ow; size_t t = i / ow; int oy = t % oh; size_t p = t / oh;
+    int ox, oy;
+    const size_t p = unravel(i, oh, ow, &oy, &ox);
     int y0, y1, x0, x1; float fy, fx;
     ac_taps(oy, h, &y0, &y1, &fy);
     ac_taps(ox, w, &x0, &x1, &fx);
@@ -398,10 +405,8 @@ __device__ void maxpool2x2(const T* __restrict__ x, T* __restrict__ y, size_t pl
   const int oh = h / 2, ow = w / 2;
   const size_t total = planes * oh * ow;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-    const int ox = i % ow;
-    const size_t t = i / ow;
-    const int oy = t % oh;
-    const size_t p = t / oh;
+    int ox, oy;
+    const size_t p = unravel(i, oh, ow, &oy, &ox);
     float v;
     window_argmax(x + p * h * w, w, oy, ox, &v);
     y[i] = from_f<T>(v);
@@ -421,10 +426,8 @@ extern "C" __global__ void maxpool2x2_bwd_f32(const float* __restrict__ x, const
   const int oh = h / 2, ow = w / 2;
   const size_t total = planes * oh * ow;
   for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
-    const int ox = i % ow;
-    const size_t t = i / ow;
-    const int oy = t % oh;
-    const size_t p = t / oh;
+    int ox, oy;
+    const size_t p = unravel(i, oh, ow, &oy, &ox);
     float v;
     size_t at = window_argmax(x + p * h * w, w, oy, ox, &v);
     gx[p * h * w + at] = g[i];

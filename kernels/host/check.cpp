@@ -233,26 +233,10 @@ void check_bias_act_and_upsample(std::mt19937& rng) {
     i1 = std::min(i0 + 1, len - 1);
     f = pos - i0;
   };
-  std::vector<double> rgx(total, 0.0);
-  for (size_t p = 0; p < P; ++p)
-    for (int oy = 0; oy < 2 * h; ++oy)
-      for (int ox = 0; ox < 2 * w; ++ox) {
-        int y0, y1, x0, x1;
-        double fy, fx;
-        taps(oy, h, y0, y1, fy);
-        taps(ox, w, x0, x1, fx);
-        const double v = g[(p * 2 * h + oy) * 2 * w + ox];
-        double* d = rgx.data() + p * plane;
-        d[y0 * w + x0] += v * (1 - fy) * (1 - fx);
-        d[y0 * w + x1] += v * (1 - fy) * fx;
-        d[y1 * w + x0] += v * fy * (1 - fx);
-        d[y1 * w + x1] += v * fy * fx;
-      }
-  report("upsample x2 backward [2,3,5,7]", rel(gx, rgx), 1e-5);
-  // The forward: the same taps, and <up(u), g> = <u, up_bwd(g)> with the kernels themselves.
   std::vector<float> up(g.size());
   launch(grid1(up.size()), {256, 1, 1}, [&] { upsample2x_f32(x.data(), up.data(), P, h, w); });
-  std::vector<double> rup(up.size());
+  // The forward's taps, and its transpose for the adjoint.
+  std::vector<double> rgx(total, 0.0), rup(up.size());
   for (size_t p = 0; p < P; ++p)
     for (int oy = 0; oy < 2 * h; ++oy)
       for (int ox = 0; ox < 2 * w; ++ox) {
@@ -260,11 +244,15 @@ void check_bias_act_and_upsample(std::mt19937& rng) {
         double fy, fx;
         taps(oy, h, y0, y1, fy);
         taps(ox, w, x0, x1, fx);
-        const float* s = x.data() + p * plane;
-        const double top = s[y0 * w + x0] * (1 - fx) + s[y0 * w + x1] * fx;
-        const double bot = s[y1 * w + x0] * (1 - fx) + s[y1 * w + x1] * fx;
-        rup[(p * 2 * h + oy) * 2 * w + ox] = top * (1 - fy) + bot * fy;
+        const size_t o = (p * 2 * h + oy) * 2 * w + ox;
+        const int at[4] = {y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1};
+        const double wt[4] = {(1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx};
+        for (int k = 0; k < 4; ++k) {
+          rgx[p * plane + at[k]] += g[o] * wt[k];
+          rup[o] += x[p * plane + at[k]] * wt[k];
+        }
       }
+  report("upsample x2 backward [2,3,5,7]", rel(gx, rgx), 1e-5);
   report("upsample x2 [2,3,5,7]", rel(up, rup), 1e-5);
   double lhs = 0, rhs = 0;
   for (size_t i = 0; i < up.size(); ++i) lhs += double(up[i]) * g[i];

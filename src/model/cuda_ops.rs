@@ -143,11 +143,23 @@ pub fn bias_act(xs: &CudaStorage, xl: &Layout, bs: &CudaStorage, bl: &Layout, re
 
 /// Bilinear x2 upsampling, align_corners: `[N, C, H, W]` -> `[N, C, 2H, 2W]`, f32, f16 or bf16.
 pub fn upsample2x(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
-    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(name: &str, s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
+    let (_, _, h, w) = l.shape().dims4()?;
+    per_plane("upsample2x", s, l, 4 * h * w)
+}
+
+/// Launches `<kernel>_<dtype>(x, y, planes, h, w)`, a kernel that maps each `h x w` plane of a
+/// contiguous `[N, C, H, W]` input to `out_plane` outputs, one thread per output.
+fn per_plane(kernel: &str, s: &CudaStorage, l: &Layout, out_plane: usize) -> Result<CudaStorage> {
+    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+        name: &str,
+        s: &CudaStorage,
+        l: &Layout,
+        out_plane: usize,
+    ) -> Result<CudaStorage> {
         let dev = s.device();
         let (n, c, h, w) = l.shape().dims4()?;
         let x = view::<T>(s, l)?;
-        let total = n * c * 4 * h * w;
+        let total = n * c * out_plane;
         let y = unsafe { dev.alloc::<T>(total)? };
         if total == 0 {
             return Ok(wrap(y, dev));
@@ -159,12 +171,12 @@ pub fn upsample2x(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
         unsafe { bld.launch(grid1(total)) }.w()?;
         Ok(wrap(y, dev))
     }
-    let name = format!("upsample2x_{}", suffix(s.dtype())?);
+    let name = format!("{kernel}_{}", suffix(s.dtype())?);
     match s.dtype() {
-        DType::F32 => run::<f32>(&name, s, l),
-        DType::F16 => run::<f16>(&name, s, l),
-        DType::BF16 => run::<bf16>(&name, s, l),
-        other => candle_core::bail!("upsample2x: unsupported dtype {other:?}"),
+        DType::F32 => run::<f32>(&name, s, l, out_plane),
+        DType::F16 => run::<f16>(&name, s, l, out_plane),
+        DType::BF16 => run::<bf16>(&name, s, l, out_plane),
+        other => candle_core::bail!("{kernel}: unsupported dtype {other:?}"),
     }
 }
 
@@ -341,29 +353,8 @@ pub fn bn_train_bwd(
 
 /// 2x2 max-pooling, stride 2, floor: `[N, C, H, W]` -> `[N, C, H/2, W/2]`, f32, f16 or bf16.
 pub fn maxpool2x2(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
-    fn run<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(name: &str, s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
-        let dev = s.device();
-        let (n, c, h, w) = l.shape().dims4()?;
-        let x = view::<T>(s, l)?;
-        let total = n * c * (h / 2) * (w / 2);
-        let y = unsafe { dev.alloc::<T>(total)? };
-        if total == 0 {
-            return Ok(wrap(y, dev));
-        }
-        let func = dev.get_or_load_custom_func(name, MODULE, PTX)?;
-        let (planes, hi, wi) = ((n * c) as u64, h as i32, w as i32);
-        let mut bld = func.builder();
-        bld.arg(&x).arg(&y).arg(&planes).arg(&hi).arg(&wi);
-        unsafe { bld.launch(grid1(total)) }.w()?;
-        Ok(wrap(y, dev))
-    }
-    let name = format!("maxpool2x2_{}", suffix(s.dtype())?);
-    match s.dtype() {
-        DType::F32 => run::<f32>(&name, s, l),
-        DType::F16 => run::<f16>(&name, s, l),
-        DType::BF16 => run::<bf16>(&name, s, l),
-        other => candle_core::bail!("2x2 max-pooling: unsupported dtype {other:?}"),
-    }
+    let (_, _, h, w) = l.shape().dims4()?;
+    per_plane("maxpool2x2", s, l, (h / 2) * (w / 2))
 }
 
 /// The max-pooling gradient: `(x, grad_out)` -> `grad_x`, each window's gradient to its first
