@@ -245,6 +245,18 @@ impl Reduce {
     }
 }
 
+/// Partial sums per block of every channel of `x` into `partial` (`bn_sums_f32`), shifted by
+/// each channel's first value when `shift` (statistics) or not (plain sums).
+fn launch_sums(dev: &CudaDevice, x: &CudaView<f32>, partial: &CudaSlice<f64>, r: &Reduce, shift: bool) -> Result<()> {
+    let (c, hw, q, _) = r.args();
+    let shift = shift as i32;
+    let func = dev.get_or_load_custom_func("bn_sums_f32", MODULE, PTX)?;
+    let mut bld = func.builder();
+    bld.arg(x).arg(partial).arg(&c).arg(&hw).arg(&q).arg(&shift);
+    unsafe { bld.launch(r.grid()) }.w()?;
+    Ok(())
+}
+
 fn f32_only(s: &CudaStorage, what: &str) -> Result<()> {
     if s.dtype() != DType::F32 {
         candle_core::bail!("{what} runs in f32 on CUDA, got {:?}", s.dtype())
@@ -260,12 +272,8 @@ pub fn channel_sums(s: &CudaStorage, l: &Layout) -> Result<CudaStorage> {
     let x = view::<f32>(s, l)?;
     let partial = unsafe { dev.alloc::<f64>(2 * r.c * r.partials())? };
     let out = unsafe { dev.alloc::<f32>(r.c)? };
-    let (c, hw, q, p) = r.args();
-    let shift = 0i32;
-    let sums = dev.get_or_load_custom_func("bn_sums_f32", MODULE, PTX)?;
-    let mut bld = sums.builder();
-    bld.arg(&x).arg(&partial).arg(&c).arg(&hw).arg(&q).arg(&shift);
-    unsafe { bld.launch(r.grid()) }.w()?;
+    let (c, _, _, p) = r.args();
+    launch_sums(dev, &x, &partial, &r, false)?;
     let fin = dev.get_or_load_custom_func("channel_sums_finalize", MODULE, PTX)?;
     let mut bld = fin.builder();
     bld.arg(&partial).arg(&out).arg(&c).arg(&p);
@@ -293,13 +301,10 @@ pub fn bn_train_fwd(
     let saved = unsafe { dev.alloc::<f32>(6 * r.c)? };
     let total = r.n * r.c * r.hw;
     let y = unsafe { dev.alloc::<f32>(total)? };
-    let (c, hw, q, p) = r.args();
-    let (shift, m, relu, total_u) = (1i32, (r.n * r.hw) as f64, relu as i32, total as u64);
+    let (c, hw, _, p) = r.args();
+    let (m, relu, total_u) = ((r.n * r.hw) as f64, relu as i32, total as u64);
 
-    let sums = dev.get_or_load_custom_func("bn_sums_f32", MODULE, PTX)?;
-    let mut bld = sums.builder();
-    bld.arg(&x).arg(&partial).arg(&c).arg(&hw).arg(&q).arg(&shift);
-    unsafe { bld.launch(r.grid()) }.w()?;
+    launch_sums(dev, &x, &partial, &r, true)?;
     let fin = dev.get_or_load_custom_func("bn_finalize", MODULE, PTX)?;
     let mut bld = fin.builder();
     bld.arg(&partial).arg(&x).arg(&params).arg(&saved).arg(&c).arg(&p).arg(&hw).arg(&m).arg(&eps);
@@ -382,15 +387,6 @@ pub fn maxpool2x2_bwd(xs: &CudaStorage, xl: &Layout, gs: &CudaStorage, gl: &Layo
 // ---------------------------------------------------------------------------------------------
 // A separable conv set in one kernel (inference)
 
-/// The CUDA storage of a contiguous tensor (an error for other devices).
-fn cuda_storage(t: &Tensor) -> Result<(candle_core::StorageRef<'_>, &Layout)> {
-    let (s, l) = t.storage_and_layout();
-    if !matches!(&*s, Storage::Cuda(_)) {
-        candle_core::bail!("separable conv: a tensor is not on the GPU");
-    }
-    Ok((s, l))
-}
-
 fn as_cuda(s: &Storage) -> Result<&CudaStorage> {
     match s {
         Storage::Cuda(c) => Ok(c),
@@ -414,7 +410,7 @@ pub fn separable_fused(x: &Tensor, gw: &Tensor, gb: &Tensor, pw: &Tensor, pb: &T
         }
     }
     let ((xs, xl), (gws, gwl), (gbs, gbl), (pws, pwl), (pbs, pbl)) =
-        (cuda_storage(&x)?, cuda_storage(&gw)?, cuda_storage(&gb)?, cuda_storage(&pw)?, cuda_storage(&pb)?);
+        (x.storage_and_layout(), gw.storage_and_layout(), gb.storage_and_layout(), pw.storage_and_layout(), pb.storage_and_layout());
     let parts = [(as_cuda(&xs)?, xl), (as_cuda(&gws)?, gwl), (as_cuda(&gbs)?, gbl), (as_cuda(&pws)?, pwl), (as_cuda(&pbs)?, pbl)];
     let dims = (n, ci, co, h, w, k);
 

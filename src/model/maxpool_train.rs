@@ -70,8 +70,7 @@ impl CustomOp1 for MaxPoolTrain {
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        let (n, c, h, w) = l.shape().dims4()?;
-        Ok((super::cuda_ops::maxpool2x2(s, l)?, Shape::from((n, c, h / 2, w / 2))))
+        super::ops::MaxPool2x2.cuda_fwd(s, l)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {

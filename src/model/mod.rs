@@ -314,8 +314,8 @@ impl ConvSet {
                 if let Some(y) = ops::separable_cuda(x, gw, gb, pw, pb, true)? {
                     return Ok(mark("fused separable set (CUDA)", y)?);
                 }
-                let y = mark("grouped 3x3 conv", ops::grouped_conv3x3(x, &s.grouped.weight, &s.grouped.bias)?)?;
-                Ok(ops::pointwise(&y, &s.pointwise.weight, &s.pointwise.bias, true)?)
+                let y = mark("grouped 3x3 conv", ops::grouped_conv3x3(x, gw, gb)?)?;
+                Ok(ops::pointwise(&y, pw, pb, true)?)
             }
         }
     }

@@ -121,10 +121,14 @@ pub fn grad_check(device: &Device) -> Result<Vec<ParityCase>> {
     Ok(out)
 }
 
+/// max |t|.
+fn max_abs(t: &Tensor) -> Result<f32> {
+    Ok(t.abs()?.flatten_all()?.max(0)?.to_scalar()?)
+}
+
 /// Relative difference of `a` (any device) from `b` (CPU): max |a - b| / max |b|.
 fn rel(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let scale: f32 = b.abs()?.flatten_all()?.max(0)?.to_scalar()?;
-    Ok(max_diff(&a.to_device(&Device::Cpu)?, b)? / scale.max(1e-6))
+    Ok(max_diff(&a.to_device(&Device::Cpu)?, b)? / max_abs(b)?.max(1e-6))
 }
 
 /// The training graph's own ops (BatchNorm with bias and ReLU, per-channel sums, 2x2 max-pool)
@@ -212,16 +216,15 @@ fn train_step_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
     let ((l_dev, g_dev), (l_cpu, g_cpu)) = (run(device)?, run(&cpu)?);
     let bound = Some(1e-3);
     out.push(ParityCase { name: "train step lighter@1 [2,3,64,64] logits".into(), max_abs_diff: rel(&l_dev, &l_cpu)?, tolerance: bound });
-    let scale = |t: &Tensor| -> Result<f32> { Ok(t.abs()?.flatten_all()?.max(0)?.to_scalar()?) };
     let mut global = 0f32;
     for (_, g) in &g_cpu {
-        global = global.max(scale(g)?);
+        global = global.max(max_abs(g)?);
     }
     let (mut worst, mut worst_name, mut compared) = (0f32, String::new(), 0usize);
     for (name, want) in &g_cpu {
         let got = g_dev.iter().find(|(k, _)| k == name).map(|(_, g)| g);
         let got = got.ok_or_else(|| Error::Msg(format!("{name}: no gradient on the device")))?;
-        if scale(want)? <= 1e-5 * global {
+        if max_abs(want)? <= 1e-5 * global {
             continue;
         }
         compared += 1;
