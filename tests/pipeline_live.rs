@@ -206,7 +206,9 @@ impl Xvfb {
         let mut x = Xvfb { child, display: format!(":{n}") };
         let socket = std::path::PathBuf::from(format!("/tmp/.X11-unix/X{n}"));
         let t = Instant::now();
-        while !socket.exists() {
+        // Ready when a client can connect: an earlier server killed without its clean-up can
+        // leave a socket file of the same name behind.
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
             // A machine where Xvfb cannot run (permissions, a display number in use) says
             // nothing about the window sink: skip, loudly.
             if t.elapsed() > Duration::from_secs(10) || x.child.try_wait().ok().flatten().is_some() {
@@ -221,7 +223,11 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM lets Xvfb remove its socket and lock file (SIGKILL leaves them behind).
+        let terminated = std::process::Command::new("kill").arg(self.child.id().to_string()).status().is_ok_and(|s| s.success());
+        if !terminated {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
