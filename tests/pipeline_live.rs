@@ -31,7 +31,7 @@ fn slow_stage_drops_oldest_and_counts_every_frame() {
     let t = Instant::now();
     let report = run(job, slow_square(120)).unwrap();
     let c = report.counters;
-    eprintln!("{}", report.table());
+    eprintln!("{}", summary(&report));
     assert_eq!(c.frames_in, 45);
     assert_eq!(c.frames_in, c.frames_out + c.dropped, "every frame is processed or counted as dropped");
     assert!(c.dropped >= 20, "dropped {}", c.dropped);
@@ -132,7 +132,7 @@ fn rtp_udp_loopback_round_trip_and_stalled_source() {
 
     let report = live.join().unwrap().expect("live run ends cleanly when the source stops");
     let (frames, red) = receiver.collect(Duration::from_millis(1500));
-    eprintln!("{}received {frames} frames, {red} with the overlay", report.table());
+    eprintln!("{}received {frames} frames, {red} with the overlay", summary(&report));
     assert!(report.stopped.as_deref().unwrap_or("").contains("stalled"), "{:?}", report.stopped);
     assert!(report.counters.frames_in >= 25, "in {}", report.counters.frames_in);
     assert!(frames >= 20, "received {frames}");
@@ -177,7 +177,7 @@ fn srt_named_pipelines_round_trip() {
 
     let report = live.join().unwrap().expect("live run ends cleanly when the SRT sender stops");
     let (frames, red) = receiver.collect(Duration::from_millis(2000));
-    eprintln!("{}received {frames} frames over SRT, {red} with the overlay", report.table());
+    eprintln!("{}received {frames} frames over SRT, {red} with the overlay", summary(&report));
     assert!(report.counters.frames_in >= 25, "in {}", report.counters.frames_in);
     // SRT callers joining mid-stream lose frames until the next keyframe (every 10 frames in,
     // 30 out): counts are lower bounds with that margin.
@@ -252,7 +252,7 @@ fn window_sink_shows_the_overlay() {
     let grab = Receiver::decoding(&format!("ximagesrc display-name={} use-damage=false num-buffers=10 ! video/x-raw,framerate=10/1", x.display));
     let (frames, red) = grab.collect(Duration::from_millis(1500));
     let report = live.join().unwrap().expect("live run into a window");
-    eprintln!("{}grabbed {frames} screens, {red} with the overlay", report.table());
+    eprintln!("{}grabbed {frames} screens, {red} with the overlay", summary(&report));
     assert_eq!(report.counters.frames_in, 90);
     assert!(frames >= 5, "grabbed {frames}");
     assert!(red >= 3, "overlay on screen in {red} of {frames} grabs");

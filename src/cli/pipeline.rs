@@ -345,8 +345,31 @@ fn write_report(path: &Option<PathBuf>, value: &serde_json::Value, overwrite: bo
     Ok(())
 }
 
+/// The human summary of a run: counters and one row per stage (`--report` has the same as JSON).
+fn report_table(report: &Report) -> String {
+    let c = &report.counters;
+    let mut s = format!(
+        "{} run: {} frames in, {} out, {} at the output sink, {} dropped, {} late; {:.1} s, {:.2} frames/s out\n",
+        report.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, report.wall_s, report.fps_out
+    );
+    if let (Some(a), Some(b)) = report.rss_mb {
+        s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
+    }
+    if report.batch > 1 {
+        s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", report.batch));
+    }
+    s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
+    for (name, p) in &report.latency_ms {
+        s.push_str(&format!(
+            "{:<13} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+            name, p.n, p.mean, p.p50, p.p95, p.p99, p.max
+        ));
+    }
+    s
+}
+
 fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
-    eprint!("{}", report.table());
+    eprint!("{}", report_table(report));
     if let Some(e) = &report.input_error {
         bail!("the input failed after {} frames (the output was finalised): {e}", report.counters.frames_in);
     }
@@ -568,7 +591,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", report.table());
+        print!("{}", report_table(&report));
         println!(
             "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s; {:.1} ms before the run, {:.1} after); pipeline {:.2} frames/s = {:.2}x model",
             before.0 .0,

@@ -7,7 +7,8 @@ use gst::prelude::*;
 
 use super::config::{Mode, SinkSpec};
 use super::error::{PipelineError, Result};
-use super::sink::{build_output, Timing};
+use super::frame::{FrameLayout, Timing, BGR, GREY};
+use super::sink::Outputs;
 use super::source::init;
 use crate::phantom::{Phantom, PhantomConfig, PixelLayout};
 
@@ -28,45 +29,41 @@ pub fn write_phantom_clip(
     }
     init()?;
     let phantom = Phantom::new(config.clone()).map_err(|e| PipelineError::Config(format!("phantom: {e}")))?;
-    let mut outs = vec![build_output(video, gst_video::VideoFormat::Bgr, Mode::Recorded, None)?];
-    if let Some(m) = masks {
-        outs.push(build_output(m, gst_video::VideoFormat::Gray8, Mode::Recorded, None)?);
-    }
-    for o in &outs {
+    let mut outs = Outputs::build(video, masks, Mode::Recorded, None)?;
+    for o in outs.iter() {
         o.pipeline.set_state(gst::State::Playing).map_err(|e| PipelineError::gst("output", e))?;
     }
     let result = (|| -> Result<()> {
         let (w, h) = (config.width, config.height);
         let fps = gst::Fraction::new(config.fps as i32, 1);
         let frame_ns = 1_000_000_000u64 / u64::from(config.fps);
-        let mut rgb = vec![0u8; w * h * 3];
-        let mut mask = vec![0u8; w * h];
+        let (video_layout, mask_layout) = (FrameLayout::packed(w, h, BGR)?, FrameLayout::packed(w, h, GREY)?);
+        let mut rgb = vec![0u8; video_layout.min_len(BGR)?];
+        let mut mask = vec![0u8; mask_layout.min_len(GREY)?];
         for i in 0..frames {
-            phantom.fill_into(i, PixelLayout::Rgb8, &mut rgb, w * 3, Some(&mut mask)).map_err(PipelineError::Config)?;
+            phantom.fill_into(i, PixelLayout::Rgb8, &mut rgb, video_layout.stride, Some(&mut mask)).map_err(PipelineError::Phantom)?;
             let pts = Some(gst::ClockTime::from_nseconds(i * frame_ns));
             let t = Timing { fps, pts, duration: Some(gst::ClockTime::from_nseconds(frame_ns)), seq: i };
-            outs[0].push((w, h, w * 3), &rgb, t)?;
-            if let Some(o) = outs.get_mut(1) {
-                o.push((w, h, w), &mask, t)?;
+            outs.video.push(video_layout, &rgb, t)?;
+            if let Some(o) = &mut outs.masks {
+                o.push(mask_layout, &mask, t)?;
             }
             check_bus(&outs)?;
         }
-        for o in &outs {
-            o.end_of_stream();
-        }
-        for o in &outs {
+        outs.end_of_stream();
+        for o in outs.iter() {
             wait_eos(&o.pipeline)?;
         }
         Ok(())
     })();
-    for o in &outs {
+    for o in outs.iter() {
         let _ = o.pipeline.set_state(gst::State::Null);
     }
     result.map(|()| phantom.image_rect())
 }
 
-fn check_bus(outs: &[super::sink::Output]) -> Result<()> {
-    for o in outs {
+fn check_bus(outs: &Outputs) -> Result<()> {
+    for o in outs.iter() {
         if let Some(bus) = o.pipeline.bus() {
             while let Some(msg) = bus.pop_filtered(&[gst::MessageType::Error]) {
                 if let gst::MessageView::Error(e) = msg.view() {

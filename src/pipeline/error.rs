@@ -1,5 +1,8 @@
 //! The pipeline's error type: every variant says which side (input, output, model, a thread) failed
-//! and carries GStreamer's own message where there is one.
+//! and carries GStreamer's own message where there is one. Kinds a caller can act on have their
+//! own variant (a missing input, an existing output, a file that cannot be written, a stopped
+//! thread, a buffer too small for its frame); [`PipelineError::Config`] is only for settings the
+//! user got wrong.
 
 use std::path::PathBuf;
 
@@ -11,20 +14,26 @@ pub enum PipelineError {
     #[error("invalid pipeline description `{description}`: {message}")]
     Parse { description: String, message: String },
 
-    #[error("GStreamer element `{0}` is missing (install the GStreamer plugin packages, see scripts/setup.sh)")]
-    MissingElement(String),
-
+    /// A setting or a named pipeline the user got wrong (checked before anything starts, except a
+    /// `--roi` that does not fit a frame, found at that frame).
     #[error("{0}")]
     Config(String),
 
     #[error("input file {} does not exist", .0.display())]
     MissingInput(PathBuf),
 
+    #[error("{} is not a file", .0.display())]
+    InputNotAFile(PathBuf),
+
     #[error("output {} already exists (pass --overwrite to replace it)", .0.display())]
     OutputExists(PathBuf),
 
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// The `--metadata` file failed part-way (the video outputs were finalised).
+    #[error("writing metadata: {}: {source}", path.display())]
+    Metadata { path: PathBuf, source: std::io::Error },
 
     /// An error message posted on a pipeline's bus.
     #[error("{side} pipeline: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
@@ -36,11 +45,35 @@ pub enum PipelineError {
     #[error("frame {seq}: {message}")]
     Frame { seq: u64, message: String },
 
+    /// A buffer too short for the frame its layout describes, or rows wider than its stride.
+    #[error("{what}: {len} bytes cannot hold a {width}x{height} frame of {bytes_per_pixel}-byte pixels in rows of {stride} bytes")]
+    BufferSize { what: &'static str, width: usize, height: usize, stride: usize, bytes_per_pixel: usize, len: usize },
+
+    #[error("a {width}x{height} frame is too large to address")]
+    FrameTooLarge { width: usize, height: usize },
+
+    /// The phantom could not draw a frame.
+    #[error("phantom: {0}")]
+    Phantom(String),
+
+    #[error("no frame reached the output: nothing to plot")]
+    NothingToPlot,
+
+    #[error("plot: {0}")]
+    Plot(String),
+
     #[error("model: {0}")]
     Model(#[from] crate::Error),
 
-    #[error("the {0} thread panicked")]
-    ThreadPanic(&'static str),
+    #[error("cannot start the {thread} thread: {source}")]
+    ThreadSpawn { thread: &'static str, source: std::io::Error },
+
+    #[error("the {thread} thread panicked")]
+    ThreadPanicked { thread: &'static str },
+
+    /// A worker thread ended while its input was still open (its own error is reported at join).
+    #[error("the {thread} thread stopped")]
+    ThreadStopped { thread: &'static str },
 }
 
 impl PipelineError {

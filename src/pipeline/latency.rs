@@ -1,48 +1,14 @@
-//! Frames in flight, their per-stage timestamps, and the collector that turns them into counters,
+//! Per-stage timestamps of the frames in flight, and the collector that turns them into counters,
 //! percentiles and the per-frame `--metadata` JSON lines.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
 
-/// A frame's pixels: BGR rows of `stride` bytes in a GStreamer buffer of our own, mapped
-/// writable. It is filled once at capture, the overlay is drawn into it, and the same buffer is
-/// pushed into the output pipeline: one copy of the frame on its way, not two (a 1080p frame is
-/// 6 MB, about a millisecond per copy here).
-#[derive(Debug)]
-pub struct FrameBuffer(pub gst::MappedBuffer<gst::buffer::Writable>);
-
-impl std::ops::Deref for FrameBuffer {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        self.0.as_slice()
-    }
-}
-
-impl std::ops::DerefMut for FrameBuffer {
-    fn deref_mut(&mut self) -> &mut [u8] {
-        self.0.as_mut_slice()
-    }
-}
-
-/// One captured frame: BGR rows of `stride` bytes, its stream timing and its stamps.
-#[derive(Debug)]
-pub struct Frame {
-    /// Capture order, from 0. Also written into the output buffers' `offset` so that the output
-    /// pad probe can find the frame again.
-    pub seq: u64,
-    pub pts: Option<gst::ClockTime>,
-    pub duration: Option<gst::ClockTime>,
-    pub fps: gst::Fraction,
-    pub width: usize,
-    pub height: usize,
-    /// Bytes per row (GStreamer's default for BGR: `width * 3` rounded up to 4).
-    pub stride: usize,
-    pub data: FrameBuffer,
-    pub stamps: Stamps,
-}
+use super::error::PipelineError;
 
 /// When a frame passed each point of the pipeline.
 #[derive(Clone, Copy, Debug)]
@@ -198,12 +164,13 @@ pub struct Collector {
     pending_stamps: BTreeMap<u64, Stamps>,
     done: VecDeque<FrameRecord>,
     pub counters: Counters,
-    metadata: Option<(std::path::PathBuf, std::io::BufWriter<std::fs::File>)>,
-    metadata_error: Option<String>,
+    metadata: Option<(PathBuf, std::io::BufWriter<std::fs::File>)>,
+    /// The first write error of the metadata file (later lines are still tried).
+    metadata_error: Option<(PathBuf, std::io::Error)>,
 }
 
 impl Collector {
-    pub fn new(start: Instant, late_after_ms: f64, metadata: Option<(std::path::PathBuf, std::fs::File)>) -> Collector {
+    pub fn new(start: Instant, late_after_ms: f64, metadata: Option<(PathBuf, std::fs::File)>) -> Collector {
         Collector {
             start,
             late_after_ms,
@@ -257,7 +224,7 @@ impl Collector {
         }
         if let Some((path, w)) = &mut self.metadata {
             if let Err(e) = w.flush() {
-                self.metadata_error.get_or_insert(format!("{}: {e}", path.display()));
+                self.metadata_error.get_or_insert_with(|| (path.clone(), e));
             }
         }
     }
@@ -272,7 +239,7 @@ impl Collector {
         if let Some((path, w)) = &mut self.metadata {
             let line = serde_json::to_string(&record).unwrap_or_default();
             if let Err(e) = writeln!(w, "{line}") {
-                self.metadata_error.get_or_insert(format!("{}: {e}", path.display()));
+                self.metadata_error.get_or_insert_with(|| (path.clone(), e));
             }
         }
         if self.done.len() == KEEP_RECORDS {
@@ -285,8 +252,9 @@ impl Collector {
         self.done.iter()
     }
 
-    pub fn metadata_error(&self) -> Option<&str> {
-        self.metadata_error.as_deref()
+    /// The metadata file's first write error, once.
+    pub fn take_metadata_error(&mut self) -> Option<PipelineError> {
+        self.metadata_error.take().map(|(path, source)| PipelineError::Metadata { path, source })
     }
 
     /// Percentiles per stage (in [`STAGE_NAMES`] order) over the kept records.

@@ -1,23 +1,35 @@
 //! The streaming pipeline: live and recorded ultrasound video in, annotated video out, measured.
 //!
+//! The path of one frame, from capture to sink:
 //! ```text
-//! {input: file | gst-launch | phantom} - {videoconvert} - {appsink BGR}
-//!   -> bounded queue -> inference thread (ROI, 256x256 BGR /255, model, resize back, threshold,
-//!      largest component, overlay on the full frame) -> queue -> pusher thread
+//! {input: file | gst-launch | phantom} - {videoconvert} - {appsink BGR/GRAY8}
+//!   -> appsink callback: copied once into a Frame (FrameBuffer of our own; source::capture_bgr)
+//!   -> input queue (bounded; recorded: waits, live: drops the oldest)
+//!   -> inference thread: Processor (ROI, model input, Segmenter, threshold, largest component,
+//!      statistics, overlay drawn into the same buffer) -> Processed { frame, masks, stats }
+//!   -> queue (2) -> pusher thread: stamps into the Collector, Outputs::push
 //!   -> {appsrc} - {videoconvert} - ... - {encoder/muxer by extension | gst-launch sink}
+//!      video: the frame's own buffer, no copy; masks (when asked for): a GRAY8 copy
 //! ```
+//! The output pad probe stamps the frame at the sink and the collector finishes its record
+//! (`--metadata` line, percentiles, counters).
+//!
 //! - [`config`]: typed settings, sources, sinks and the named pipelines of `pipelines/`.
+//! - [`frame`]: a frame in flight: pixels, layout (sizes, checked), stream timing, stamps.
+//! - [`source`]: the input pipeline, ending in the appsink, and the capture copy.
 //! - [`inference`]: the model input and the [`Segmenter`] seam (fakes in tests).
-//! - [`overlay`]: per-frame post-processing and drawing.
-//! - [`source`] / [`sink`]: the GStreamer ends.
+//! - [`overlay`]: per-frame post-processing and drawing (the [`overlay::Processor`]).
+//! - [`sink`]: the output pipelines, by role ([`sink::Outputs`]: video, masks).
 //! - [`latency`]: per-frame stamps, counters, percentiles, `--metadata` lines.
-//! - [`run`]: threads, buses and ordered shutdown.
+//! - [`run`](mod@run): the appsink callback, the two threads, the bus watch and ordered shutdown.
+//! - [`error`]: the pipeline's error type.
 //! - [`clip`]: phantom clips with ground-truth masks.
 //! - [`plot`]: the latency plot of `bench pipeline`.
 
 pub mod clip;
 pub mod config;
 pub mod error;
+pub mod frame;
 pub mod inference;
 pub mod latency;
 pub mod overlay;
@@ -28,6 +40,7 @@ pub mod source;
 
 pub use config::{Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, ProcessConfig, Roi, SinkSpec, SourceSpec};
 pub use error::{PipelineError, Result};
+pub use frame::FrameLayout;
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
 pub use latency::{end_to_end_thirds, Counters, FrameRecord, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;

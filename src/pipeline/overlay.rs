@@ -18,15 +18,17 @@ use rayon::prelude::*;
 use super::config::{Mode, OverlayStyle, ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
 use super::inference::{Preprocessor, SegmentInput, Segmenter};
-use super::latency::{Frame, LesionStats};
+use super::frame::{Frame, FrameLayout, GREY};
+use super::latency::LesionStats;
 use crate::metrics::Mask;
 use crate::postprocess::{largest_component_into, ComponentScratch, MaskScaling};
 
-/// A processed frame: the annotated picture, the full-frame mask when asked for, the lesion.
+/// A processed frame, by output: the annotated picture for the video output, the full-frame mask
+/// for the masks output when there is one, and the lesion for the metadata.
 pub struct Processed {
     pub frame: Frame,
     /// `width * height` bytes, 0 or 255.
-    pub mask: Option<Vec<u8>>,
+    pub masks: Option<Vec<u8>>,
     pub stats: Option<LesionStats>,
 }
 
@@ -34,7 +36,8 @@ pub struct Processor {
     cfg: ProcessConfig,
     /// The ROI used when the config has none (the phantom's image region).
     default_roi: Option<Roi>,
-    want_mask: bool,
+    /// There is a masks output.
+    want_masks: bool,
     /// One per frame of a batch (each caches its resize taps).
     pre: Vec<Preprocessor>,
     /// The batch's model inputs, `3 * model size` values per frame.
@@ -56,11 +59,11 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(cfg: ProcessConfig, default_roi: Option<Roi>, want_mask: bool) -> Processor {
+    pub fn new(cfg: ProcessConfig, default_roi: Option<Roi>, want_masks: bool) -> Processor {
         Processor {
             cfg,
             default_roi,
-            want_mask,
+            want_masks,
             pre: Vec::new(),
             input: Vec::new(),
             raw: Mask::new(0, 0),
@@ -106,7 +109,7 @@ impl Processor {
     pub fn process_batch(&mut self, frames: Vec<Frame>, seg: &mut dyn Segmenter) -> Result<Vec<Processed>> {
         let (mw, mh) = self.cfg.model_size;
         let len = 3 * mw * mh;
-        let rois = frames.iter().map(|f| self.roi_for(f.width, f.height)).collect::<Result<Vec<_>>>()?;
+        let rois = frames.iter().map(|f| self.roi_for(f.layout.width, f.layout.height)).collect::<Result<Vec<_>>>()?;
         if self.pre.len() < frames.len() {
             self.pre.resize_with(frames.len(), Preprocessor::new);
         }
@@ -116,7 +119,7 @@ impl Processor {
             .par_chunks_mut(len)
             .zip(self.pre.par_iter_mut())
             .zip(frames.par_iter().zip(&rois))
-            .try_for_each(|((out, pre), (f, &roi))| pre.run(&f.data, f.stride, roi, (mw, mh), out))?;
+            .try_for_each(|((out, pre), (f, &roi))| pre.run(&f.data, f.layout.stride, roi, (mw, mh), out))?;
         let start = Instant::now();
         let inputs: Vec<SegmentInput> = frames
             .iter()
@@ -144,7 +147,7 @@ impl Processor {
 
     /// Everything after the model for one frame: smoothing, mask, statistics, overlay.
     fn finish(&mut self, mut frame: Frame, roi: Roi, mut probs: Vec<f32>) -> Result<Processed> {
-        let (w, h) = (frame.width, frame.height);
+        let (w, h) = frame.layout.size();
         let (mw, mh) = self.cfg.model_size;
         if probs.len() != mw * mh {
             return Err(PipelineError::Frame {
@@ -175,8 +178,8 @@ impl Processor {
             mean_probability: s.mean_probability,
         });
 
-        let full_mask = if self.want_mask {
-            let mut m = vec![0u8; w * h];
+        let masks = if self.want_masks {
+            let mut m = vec![0u8; FrameLayout::packed(w, h, GREY)?.min_len(GREY)?];
             self.scaling.write_mask(&self.mask, &mut m[roi.y * w + roi.x..], w, 255).map_err(|e| frame_err(e.to_string()))?;
             Some(m)
         } else {
@@ -190,7 +193,7 @@ impl Processor {
             let dt = now.duration_since(prev).as_secs_f64();
             self.dt_ema = if self.dt_ema == 0.0 { dt } else { 0.9 * self.dt_ema + 0.1 * dt };
         }
-        Ok(Processed { frame, mask: full_mask, stats })
+        Ok(Processed { frame, masks, stats })
     }
 
     fn smooth(&mut self, probs: &mut [f32], size: (usize, usize)) {
@@ -211,7 +214,7 @@ impl Processor {
 
     fn draw(&mut self, frame: &mut Frame, roi: Roi, stats: Option<&LesionStats>) -> Result<(), String> {
         let o = &self.cfg.overlay;
-        let stride = frame.stride;
+        let FrameLayout { width, height, stride } = frame.layout;
         let sub = &mut frame.data[roi.y * stride + roi.x * 3..];
         if matches!(o.style, OverlayStyle::Fill | OverlayStyle::Both) {
             self.scaling.fill_translucent_rgb(sub, stride, &self.mask, o.color_bgr, o.fill_alpha).map_err(|e| e.to_string())?;
@@ -223,7 +226,7 @@ impl Processor {
             let lat = frame.stamps.infer_end.map(|t| t.saturating_duration_since(frame.stamps.capture).as_secs_f64() * 1e3).unwrap_or(0.0);
             let fps = if self.dt_ema > 0.0 { 1.0 / self.dt_ema } else { 0.0 };
             let text = format!("{fps:.1} fps  {lat:.0} ms  lesion {} px", stats.map_or(0, |s| s.area_px));
-            crate::raster::draw_text(&mut frame.data, (frame.width, frame.height, stride), (8, 8), 2, &text, [255; 3], Some([0; 3]));
+            crate::raster::draw_text(&mut frame.data, (width, height, stride), (8, 8), 2, &text, [255; 3], Some([0; 3]));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ pub fn latency_plot(records: &[FrameRecord], path: &Path) -> Result<()> {
         .filter_map(|r| r.latency_ms.end_to_end.map(|e| (r.t_s, e, r.latency_ms.inference, r.latency_ms.queue)))
         .collect();
     if pts.is_empty() {
-        return Err(PipelineError::Config("no frame reached the output: nothing to plot".into()));
+        return Err(PipelineError::NothingToPlot);
     }
     let mut c = Canvas::new(W, H);
     let (red, blue, orange) = ([200, 30, 30], [30, 80, 200], [230, 140, 20]);
@@ -68,8 +68,8 @@ pub fn latency_plot(records: &[FrameRecord], path: &Path) -> Result<()> {
         let (x1, _) = hist.map((i + 1) as f64 * emax / bins as f64, 0.0);
         c.rect((x0 + 1, y0), (x1, hist.bottom), red);
     }
-    let bytes = c.png().map_err(PipelineError::Config)?;
-    std::fs::write(path, bytes).map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))
+    let bytes = c.png().map_err(PipelineError::Plot)?;
+    std::fs::write(path, bytes).map_err(|e| PipelineError::Io { path: path.to_path_buf(), source: e })
 }
 
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! input pipeline -> appsink callback -> [queue: capacity N] -> inference thread (Processor)
-//!     -> [queue: 2] -> pusher thread -> appsrc -> output pipeline(s)
+//!     -> [queue: 2] -> pusher thread -> appsrc -> output pipelines (video, masks)
 //! ```
+//! What the callback, the threads and the bus watch share is one `RunContext`.
 //! Recorded mode: the appsink callback blocks on a full queue (every frame is processed, in order).
 //! Live mode: it never blocks; on a full queue the oldest frame is dropped and counted.
 //! Shutdown: EOS (end of input, Ctrl-C, `max_frames`, a stalled live source) closes the input
@@ -25,10 +26,11 @@ use serde::Serialize;
 use super::config::{Mode, ProcessConfig, Roi, SinkSpec, SourceSpec};
 use super::error::{PipelineError, Result};
 use super::inference::Segmenter;
-use super::latency::{Collector, Counters, Frame, FrameRecord, Percentiles, Stamps};
+use super::frame::Frame;
+use super::latency::{Collector, Counters, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
-use super::sink::{build_output, Output, Timing};
-use super::source::{build_input, capture_bgr, init};
+use super::sink::Outputs;
+use super::source::{build_input, capture_bgr, init, Captured};
 
 /// One run of the pipeline.
 pub struct Job {
@@ -89,32 +91,30 @@ pub struct Report {
     pub records: Vec<FrameRecord>,
 }
 
-impl Report {
-    /// A human summary: counters and one row per stage.
-    pub fn table(&self) -> String {
-        let c = &self.counters;
-        let mut s = format!(
-            "{} run: {} frames in, {} out, {} at the output sink, {} dropped, {} late; {:.1} s, {:.2} frames/s out\n",
-            self.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, self.wall_s, self.fps_out
-        );
-        if let (Some(a), Some(b)) = self.rss_mb {
-            s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
-        }
-        if self.batch > 1 {
-            s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", self.batch));
-        }
-        s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
-        for (name, p) in &self.latency_ms {
-            s.push_str(&format!(
-                "{:<13} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
-                name, p.n, p.mean, p.p50, p.p95, p.p99, p.max
-            ));
-        }
-        s
-    }
+/// What the appsink callback, the two worker threads and the bus watch share.
+struct RunContext {
+    mode: Mode,
+    /// Stop after this many input frames.
+    max_frames: Option<u64>,
+    /// The input queue's sender. Taking it closes the queue (end of input, `max_frames`, a stop):
+    /// the inference thread drains what is left and ends.
+    sender: Mutex<Option<Sender<Frame>>>,
+    last_frame: Mutex<Option<LastFrame>>,
+    /// Counters and stamps; the video output's pad probe holds it too.
+    collector: Arc<Mutex<Collector>>,
+    /// The run failed: the inference thread stops without draining its queue.
+    abort: AtomicBool,
+    /// A frame went into the outputs (an output that never got one will post no EOS).
+    pushed_any: AtomicBool,
 }
 
-type Shared<T> = Arc<Mutex<T>>;
+/// The two worker threads. Each returns its error at join.
+struct Workers {
+    /// Returns the largest batch it ran.
+    inference: JoinHandle<Result<usize>>,
+    /// Returns when it pushed the last frame.
+    pusher: JoinHandle<Result<Option<Instant>>>,
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked mid-update of counters; keep going.
@@ -148,10 +148,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let collector = Arc::new(Mutex::new(Collector::new(start, late_ms, metadata)));
 
     let input = build_input(&job.source, live)?;
-    let mut outputs = vec![build_output(&job.output, gst_video::VideoFormat::Bgr, mode, Some(collector.clone()))?];
-    if let Some(m) = &job.masks {
-        outputs.push(build_output(m, gst_video::VideoFormat::Gray8, mode, None)?);
-    }
+    let outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
     let default_roi = input.phantom.as_ref().map(|p| {
         let (x, y, w, h) = p.image_rect();
         Roi { x, y, w, h }
@@ -161,19 +158,26 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let capacity = if live { job.config.queue_capacity } else { job.config.queue_capacity.max(job.config.batch) };
     let (in_tx, in_rx) = bounded::<Frame>(capacity);
     let (out_tx, out_rx) = bounded::<Processed>(2);
-    let sender: Shared<Option<Sender<Frame>>> = Arc::new(Mutex::new(Some(in_tx)));
-    let last_frame: Shared<Option<LastFrame>> = Arc::new(Mutex::new(None));
-    let abort = Arc::new(AtomicBool::new(false));
+    let ctx = Arc::new(RunContext {
+        mode,
+        max_frames: job.max_frames,
+        sender: Mutex::new(Some(in_tx)),
+        last_frame: Mutex::new(None),
+        collector,
+        abort: AtomicBool::new(false),
+        pushed_any: AtomicBool::new(false),
+    });
 
-    install_appsink_callbacks(&input.appsink, mode, sender.clone(), in_rx.clone(), collector.clone(), last_frame.clone(), job.max_frames);
+    install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone());
 
-    let processor = Processor::new(job.config.clone(), default_roi, job.masks.is_some());
-    let inference = spawn_inference(processor, segmenter, in_rx, out_tx, abort.clone())?;
+    let processor = Processor::new(job.config.clone(), default_roi, outputs.masks.is_some());
     let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
     let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
-    let files: Vec<Option<PathBuf>> = outputs.iter().map(|o| o.file.clone()).collect();
-    let pushed_any = Arc::new(AtomicBool::new(false));
-    let pusher = spawn_pusher(outputs, out_rx, collector.clone(), pushed_any.clone())?;
+    let files: Vec<PathBuf> = outputs.iter().filter_map(|o| o.file.clone()).collect();
+    let workers = Workers {
+        inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
+        pusher: spawn_pusher(ctx.clone(), outputs, out_rx)?,
+    };
 
     let in_bus = input.pipeline.bus().ok_or_else(|| PipelineError::gst("input", "no bus"))?;
     let outcome = (|| -> Result<Loop> {
@@ -181,20 +185,20 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
             p.set_state(gst::State::Playing).map_err(|_| bus_error(p, "output"))?;
         }
         input.pipeline.set_state(gst::State::Playing).map_err(|_| bus_error(&input.pipeline, "input"))?;
-        Ok(watch(&job, &input.pipeline, &in_bus, &out_buses, &sender, &collector, &last_frame, &inference, &pusher, &pushed_any))
+        Ok(watch(&ctx, &job, &input.pipeline, &in_bus, &out_buses, &workers))
     })();
 
     // Shutdown in order; see the module comment.
     let failed = !matches!(outcome, Ok(Loop { error: None, .. }));
     if failed {
-        abort.store(true, Ordering::SeqCst);
+        ctx.abort.store(true, Ordering::SeqCst);
         for p in &out_pipelines {
             let _ = p.set_state(gst::State::Null);
         }
     }
-    lock(&sender).take();
-    let inference_result = join(inference, "inference");
-    let pusher_result = join(pusher, "pusher");
+    lock(&ctx.sender).take();
+    let inference_result = join(workers.inference, "inference");
+    let pusher_result = join(workers.pusher, "pusher");
     let _ = input.pipeline.set_state(gst::State::Null);
     for p in &out_pipelines {
         let _ = p.set_state(gst::State::Null);
@@ -208,14 +212,14 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     }
     let last_push = pusher_result?;
 
-    let mut c = lock(&collector);
+    let mut c = lock(&ctx.collector);
     c.flush();
-    if let Some(e) = c.metadata_error() {
-        return Err(PipelineError::Config(format!("writing metadata: {e}")));
+    if let Some(e) = c.take_metadata_error() {
+        return Err(e);
     }
     if c.counters.frames_out == 0 {
         // Nothing decoded: do not leave an empty or unplayable file behind.
-        for f in files.iter().flatten() {
+        for f in &files {
             let _ = std::fs::remove_file(f);
         }
         if let Some(e) = outcome.input_error {
@@ -247,8 +251,15 @@ fn rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn join<T>(h: JoinHandle<Result<T>>, name: &'static str) -> Result<T> {
-    h.join().map_err(|_| PipelineError::ThreadPanic(name))?
+fn spawn<T: Send + 'static>(thread: &'static str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<JoinHandle<Result<T>>> {
+    std::thread::Builder::new()
+        .name(format!("lightunet-{thread}"))
+        .spawn(f)
+        .map_err(|source| PipelineError::ThreadSpawn { thread, source })
+}
+
+fn join<T>(h: JoinHandle<Result<T>>, thread: &'static str) -> Result<T> {
+    h.join().map_err(|_| PipelineError::ThreadPanicked { thread })?
 }
 
 /// The first error on a pipeline's bus, for a failed state change.
@@ -272,28 +283,22 @@ fn stream_error(side: &'static str, e: &gst::message::Error) -> PipelineError {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn install_appsink_callbacks(
-    appsink: &gst_app::AppSink,
-    mode: Mode,
-    sender: Shared<Option<Sender<Frame>>>,
-    queue: Receiver<Frame>,
-    collector: Shared<Collector>,
-    last_frame: Shared<Option<LastFrame>>,
-    max_frames: Option<u64>,
-) {
-    let eos_sender = sender.clone();
+/// The capture end: each sample is copied into a [`Frame`] of our own and queued. Recorded mode
+/// waits for room in the queue; live mode never blocks and drops the oldest frame instead, which
+/// is why the callback holds the queue's receiving end too.
+fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>) {
+    let eos_ctx = ctx.clone();
     let mut seq = 0u64;
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let capture = Instant::now();
                 let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if max_frames.is_some_and(|n| seq >= n) {
-                    lock(&sender).take();
+                if ctx.max_frames.is_some_and(|n| seq >= n) {
+                    lock(&ctx.sender).take();
                     return Err(gst::FlowError::Eos);
                 }
-                let (width, height, fps, stride, data) = match capture_bgr(&sample) {
+                let Captured { layout, fps, data } = match capture_bgr(&sample) {
                     Ok(v) => v,
                     Err(msg) => {
                         gst::element_error!(sink, gst::StreamError::Format, ("cannot read frame {}: {}", seq, msg));
@@ -306,19 +311,17 @@ fn install_appsink_callbacks(
                     pts: buffer.and_then(|b| b.pts()),
                     duration: buffer.and_then(|b| b.duration()),
                     fps,
-                    width,
-                    height,
-                    stride,
+                    layout,
                     data,
                     stamps: Stamps::new(capture),
                 };
                 seq += 1;
                 let end = frame.pts.map(|p| p + frame.duration.unwrap_or(gst::ClockTime::ZERO));
-                *lock(&last_frame) = Some(LastFrame { at: capture, end });
-                lock(&collector).counters.frames_in += 1;
+                *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end });
+                lock(&ctx.collector).counters.frames_in += 1;
                 // Clone the sender out of the lock so that closing it never waits on a send.
-                let Some(tx) = lock(&sender).clone() else { return Err(gst::FlowError::Eos) };
-                match mode {
+                let Some(tx) = lock(&ctx.sender).clone() else { return Err(gst::FlowError::Eos) };
+                match ctx.mode {
                     Mode::Recorded => tx.send(frame).map_err(|_| gst::FlowError::Eos)?,
                     Mode::Live => match tx.try_send(frame) {
                         Ok(()) => {}
@@ -327,7 +330,7 @@ fn install_appsink_callbacks(
                             if let Err(TrySendError::Full(_)) = tx.try_send(frame) {
                                 dropped += 1; // the consumer cannot have refilled it; be safe anyway
                             }
-                            lock(&collector).counters.dropped += dropped;
+                            lock(&ctx.collector).counters.dropped += dropped;
                         }
                         Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
                     },
@@ -335,86 +338,73 @@ fn install_appsink_callbacks(
                 Ok(gst::FlowSuccess::Ok)
             })
             .eos(move |_| {
-                lock(&eos_sender).take();
+                lock(&eos_ctx.sender).take();
             })
             .build(),
     );
 }
 
+/// The inference thread: takes the frames already waiting (up to a batch), runs the processor on
+/// them and hands them to the pusher in order. Ends when the input queue closes, when the
+/// pusher is gone, or at once on abort.
 fn spawn_inference(
+    ctx: Arc<RunContext>,
     mut processor: Processor,
     mut segmenter: Box<dyn Segmenter>,
     rx: Receiver<Frame>,
     tx: Sender<Processed>,
-    abort: Arc<AtomicBool>,
 ) -> Result<JoinHandle<Result<usize>>> {
-    std::thread::Builder::new()
-        .name("lightunet-inference".into())
-        .spawn(move || {
-            // Returns the largest batch it ran.
-            let mut largest = 0usize;
-            let max_batch = processor.max_batch();
-            loop {
-                if abort.load(Ordering::SeqCst) {
-                    return Ok(largest);
-                }
-                let first = match rx.recv_timeout(Duration::from_millis(100)) {
-                    Ok(f) => f,
-                    Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(largest),
-                };
-                // Only frames already waiting join the batch: never wait for one.
-                let mut frames = vec![first];
-                while frames.len() < max_batch {
-                    match rx.try_recv() {
-                        Ok(f) => frames.push(f),
-                        Err(_) => break,
-                    }
-                }
-                largest = largest.max(frames.len());
-                let now = Instant::now();
-                for f in &mut frames {
-                    f.stamps.dequeue = Some(now);
-                }
-                for processed in processor.process_batch(frames, segmenter.as_mut())? {
-                    if tx.send(processed).is_err() {
-                        return Ok(largest); // the pusher stopped (its error is reported by it)
-                    }
+    spawn("inference", move || {
+        // Returns the largest batch it ran.
+        let mut largest = 0usize;
+        let max_batch = processor.max_batch();
+        loop {
+            if ctx.abort.load(Ordering::SeqCst) {
+                return Ok(largest);
+            }
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(f) => f,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return Ok(largest),
+            };
+            // Only frames already waiting join the batch: never wait for one.
+            let mut frames = vec![first];
+            while frames.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(f) => frames.push(f),
+                    Err(_) => break,
                 }
             }
-        })
-        .map_err(|e| PipelineError::gst("inference", e))
+            largest = largest.max(frames.len());
+            let now = Instant::now();
+            for f in &mut frames {
+                f.stamps.dequeue = Some(now);
+            }
+            for processed in processor.process_batch(frames, segmenter.as_mut())? {
+                if tx.send(processed).is_err() {
+                    return Ok(largest); // the pusher stopped (its error is reported by it)
+                }
+            }
+        }
+    })
 }
 
-fn spawn_pusher(
-    mut outputs: Vec<Output>,
-    rx: Receiver<Processed>,
-    collector: Shared<Collector>,
-    pushed_any: Arc<AtomicBool>,
-) -> Result<JoinHandle<Result<Option<Instant>>>> {
-    std::thread::Builder::new()
-        .name("lightunet-pusher".into())
-        .spawn(move || {
-            let mut last = None;
-            for p in rx.iter() {
-                let mut f = p.frame;
-                let now = Instant::now();
-                f.stamps.pushed = Some(now);
-                lock(&collector).pushed(f.seq, f.pts, p.stats, f.stamps);
-                let t = Timing { fps: f.fps, pts: f.pts, duration: f.duration, seq: f.seq };
-                if let (Some(mask), Some(out)) = (p.mask.as_ref(), outputs.get_mut(1)) {
-                    out.push((f.width, f.height, f.width), mask, t)?;
-                }
-                outputs[0].push_frame(f.data, (f.width, f.height, f.stride), t)?;
-                pushed_any.store(true, Ordering::SeqCst);
-                last = Some(now);
-            }
-            for o in &outputs {
-                o.end_of_stream();
-            }
-            Ok(last)
-        })
-        .map_err(|e| PipelineError::gst("pusher", e))
+/// The pusher thread: records each processed frame in the collector and pushes it into the
+/// outputs; sends EOS into them when the inference thread's queue closes.
+fn spawn_pusher(ctx: Arc<RunContext>, mut outputs: Outputs, rx: Receiver<Processed>) -> Result<JoinHandle<Result<Option<Instant>>>> {
+    spawn("pusher", move || {
+        let mut last = None;
+        for Processed { mut frame, masks, stats } in rx.iter() {
+            let now = Instant::now();
+            frame.stamps.pushed = Some(now);
+            lock(&ctx.collector).pushed(frame.seq, frame.pts, stats, frame.stamps);
+            outputs.push(frame, masks.as_deref())?;
+            ctx.pushed_any.store(true, Ordering::SeqCst);
+            last = Some(now);
+        }
+        outputs.end_of_stream();
+        Ok(last)
+    })
 }
 
 /// When the newest frame was captured and where it ends in stream time.
@@ -430,19 +420,9 @@ struct Loop {
     stopped: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn watch(
-    job: &Job,
-    input: &gst::Pipeline,
-    in_bus: &gst::Bus,
-    out_buses: &[gst::Bus],
-    sender: &Shared<Option<Sender<Frame>>>,
-    collector: &Shared<Collector>,
-    last_frame: &Shared<Option<LastFrame>>,
-    inference: &JoinHandle<Result<usize>>,
-    pusher: &JoinHandle<Result<Option<Instant>>>,
-    pushed_any: &AtomicBool,
-) -> Loop {
+/// The main thread's loop until every output has posted EOS, an error, or a stop: reads the
+/// buses, watches the workers, the stop flag and (live) a stalled source.
+fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, out_buses: &[gst::Bus], workers: &Workers) -> Loop {
     let cfg = &job.config;
     let mut out = Loop { error: None, input_error: None, stopped: None };
     let mut out_eos = vec![false; out_buses.len()];
@@ -451,7 +431,7 @@ fn watch(
     let mut last_report = Instant::now();
     let mut duration: Option<gst::ClockTime> = None;
     let close_input = || {
-        lock(sender).take();
+        lock(&ctx.sender).take();
     };
     loop {
         while let Some(msg) = in_bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
@@ -480,16 +460,16 @@ fn watch(
                 }
             }
         }
-        if duration.is_none() && lock(last_frame).is_some() {
+        if duration.is_none() && lock(&ctx.last_frame).is_some() {
             duration = input.query_duration::<gst::ClockTime>();
         }
         if out_eos.iter().all(|&e| e) {
             // Demuxers often stop quietly at the end of a truncated file: compare with the
             // container's duration so that the loss is reported, not silent.
-            let end = lock(last_frame).and_then(|f| f.end);
+            let end = lock(&ctx.last_frame).and_then(|f| f.end);
             let file = matches!(job.source, SourceSpec::File(_));
             if let (true, None, None, Some(d), Some(e)) = (file, &out.input_error, &out.stopped, duration, end) {
-                let reached = lock(collector).counters.frames_in;
+                let reached = lock(&ctx.collector).counters.frames_in;
                 if job.max_frames.is_none_or(|m| reached < m) && e + gst::ClockTime::from_mseconds(100) < d {
                     out.input_error = Some(format!(
                         "the input ended at {:.2} s of its {:.2} s duration (truncated or corrupted file?)",
@@ -500,14 +480,14 @@ fn watch(
             }
             return out;
         }
-        if inference.is_finished() && !pusher.is_finished() && lock(sender).is_some() {
+        if workers.inference.is_finished() && !workers.pusher.is_finished() && lock(&ctx.sender).is_some() {
             // The inference thread failed: its error is collected at join.
-            out.error = Some(PipelineError::Config("the inference thread stopped".into()));
+            out.error = Some(PipelineError::ThreadStopped { thread: "inference" });
             return out;
         }
-        if pusher.is_finished() {
+        if workers.pusher.is_finished() {
             let t = *pusher_done.get_or_insert_with(Instant::now);
-            if !pushed_any.load(Ordering::SeqCst) {
+            if !ctx.pushed_any.load(Ordering::SeqCst) {
                 return out; // nothing was pushed: no EOS will come from an unnegotiated output
             }
             if t.elapsed() > Duration::from_secs(30) {
@@ -525,15 +505,15 @@ fn watch(
             close_input(); // the source ignored EOS
         }
         if cfg.mode == Mode::Live {
-            let stalled = lock(last_frame).is_some_and(|f| f.at.elapsed() > cfg.stall_timeout);
-            if stalled && lock(sender).is_some() {
+            let stalled = lock(&ctx.last_frame).is_some_and(|f| f.at.elapsed() > cfg.stall_timeout);
+            if stalled && lock(&ctx.sender).is_some() {
                 tracing::warn!("the source sent no frame for {:.1} s: finishing", cfg.stall_timeout.as_secs_f64());
                 out.stopped.get_or_insert(format!("source stalled for {:.1} s", cfg.stall_timeout.as_secs_f64()));
                 close_input();
             }
             if last_report.elapsed() >= cfg.report_every {
                 last_report = Instant::now();
-                let c = lock(collector).counters;
+                let c = lock(&ctx.collector).counters;
                 tracing::info!(
                     "live: {} in, {} out, {} dropped, {} late (> {} ms)",
                     c.frames_in, c.frames_out, c.dropped, c.late, cfg.late_after.as_millis()

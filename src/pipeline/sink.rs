@@ -18,20 +18,51 @@ use gst_video::prelude::*;
 
 use super::config::{first_pattern_file, Mode, OutputFormat, SinkSpec};
 use super::error::{PipelineError, Result};
-use super::latency::{Collector, FrameBuffer};
+use super::frame::{Frame, FrameBuffer, FrameLayout, Timing, BGR, GREY};
+use super::latency::Collector;
 use super::source::launch;
 
 const APPSRC_NAME: &str = "lightunet_out";
 
-/// A frame's stream timing and identity, as it goes out: the input's frame rate, PTS (kept in
-/// recorded mode; live output is stamped on push) and duration, and its capture number (written
-/// into the buffer's offset for the output pad probe).
-#[derive(Clone, Copy, Debug)]
-pub struct Timing {
-    pub fps: gst::Fraction,
-    pub pts: Option<gst::ClockTime>,
-    pub duration: Option<gst::ClockTime>,
-    pub seq: u64,
+/// The outputs of a run, by role. Another kind of output (a recording, a metadata stream) is
+/// another field here and another step in [`Outputs::push`].
+pub struct Outputs {
+    /// The annotated frames (BGR).
+    pub video: Output,
+    /// The masks (GRAY8, 0 or 255), when asked for.
+    pub masks: Option<Output>,
+}
+
+impl Outputs {
+    /// Builds (does not start) the output pipelines; `collector` gets the video output's pad
+    /// probe stamps.
+    pub fn build(video: &SinkSpec, masks: Option<&SinkSpec>, mode: Mode, collector: Option<Arc<Mutex<Collector>>>) -> Result<Outputs> {
+        Ok(Outputs {
+            video: build_output(video, gst_video::VideoFormat::Bgr, mode, collector)?,
+            masks: masks.map(|m| build_output(m, gst_video::VideoFormat::Gray8, mode, None)).transpose()?,
+        })
+    }
+
+    /// Every output, the video first.
+    pub fn iter(&self) -> impl Iterator<Item = &Output> {
+        std::iter::once(&self.video).chain(self.masks.as_ref())
+    }
+
+    /// Pushes a processed frame: its mask (`width * height` bytes) to the masks output when both
+    /// exist, then the frame's own buffer to the video output, without a copy.
+    pub fn push(&mut self, frame: Frame, masks: Option<&[u8]>) -> Result<()> {
+        let t = frame.timing();
+        if let (Some(mask), Some(out)) = (masks, self.masks.as_mut()) {
+            out.push(FrameLayout::packed(frame.layout.width, frame.layout.height, GREY)?, mask, t)?;
+        }
+        self.video.push_frame(frame.data, frame.layout, t)
+    }
+
+    pub fn end_of_stream(&self) {
+        for o in self.iter() {
+            o.end_of_stream();
+        }
+    }
 }
 
 pub struct Output {
@@ -63,8 +94,8 @@ fn file_chain(format: OutputFormat, live: bool) -> &'static str {
     }
 }
 
-/// Builds (does not start) the output pipeline. `collector` gets the output pad probe's stamps.
-pub fn build_output(
+/// Builds (does not start) one output pipeline. `collector` gets the output pad probe's stamps.
+fn build_output(
     spec: &SinkSpec,
     format: gst_video::VideoFormat,
     mode: Mode,
@@ -170,27 +201,32 @@ impl Output {
     }
 
     /// Pushes a captured frame's own buffer (BGR, GStreamer's default strides), without a copy.
-    pub fn push_frame(&mut self, frame: FrameBuffer, (w, h, stride): (usize, usize, usize), t: Timing) -> Result<()> {
-        let info = self.layout_for((w, h), t.fps)?;
-        if self.format != gst_video::VideoFormat::Bgr || info.stride()[0] as usize != stride || frame.len() != info.size() {
-            return Err(PipelineError::gst("output", format!("frame buffer layout ({w}x{h}, stride {stride}) does not match the output's")));
+    pub fn push_frame(&mut self, frame: FrameBuffer, layout: FrameLayout, t: Timing) -> Result<()> {
+        let info = self.layout_for(layout.size(), t.fps)?;
+        if self.format != gst_video::VideoFormat::Bgr || info.stride()[0] as usize != layout.stride || frame.len() != info.size() {
+            let FrameLayout { width, height, stride } = layout;
+            return Err(PipelineError::gst("output", format!("frame buffer layout ({width}x{height}, stride {stride}) does not match the output's")));
         }
         self.push_buffer(frame.0.into_buffer(), t)
     }
 
-    /// Pushes a copy of one packed frame (`stride` bytes per row, 3 or 1 bytes per pixel).
-    pub fn push(&mut self, (w, h, stride): (usize, usize, usize), data: &[u8], t: Timing) -> Result<()> {
-        let info = self.layout_for((w, h), t.fps)?;
+    /// Pushes a copy of one frame of `data` in `layout` (3 or 1 bytes per pixel, the output's
+    /// format).
+    pub fn push(&mut self, layout: FrameLayout, data: &[u8], t: Timing) -> Result<()> {
+        let bpp = self.format_bpp();
+        layout.check("frame to push", data.len(), bpp)?;
+        let info = self.layout_for(layout.size(), t.fps)?;
         let mut buffer = gst::Buffer::with_size(info.size()).map_err(|e| PipelineError::gst("output", e))?;
         {
             let b = buffer.get_mut().ok_or_else(|| PipelineError::gst("output", "new buffer not writable"))?;
             let mut vf =
                 gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).map_err(|e| PipelineError::gst("output", e))?;
-            let dst_stride = vf.plane_stride()[0] as usize;
+            let out = FrameLayout { stride: vf.plane_stride()[0] as usize, ..layout };
             let dst = vf.plane_data_mut(0).map_err(|e| PipelineError::gst("output", e))?;
-            let row = w * self.format_bpp();
-            for y in 0..h {
-                dst[y * dst_stride..y * dst_stride + row].copy_from_slice(&data[y * stride..y * stride + row]);
+            out.check("output buffer", dst.len(), bpp)?;
+            let row = layout.row_bytes(bpp)?;
+            for y in 0..layout.height {
+                dst[y * out.stride..y * out.stride + row].copy_from_slice(&data[y * layout.stride..y * layout.stride + row]);
             }
         }
         self.push_buffer(buffer, t)
@@ -198,9 +234,9 @@ impl Output {
 
     fn format_bpp(&self) -> usize {
         if self.format == gst_video::VideoFormat::Gray8 {
-            1
+            GREY
         } else {
-            3
+            BGR
         }
     }
 

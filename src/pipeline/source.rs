@@ -15,7 +15,7 @@ use gst_video::prelude::*;
 
 use super::config::SourceSpec;
 use super::error::{PipelineError, Result};
-use super::latency::FrameBuffer;
+use super::frame::{FrameBuffer, FrameLayout, BGR};
 use crate::phantom::{Phantom, PixelLayout};
 
 pub(crate) const APPSINK_NAME: &str = "lightunet_in";
@@ -65,7 +65,7 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
                 return Err(PipelineError::MissingInput(path.clone()));
             }
             if !path.is_file() {
-                return Err(PipelineError::Config(format!("{} is not a file", path.display())));
+                return Err(PipelineError::InputNotAFile(path.clone()));
             }
             let p = launch(&format!("filesrc name=lightunet_file ! decodebin ! {tail}"), &path.display().to_string())?;
             let src = p.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("input", "filesrc missing"))?;
@@ -154,10 +154,17 @@ fn render(phantom: &Phantom, info: &gst_video::VideoInfo, index: u64, frame_ns: 
     Ok(buffer)
 }
 
+/// A frame as the appsink delivered it, copied into a buffer of our own.
+pub(crate) struct Captured {
+    /// BGR with GStreamer's default strides.
+    pub layout: FrameLayout,
+    pub fps: gst::Fraction,
+    pub data: FrameBuffer,
+}
+
 /// Copies a BGR or GRAY8 sample (grey replicated to three channels) into a new BGR buffer with
-/// GStreamer's default strides, ready to be drawn on and pushed out: `(width, height, fps,
-/// stride, pixels)`.
-pub(crate) fn capture_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fraction, usize, FrameBuffer), String> {
+/// GStreamer's default strides, ready to be drawn on and pushed out.
+pub(crate) fn capture_bgr(sample: &gst::Sample) -> Result<Captured, String> {
     let caps = sample.caps().ok_or("sample without caps")?;
     let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| format!("caps {caps}: {e}"))?;
     let grey = match info.format() {
@@ -171,12 +178,15 @@ pub(crate) fn capture_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fr
     let src_stride = vf.plane_stride()[0] as usize;
     let src = vf.plane_data(0).map_err(|e| e.to_string())?;
     let out_info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Bgr, w as u32, h as u32).build().map_err(|e| e.to_string())?;
-    let stride = out_info.stride()[0] as usize;
+    let layout = FrameLayout { width: w, height: h, stride: out_info.stride()[0] as usize };
     let mut data = gst::Buffer::with_size(out_info.size())
         .map_err(|e| e.to_string())?
         .into_mapped_buffer_writable()
         .map_err(|_| "cannot map a new buffer")?;
     let dst = data.as_mut_slice();
+    // Every output row below is then in bounds (a callback must not panic).
+    layout.check("new frame buffer", dst.len(), BGR).map_err(|e| e.to_string())?;
+    let stride = layout.stride;
     let row = if grey { w } else { w * 3 };
     for y in 0..h {
         let line = src.get(y * src_stride..y * src_stride + row).ok_or("short video buffer")?;
@@ -189,5 +199,5 @@ pub(crate) fn capture_bgr(sample: &gst::Sample) -> Result<(usize, usize, gst::Fr
             out.copy_from_slice(line);
         }
     }
-    Ok((w, h, info.fps(), stride, FrameBuffer(data)))
+    Ok(Captured { layout, fps: info.fps(), data: FrameBuffer(data) })
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use lightunet::pipeline::{SegmentInput, Segmenter};
+use lightunet::pipeline::{Report, SegmentInput, Segmenter};
 
 pub fn init() {
     gst::init().expect("GStreamer initialises");
@@ -111,6 +111,15 @@ pub fn files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A run's counters and per-stage latency for a test's log (the CLI's table lives in the binary).
+pub fn summary(report: &Report) -> String {
+    let mut s = format!("{} run: {:?}\n", report.mode, report.counters);
+    for (name, p) in &report.latency_ms {
+        s.push_str(&format!("{name:<13} n {:>5}  p50 {:>8.2}  p99 {:>8.2}  max {:>8.2} ms\n", p.n, p.p50, p.p99, p.max));
+    }
+    s
 }
 
 /// Never finds a lesion: the cheapest stand-in for the model.
