@@ -11,9 +11,11 @@
 //! - [`train`]: training with the original recipe.
 
 pub mod checkpoint;
+pub mod device;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod percentile;
 pub mod phantom;
 pub mod pipeline;
 pub mod postprocess;

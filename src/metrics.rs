@@ -1,8 +1,7 @@
 //! Per-image segmentation metrics with medpy's definitions (`medpy.metric.binary`), the binary
 //! [`Mask`] they work on, and the per-image averages the original reported.
 //!
-//! Std only on purpose: the module compiles and tests alone with
-//! `rustc --edition 2021 --test src/metrics.rs`.
+//! A leaf of the crate: it uses only [`crate::percentile`] (std only).
 //!
 //! What is reproduced, and from where:
 //! - overlap metrics (`dc`, `jc`, `precision`, `recall`, `sensitivity`, `specificity`) count
@@ -14,12 +13,14 @@
 //!   of one mask is measured to the nearest border pixel of the other with an exact Euclidean
 //!   distance transform at unit pixel spacing (scipy's `distance_transform_edt`);
 //! - `hd95` is `numpy.percentile(hstack(d_pred_to_truth, d_truth_to_pred), 95)` with numpy's
-//!   default linear interpolation.
+//!   default linear interpolation ([`crate::percentile`]).
 //!
 //! medpy raises `RuntimeError` when either mask is empty; here the distance metrics are `None`
 //! instead and [`Summary`] counts how many images were skipped.
 
 use std::fmt;
+
+use crate::percentile::percentile;
 
 /// Inputs whose sizes disagree (a buffer too short, two masks of different sizes, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,31 +481,6 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-/// `numpy.percentile(values, p)` with the default `method="linear"`: sort, take the virtual
-/// index `(n - 1) * p / 100` and interpolate between its neighbours, computing from the upper
-/// neighbour when the fraction is >= 0.5 as numpy's `_lerp` does. `None` for no values or a `p`
-/// outside `[0, 100]`; NaNs sort last (numpy would return NaN).
-pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() || !(0.0..=100.0).contains(&p) {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let q = p / 100.0;
-    let last = sorted.len() - 1;
-    let index = q * last as f64;
-    let lo = (index.floor() as usize).min(last);
-    let hi = (lo + 1).min(last);
-    let t = index - lo as f64;
-    let (a, b) = (sorted[lo], sorted[hi]);
-    let diff = b - a;
-    Some(if t >= 0.5 {
-        b - diff * (1.0 - t)
-    } else {
-        a + diff * t
-    })
-}
-
 /// All metrics of one image, `pred` (medpy's `result`) against `truth` (`reference`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
@@ -802,25 +778,6 @@ mod tests {
             }
         );
         assert!(close(c.specificity(), 94.0 / 96.0));
-    }
-
-    #[test]
-    fn percentile_like_numpy() {
-        // numpy.percentile([1, 2, 3, 4], 95) = 3.85 (index 2.85 between 3 and 4).
-        assert!(close(
-            percentile(&[4.0, 1.0, 3.0, 2.0], 95.0).unwrap(),
-            3.85
-        ));
-        // numpy.percentile([0, 10], 50) = 5.0; [7] -> 7.0; p=100 -> max; p=0 -> min.
-        assert_eq!(percentile(&[10.0, 0.0], 50.0), Some(5.0));
-        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
-        assert_eq!(percentile(&[1.0, 9.0, 5.0], 100.0), Some(9.0));
-        assert_eq!(percentile(&[1.0, 9.0, 5.0], 0.0), Some(1.0));
-        // numpy.percentile(arange(21), 95) = 19.0 (index 0.95 * 20).
-        let v: Vec<f64> = (0..21).map(f64::from).collect();
-        assert!(close(percentile(&v, 95.0).unwrap(), 19.0));
-        assert_eq!(percentile(&[], 95.0), None);
-        assert_eq!(percentile(&[1.0], 101.0), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
+use lightunet::device::parse_device;
 use lightunet::metrics::Metrics;
 use lightunet::model::{UNet, Variant};
 use lightunet::postprocess::draw_contour_rgb;
@@ -21,8 +22,6 @@ use lightunet::predict::{
 };
 use lightunet::train::checkpoint::write_atomic;
 use rayon::prelude::*;
-
-use super::model_cmds::parse_device;
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {

@@ -13,4 +13,4 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::{DataLayout, TrainConfig};
-pub use trainer::{device_from_name, EpochRecord, Outcome, Trainer};
+pub use trainer::{EpochRecord, Outcome, Trainer};

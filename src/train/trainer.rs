@@ -122,18 +122,6 @@ pub struct Trainer {
     phases: Option<[f64; 3]>,
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn device_from_name(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Ok(Device::new_cuda(n)?),
-            None => Err(Error::Input(format!("unknown device `{s}` (cpu, cuda, cuda:N)"))),
-        },
-    }
-}
-
 /// PyTorch's default initialisation, drawn from `seed`: every conv weight and its bias
 /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; BatchNorm keeps gamma 1, beta 0, mean 0, var 1.
 fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
