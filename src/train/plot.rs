@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::checkpoint::write_atomic;
-use super::trainer::EpochRecord;
+use super::history::EpochRecord;
 use crate::error::{Error, Result};
 use crate::raster::{Canvas, Panel, INK};
 

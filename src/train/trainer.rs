@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{load_tensors, save_tensors, write_atomic};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
+use super::history::{history_jsonl, EpochAccum, EpochRecord};
 use super::loss::{hard_confusions, loss};
 use super::optim::Optimizer;
 use super::plot::plot_curves;
@@ -52,29 +53,6 @@ pub const CURVES_FILE: &str = "curves.png";
 /// First key of the dropout stream: far above any epoch number, so it never meets the
 /// augmentation streams keyed by (epoch, position).
 const DROPOUT_STREAM: u64 = 0xd409_0000_0000_0000;
-
-/// One finished epoch (a line of log.jsonl).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub steps: u64,
-    pub train_loss: f64,
-    pub train_dice: f64,
-    pub val_loss: f64,
-    pub val_dice: f64,
-    pub lr: f64,
-    pub seconds: f64,
-    pub best: bool,
-}
-
-/// Running sums over the batches of the current epoch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochAccum {
-    pub loss_sum: f64,
-    pub dice_sum: f64,
-    pub images: usize,
-    pub seconds: f64,
-}
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -541,12 +519,7 @@ impl Trainer {
     }
 
     fn write_log(&self) -> Result<()> {
-        let mut s = String::new();
-        for r in &self.state.history {
-            s.push_str(&serde_json::to_string(r).map_err(|e| Error::Msg(e.to_string()))?);
-            s.push('\n');
-        }
-        write_atomic(&self.out.join(LOG_FILE), s.as_bytes())
+        write_atomic(&self.out.join(LOG_FILE), history_jsonl(&self.state.history)?.as_bytes())
     }
 
     /// config.json: what inference needs to reload the best weights, and what produced them.
