@@ -10,9 +10,11 @@
 //! - [`predict`]: offline inference and evaluation on image files.
 //! - [`train`]: training with the original recipe.
 
+pub mod atomic_write;
 pub mod checkpoint;
 pub mod device;
 pub mod error;
+pub mod image_io;
 pub mod metrics;
 pub mod model;
 pub mod percentile;
@@ -20,7 +22,9 @@ pub mod phantom;
 pub mod pipeline;
 pub mod postprocess;
 pub mod predict;
+pub mod preprocess;
 pub mod raster;
+pub mod resize;
 pub mod train;
 
 pub use error::{Error, Result};

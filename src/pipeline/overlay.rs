@@ -17,10 +17,11 @@ use rayon::prelude::*;
 
 use super::config::{Mode, OverlayStyle, ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
-use super::inference::{Preprocessor, SegmentInput, Segmenter};
+use super::inference::{SegmentInput, Segmenter};
 use super::latency::{Frame, LesionStats};
 use crate::metrics::Mask;
 use crate::postprocess::{largest_component_into, ComponentScratch, MaskScaling};
+use crate::preprocess::Preprocessor;
 
 /// A processed frame: the annotated picture, the full-frame mask when asked for, the lesion.
 pub struct Processed {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::checkpoint::write_atomic;
 use super::history::EpochRecord;
+use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::raster::{Canvas, Panel, INK};
 

@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_tensors, save_tensors, write_atomic};
+use super::checkpoint::{load_tensors, save_tensors};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
 use super::history::{history_jsonl, EpochAccum, EpochRecord};
@@ -40,6 +40,7 @@ use super::loss::{hard_confusions, loss};
 use super::optim::Optimizer;
 use super::plot::plot_curves;
 use super::schedule::{EarlyStop, Plateau};
+use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 use crate::model::{is_buffer, Dropout, UNet, Variant, DROPOUT_P};
