@@ -1,7 +1,8 @@
 //! Per-image segmentation metrics with medpy's definitions (`medpy.metric.binary`), the binary
 //! [`Mask`] they work on, and the per-image averages the original reported.
 //!
-//! A leaf of the crate: it uses only [`crate::percentile`] (std only).
+//! A leaf of the crate: it uses only [`crate::percentile`] (std only), and serde to put
+//! [`Metrics`] and [`Summary`] into reports.
 //!
 //! What is reproduced, and from where:
 //! - overlap metrics (`dc`, `jc`, `precision`, `recall`, `sensitivity`, `specificity`) count
@@ -19,6 +20,8 @@
 //! instead and [`Summary`] counts how many images were skipped.
 
 use std::fmt;
+
+use serde::Serialize;
 
 use crate::percentile::percentile;
 
@@ -481,15 +484,12 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-/// All metrics of one image, `pred` (medpy's `result`) against `truth` (`reference`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// All metrics of one image, `pred` (medpy's `result`) against `truth` (`reference`). Serialised
+/// as it is into `predict`'s report (fields in this order, `null` distances).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Metrics {
     pub dice: f64,
     pub jaccard: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
     /// Hausdorff distance in pixels; `None` when either mask is empty.
     pub hd: Option<f64>,
     /// 95th-percentile Hausdorff distance in pixels; `None` when either mask is empty.
@@ -498,6 +498,10 @@ pub struct Metrics {
     pub asd: Option<f64>,
     /// Average symmetric surface distance in pixels; `None` when either mask is empty.
     pub assd: Option<f64>,
+    pub precision: f64,
+    pub recall: f64,
+    pub sensitivity: f64,
+    pub specificity: f64,
 }
 
 impl Metrics {
@@ -520,8 +524,9 @@ impl Metrics {
     }
 }
 
-/// Means over images, as the original reported them ("per image, then averaged").
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Means over images, as the original reported them ("per image, then averaged"). Serialised
+/// as it is into `predict`'s report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     /// Images averaged for the overlap metrics.
     pub images: usize,
@@ -529,18 +534,9 @@ pub struct Summary {
     pub with_distances: usize,
     /// Images left out of the distance means because a mask was empty.
     pub distances_skipped: usize,
-    /// Means over all `images`; NaN when `images == 0`.
-    pub dice: f64,
-    pub jaccard: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
-    /// Means over the `with_distances` images; `None` when there are none.
-    pub hd: Option<f64>,
-    pub hd95: Option<f64>,
-    pub asd: Option<f64>,
-    pub assd: Option<f64>,
+    /// The means: overlap metrics over all `images`, distances over the `with_distances` images
+    /// (`None` when there are none); `None` when there are no images.
+    pub mean: Option<Metrics>,
 }
 
 impl From<&[Metrics]> for Summary {
@@ -551,21 +547,19 @@ impl From<&[Metrics]> for Summary {
             (!v.is_empty()).then(|| mean(&v))
         };
         let with_distances = all.iter().filter(|m| m.hd.is_some()).count();
-        Summary {
-            images: all.len(),
-            with_distances,
-            distances_skipped: all.len() - with_distances,
+        let mean = (!all.is_empty()).then(|| Metrics {
             dice: over(|m| m.dice),
             jaccard: over(|m| m.jaccard),
-            precision: over(|m| m.precision),
-            recall: over(|m| m.recall),
-            sensitivity: over(|m| m.sensitivity),
-            specificity: over(|m| m.specificity),
             hd: over_some(|m| m.hd),
             hd95: over_some(|m| m.hd95),
             asd: over_some(|m| m.asd),
             assd: over_some(|m| m.assd),
-        }
+            precision: over(|m| m.precision),
+            recall: over(|m| m.recall),
+            sensitivity: over(|m| m.sensitivity),
+            specificity: over(|m| m.specificity),
+        });
+        Summary { images: all.len(), with_distances, distances_skipped: all.len() - with_distances, mean }
     }
 }
 
@@ -824,13 +818,14 @@ mod tests {
         ];
         let s = Summary::from(&ms);
         assert_eq!((s.images, s.with_distances, s.distances_skipped), (3, 2, 1));
-        assert!(close(s.dice, (1.0 + 2.0 / 3.0 + 0.0) / 3.0));
-        assert_eq!(s.hd, Some(0.5));
-        assert_eq!(s.asd, Some(0.25));
+        let mean = s.mean.unwrap();
+        assert!(close(mean.dice, (1.0 + 2.0 / 3.0 + 0.0) / 3.0));
+        assert_eq!(mean.hd, Some(0.5));
+        assert_eq!(mean.asd, Some(0.25));
         let none = Summary::from(&ms[2..]);
-        assert_eq!(none.hd, None);
+        assert_eq!(none.mean.unwrap().hd, None);
         assert_eq!(none.distances_skipped, 1);
-        assert!(Summary::from(&[][..]).dice.is_nan());
+        assert_eq!(Summary::from(&[][..]).mean, None);
     }
 
     fn brute_force_sq(sites: &Mask) -> Vec<u64> {

@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::metrics::{Mask, Metrics, Summary};
+use crate::metrics::{Mask, Metrics, ShapeError, Summary};
 use crate::model::UNet;
 use crate::image_io::BgrImage;
 use crate::postprocess::{largest_component, threshold};
@@ -55,7 +55,7 @@ pub struct Prediction {
 impl Predictor {
     pub fn new(net: UNet, size: usize, post: PostOptions) -> Result<Self> {
         if size < 16 {
-            return Err(Error::Input(format!("network input size must be >= 16, got {size}")));
+            return Err(Error::InvalidSetting(format!("network input size must be >= 16, got {size}")));
         }
         Ok(Self { net, size, post })
     }
@@ -76,7 +76,8 @@ impl Predictor {
         let s = self.size;
         let flat: Vec<f32> = inputs.iter().flat_map(|v| v.iter().copied()).collect();
         if flat.len() != inputs.len() * 3 * s * s {
-            return Err(Error::Input(format!("inputs must be [3, {s}, {s}] each")));
+            let (what, expected, got) = ("network inputs ([3, size, size] each)", inputs.len() * 3 * s * s, flat.len());
+            return Err(ShapeError::Length { what, expected, got }.into());
         }
         let x = Tensor::from_vec(flat, (inputs.len(), 3, s, s), &Device::Cpu)?.to_device(self.device())?;
         let y = self.net.forward(&x)?.to_device(&Device::Cpu)?; // [N, 1, s, s]
@@ -103,9 +104,8 @@ impl Predictor {
 
     /// Probability map (`size x size`) to the final mask at `width x height`.
     pub fn finish(&self, probs: &[f32], width: usize, height: usize) -> Result<Mask> {
-        let shape = |e: crate::metrics::ShapeError| Error::Input(e.to_string());
-        let resized = resize_bilinear_f32(probs, self.size, self.size, width, height).map_err(shape)?;
-        let mask = threshold(&resized, width, height, self.post.threshold).map_err(shape)?;
+        let resized = resize_bilinear_f32(probs, self.size, self.size, width, height)?;
+        let mask = threshold(&resized, width, height, self.post.threshold)?;
         Ok(if self.post.largest_component { largest_component(&mask) } else { mask })
     }
 }
@@ -123,70 +123,11 @@ pub struct ImageReport {
     pub height: usize,
     /// Lesion pixels of the predicted mask.
     pub predicted_area_px: usize,
-    /// Metrics against the ground truth, when there was a usable one.
-    pub metrics: Option<MetricsRow>,
+    /// Metrics against the ground truth, when there was a usable one (`null` distances where a
+    /// mask was empty).
+    pub metrics: Option<Metrics>,
     /// Why the image or its mask could not be used, if so.
     pub problem: Option<String>,
-}
-
-/// [`Metrics`] in a serialisable form (`null` distances where a mask was empty).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct MetricsRow {
-    pub dice: f64,
-    pub jaccard: f64,
-    pub hd: Option<f64>,
-    pub hd95: Option<f64>,
-    pub asd: Option<f64>,
-    pub assd: Option<f64>,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
-}
-
-impl From<&Metrics> for MetricsRow {
-    fn from(m: &Metrics) -> Self {
-        Self {
-            dice: m.dice,
-            jaccard: m.jaccard,
-            hd: m.hd,
-            hd95: m.hd95,
-            asd: m.asd,
-            assd: m.assd,
-            precision: m.precision,
-            recall: m.recall,
-            sensitivity: m.sensitivity,
-            specificity: m.specificity,
-        }
-    }
-}
-
-/// Means over the images with metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryRow {
-    pub images: usize,
-    pub with_distances: usize,
-    pub distances_skipped: usize,
-    pub mean: Option<MetricsRow>,
-}
-
-impl From<&[Metrics]> for SummaryRow {
-    fn from(all: &[Metrics]) -> Self {
-        let s = Summary::from(all);
-        let mean = (s.images > 0).then_some(MetricsRow {
-            dice: s.dice,
-            jaccard: s.jaccard,
-            hd: s.hd,
-            hd95: s.hd95,
-            asd: s.asd,
-            assd: s.assd,
-            precision: s.precision,
-            recall: s.recall,
-            sensitivity: s.sensitivity,
-            specificity: s.specificity,
-        });
-        Self { images: s.images, with_distances: s.with_distances, distances_skipped: s.distances_skipped, mean }
-    }
 }
 
 /// Everything `predict` reports.
@@ -200,7 +141,8 @@ pub struct Report {
     pub images_without_mask: Vec<PathBuf>,
     pub masks_without_image: Vec<PathBuf>,
     pub duplicates: Vec<PathBuf>,
-    pub summary: SummaryRow,
+    /// Means over the images with metrics.
+    pub summary: Summary,
 }
 
 /// CSV column names, in the order of [`csv_row`].
@@ -275,7 +217,7 @@ pub fn report_table(report: &Report) -> String {
         "{:<28} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}\n",
         "image", "dice", "jacc", "hd", "hd95", "asd", "assd", "prec", "recall", "spec"
     );
-    let line = |name: &str, m: &MetricsRow| {
+    let line = |name: &str, m: &Metrics| {
         let mut n = name.to_string();
         if n.chars().count() > 28 {
             n = n.chars().take(27).collect::<String>() + "~";

@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use lightunet::device::parse_device;
-use lightunet::metrics::Metrics;
+use lightunet::metrics::{Metrics, Summary};
 use lightunet::model::{UNet, Variant};
 use lightunet::atomic_write::write_atomic;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::postprocess::draw_contour_rgb;
-use lightunet::predict::{report_csv, report_table, ImageReport, MetricsRow, PostOptions, Predictor, Report, SummaryRow};
+use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
 
 #[derive(Debug, Args)]
@@ -159,7 +159,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
                             tracing::warn!("{}: {} non-binary mask pixels (binarised at > 127)", mp.display(), m.non_binary);
                         }
                         let metrics = Metrics::compute(&pred.mask, &m.mask).map_err(|e| anyhow::anyhow!("{e}"))?;
-                        row.metrics = Some(MetricsRow::from(&metrics));
+                        row.metrics = Some(metrics);
                         all_metrics.push(metrics);
                     }
                 }
@@ -177,7 +177,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         images_without_mask: pairing.images_without_mask.clone(),
         masks_without_image: pairing.masks_without_image.clone(),
         duplicates: pairing.duplicates.clone(),
-        summary: SummaryRow::from(all_metrics.as_slice()),
+        summary: Summary::from(all_metrics.as_slice()),
     };
     let json = serde_json::to_string_pretty(&report)?;
     write_atomic(&args.out.join("metrics.json"), json.as_bytes())?;

@@ -68,12 +68,12 @@ impl Dataset {
     pub fn load(images: &Path, masks: &Path, size: usize) -> Result<Dataset> {
         for dir in [images, masks] {
             if !dir.is_dir() {
-                return Err(Error::Input(format!("{} is not a folder", dir.display())));
+                return Err(Error::Dataset(format!("{} is not a folder", dir.display())));
             }
         }
         let pairing = pair_files(images, Some(masks))?;
         if pairing.pairs.is_empty() {
-            return Err(Error::Input(format!(
+            return Err(Error::Dataset(format!(
                 "no images in {} (expected .png, .jpg, .bmp or .tif files)",
                 images.display()
             )));
@@ -96,7 +96,7 @@ impl Dataset {
             problems.push(list_problem("files with the same name as another", &names(&pairing.duplicates)));
         }
         if !problems.is_empty() {
-            return Err(Error::Input(problems.join("; ")));
+            return Err(Error::Dataset(problems.join("; ")));
         }
 
         type Decoded = std::result::Result<(Sample, usize, Vec<u8>), String>;
@@ -147,7 +147,7 @@ impl Dataset {
             }
         }
         if !bad.is_empty() {
-            return Err(Error::Input(list_problem("unusable image/mask pairs", &bad)));
+            return Err(Error::Dataset(list_problem("unusable image/mask pairs", &bad)));
         }
         let mut warnings = Vec::new();
         if !non_binary.is_empty() {
@@ -388,7 +388,7 @@ pub struct Batch {
 /// Assembles batches on its own thread (samples of a batch augmented in parallel on rayon),
 /// at most `prefetch` batches ahead. Dropping the loader stops and joins the thread.
 pub struct Loader {
-    rx: Option<Receiver<Batch>>,
+    rx: Receiver<Batch>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -443,21 +443,19 @@ impl Loader {
                 }
             })
             .ok();
-        Loader { rx: Some(rx), handle }
+        Loader { rx, handle }
     }
 
     /// The next batch, `None` at the end of the epoch.
-    pub fn next_batch(&self) -> Result<Option<Batch>> {
-        match &self.rx {
-            Some(rx) => Ok(rx.recv().ok()),
-            None => Err(Error::Msg("loader already shut down".into())),
-        }
+    pub fn next_batch(&self) -> Option<Batch> {
+        self.rx.recv().ok()
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.rx.take(); // wakes a blocked sender, which then returns
+        // Dropping the receiver wakes a blocked sender, which then returns.
+        self.rx = crossbeam_channel::never();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 tracing::error!("the data loader thread panicked");

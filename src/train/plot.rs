@@ -61,6 +61,6 @@ pub fn plot_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
         "Dice (threshold 0.5)",
         [("train", TRAIN, series(|r| r.train_dice)), ("val", VAL, series(|r| r.val_dice))],
     );
-    let bytes = c.png().map_err(|e| Error::Msg(format!("encoding {}: {e}", path.display())))?;
+    let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
     write_atomic(path, &bytes)
 }
