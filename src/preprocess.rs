@@ -1,8 +1,9 @@
 //! What the network sees, made the same way wherever an image comes from (`predict`'s image
 //! files, `train`'s data set, a video frame's region of interest in `process`/`live`), as in
 //! SPEC.md: 8-bit BGR pixels resized to the model size bilinearly *in 8 bits* (OpenCV's
-//! [`resize_bilinear_f32`], rounded back to bytes like `cv2.resize` on the original's `uint8`
-//! image), then scaled by 1/255, as planes B, G, R (`[3, h, w]`).
+//! [`resize_bilinear_f32`](crate::resize::resize_bilinear_f32), rounded back to bytes like
+//! `cv2.resize` on the original's `uint8` image), then scaled by 1/255, as planes B, G, R
+//! (`[3, h, w]`).
 //!
 //! One resampler, [`Preprocessor`], does it in one pass over the (strided) pixels; it writes the
 //! `/255` model input (`f32`) or the rounded bytes themselves (`u8`, the training cache, scaled
@@ -14,8 +15,6 @@ use crate::image_io::BgrImage;
 use crate::metrics::ShapeError;
 use crate::pipeline::config::Roi;
 use crate::resize::bilinear_taps;
-#[cfg(doc)]
-use crate::resize::resize_bilinear_f32;
 
 /// What [`Preprocessor::run`] writes for one sample, made from the sample's value rounded to
 /// 8 bits (an integral `f32` in `0..=255`).
@@ -40,10 +39,12 @@ impl PlaneValue for u8 {
 }
 
 /// The model input in one pass over the frame: ROI crop, OpenCV bilinear resize, rounding to
-/// 8 bits, /255 and BGR planes, read straight from the (strided) frame buffer through per-column
-/// and per-row taps computed once per ROI and model size. Bit-identical to resizing each channel
-/// with [`resize_bilinear_f32`] and rounding (checked by the tests against that two-pass
-/// reference); only the two source rows each output row needs are interpolated horizontally.
+/// 8 bits, /255 (or not: [`PlaneValue`]) and BGR planes, read straight from the (strided) frame
+/// buffer through per-column and per-row taps computed once per ROI and model size.
+/// Bit-identical to resizing each channel with
+/// [`resize_bilinear_f32`](crate::resize::resize_bilinear_f32) and rounding (checked by the
+/// tests against that two-pass reference); only the two source rows each output row needs are
+/// interpolated horizontally.
 #[derive(Default)]
 pub struct Preprocessor {
     key: Option<(Roi, (usize, usize))>,
@@ -132,7 +133,6 @@ impl Preprocessor {
         Ok(())
     }
 }
-
 
 /// The model input of a whole image: `[3, size, size]`, B G R planes, 0..1.
 pub fn model_input(img: &BgrImage, size: usize) -> Result<Vec<f32>> {
