@@ -58,8 +58,8 @@ pub enum Error {
 
     /// A tensor read back (e.g. optimizer state from a checkpoint) whose shape is not the one
     /// it must fill.
-    #[error("tensor `{name}`: shape {got:?}, expected {expected:?}")]
-    TensorShape { name: String, expected: Vec<usize>, got: Vec<usize> },
+    #[error("{what}: shape {got:?}, expected {expected:?}")]
+    TensorShape { what: String, expected: Vec<usize>, got: Vec<usize> },
 
     /// Training diverged: the loss is NaN or infinite.
     #[error("the loss became {value} at step {step}: lower the learning rate or check the data")]
@@ -69,9 +69,11 @@ pub enum Error {
     #[error("encoding {}: {reason}", path.display())]
     Encode { path: PathBuf, reason: String },
 
+    /// A run's JSON (config, log, checkpoint state) that could not be written.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),
 
+    /// Tensors that could not be serialised as safetensors (`what` says which).
     #[error("{what}: {source}")]
     Safetensors { what: String, source: safetensors::SafeTensorError },
 

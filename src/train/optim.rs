@@ -138,7 +138,7 @@ impl Optimizer {
                 match tensors.get(&format!("{prefix}.{name}")) {
                     None => Ok(None),
                     Some(t) if t.dims() != var.dims() => Err(Error::TensorShape {
-                        name: format!("optimizer state {prefix}.{name}"),
+                        what: format!("optimizer state {prefix}.{name}"),
                         expected: var.dims().to_vec(),
                         got: t.dims().to_vec(),
                     }),
