@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::metrics::ShapeError;
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,57 @@ pub enum Error {
 
     #[error("{0}")]
     Msg(String),
+
+    /// A `--device` name that is none of `cpu`, `cuda`, `cuda:N`, `auto`.
+    #[error("unknown device `{0}` (cpu, cuda, cuda:N, auto)")]
+    UnknownDevice(String),
+
+    /// A valid device name this build or machine cannot provide (no `cuda` feature, no driver,
+    /// no such GPU).
+    #[error("cannot use {device}: {reason}")]
+    DeviceUnavailable { device: String, reason: String },
+
+    #[error("unknown dtype `{0}` (f32, f16, bf16)")]
+    UnknownDtype(String),
+
+    /// A setting no run could use (a training recipe value, a network input size), found before
+    /// any work starts.
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
+
+    /// A training data set that cannot be used as it is (missing folders, unpaired or unreadable
+    /// files, masks of the wrong size); the message lists every problem found.
+    #[error("{0}")]
+    Dataset(String),
+
+    /// Buffers or images whose sizes disagree.
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+
+    /// A tensor read back (e.g. optimizer state from a checkpoint) whose shape is not the one
+    /// it must fill.
+    #[error("{what}: shape {got:?}, expected {expected:?}")]
+    TensorShape { what: String, expected: Vec<usize>, got: Vec<usize> },
+
+    /// Training diverged: the loss is NaN or infinite.
+    #[error("the loss became {value} at step {step}: lower the learning rate or check the data")]
+    NonFiniteLoss { value: f64, step: u64 },
+
+    /// An image (PNG) that could not be encoded for `path`.
+    #[error("encoding {}: {reason}", path.display())]
+    Encode { path: PathBuf, reason: String },
+
+    /// A run's JSON (config, log, checkpoint state) that could not be written.
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+
+    /// Tensors that could not be serialised as safetensors (`what` says which).
+    #[error("{what}: {source}")]
+    Safetensors { what: String, source: safetensors::SafeTensorError },
+
+    /// A lock whose holder panicked (the named shared state may be half-updated).
+    #[error("the {0} lock is poisoned: a thread panicked while holding it")]
+    Poisoned(&'static str),
 }
 
 impl Error {

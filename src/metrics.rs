@@ -1,8 +1,8 @@
 //! Per-image segmentation metrics with medpy's definitions (`medpy.metric.binary`), the binary
 //! [`Mask`] they work on, and the per-image averages the original reported.
 //!
-//! Std only on purpose: the module compiles and tests alone with
-//! `rustc --edition 2021 --test src/metrics.rs`.
+//! A leaf of the crate: it uses only [`crate::percentile`] (std only), and serde to put
+//! [`Metrics`] and [`Summary`] into reports.
 //!
 //! What is reproduced, and from where:
 //! - overlap metrics (`dc`, `jc`, `precision`, `recall`, `sensitivity`, `specificity`) count
@@ -14,12 +14,16 @@
 //!   of one mask is measured to the nearest border pixel of the other with an exact Euclidean
 //!   distance transform at unit pixel spacing (scipy's `distance_transform_edt`);
 //! - `hd95` is `numpy.percentile(hstack(d_pred_to_truth, d_truth_to_pred), 95)` with numpy's
-//!   default linear interpolation.
+//!   default linear interpolation ([`crate::percentile`]).
 //!
 //! medpy raises `RuntimeError` when either mask is empty; here the distance metrics are `None`
 //! instead and [`Summary`] counts how many images were skipped.
 
 use std::fmt;
+
+use serde::Serialize;
+
+use crate::percentile::percentile;
 
 /// Inputs whose sizes disagree (a buffer too short, two masks of different sizes, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,40 +484,12 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-/// `numpy.percentile(values, p)` with the default `method="linear"`: sort, take the virtual
-/// index `(n - 1) * p / 100` and interpolate between its neighbours, computing from the upper
-/// neighbour when the fraction is >= 0.5 as numpy's `_lerp` does. `None` for no values or a `p`
-/// outside `[0, 100]`; NaNs sort last (numpy would return NaN).
-pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
-    if values.is_empty() || !(0.0..=100.0).contains(&p) {
-        return None;
-    }
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let q = p / 100.0;
-    let last = sorted.len() - 1;
-    let index = q * last as f64;
-    let lo = (index.floor() as usize).min(last);
-    let hi = (lo + 1).min(last);
-    let t = index - lo as f64;
-    let (a, b) = (sorted[lo], sorted[hi]);
-    let diff = b - a;
-    Some(if t >= 0.5 {
-        b - diff * (1.0 - t)
-    } else {
-        a + diff * t
-    })
-}
-
-/// All metrics of one image, `pred` (medpy's `result`) against `truth` (`reference`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// All metrics of one image, `pred` (medpy's `result`) against `truth` (`reference`). Serialised
+/// as it is into `predict`'s report (fields in this order, `null` distances).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Metrics {
     pub dice: f64,
     pub jaccard: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
     /// Hausdorff distance in pixels; `None` when either mask is empty.
     pub hd: Option<f64>,
     /// 95th-percentile Hausdorff distance in pixels; `None` when either mask is empty.
@@ -522,6 +498,10 @@ pub struct Metrics {
     pub asd: Option<f64>,
     /// Average symmetric surface distance in pixels; `None` when either mask is empty.
     pub assd: Option<f64>,
+    pub precision: f64,
+    pub recall: f64,
+    pub sensitivity: f64,
+    pub specificity: f64,
 }
 
 impl Metrics {
@@ -544,8 +524,9 @@ impl Metrics {
     }
 }
 
-/// Means over images, as the original reported them ("per image, then averaged").
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Means over images, as the original reported them ("per image, then averaged"). Serialised
+/// as it is into `predict`'s report.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Summary {
     /// Images averaged for the overlap metrics.
     pub images: usize,
@@ -553,18 +534,9 @@ pub struct Summary {
     pub with_distances: usize,
     /// Images left out of the distance means because a mask was empty.
     pub distances_skipped: usize,
-    /// Means over all `images`; NaN when `images == 0`.
-    pub dice: f64,
-    pub jaccard: f64,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
-    /// Means over the `with_distances` images; `None` when there are none.
-    pub hd: Option<f64>,
-    pub hd95: Option<f64>,
-    pub asd: Option<f64>,
-    pub assd: Option<f64>,
+    /// The means: overlap metrics over all `images`, distances over the `with_distances` images
+    /// (`None` when there are none); `None` when there are no images.
+    pub mean: Option<Metrics>,
 }
 
 impl From<&[Metrics]> for Summary {
@@ -575,21 +547,19 @@ impl From<&[Metrics]> for Summary {
             (!v.is_empty()).then(|| mean(&v))
         };
         let with_distances = all.iter().filter(|m| m.hd.is_some()).count();
-        Summary {
-            images: all.len(),
-            with_distances,
-            distances_skipped: all.len() - with_distances,
+        let mean = (!all.is_empty()).then(|| Metrics {
             dice: over(|m| m.dice),
             jaccard: over(|m| m.jaccard),
-            precision: over(|m| m.precision),
-            recall: over(|m| m.recall),
-            sensitivity: over(|m| m.sensitivity),
-            specificity: over(|m| m.specificity),
             hd: over_some(|m| m.hd),
             hd95: over_some(|m| m.hd95),
             asd: over_some(|m| m.asd),
             assd: over_some(|m| m.assd),
-        }
+            precision: over(|m| m.precision),
+            recall: over(|m| m.recall),
+            sensitivity: over(|m| m.sensitivity),
+            specificity: over(|m| m.specificity),
+        });
+        Summary { images: all.len(), with_distances, distances_skipped: all.len() - with_distances, mean }
     }
 }
 
@@ -805,25 +775,6 @@ mod tests {
     }
 
     #[test]
-    fn percentile_like_numpy() {
-        // numpy.percentile([1, 2, 3, 4], 95) = 3.85 (index 2.85 between 3 and 4).
-        assert!(close(
-            percentile(&[4.0, 1.0, 3.0, 2.0], 95.0).unwrap(),
-            3.85
-        ));
-        // numpy.percentile([0, 10], 50) = 5.0; [7] -> 7.0; p=100 -> max; p=0 -> min.
-        assert_eq!(percentile(&[10.0, 0.0], 50.0), Some(5.0));
-        assert_eq!(percentile(&[7.0], 95.0), Some(7.0));
-        assert_eq!(percentile(&[1.0, 9.0, 5.0], 100.0), Some(9.0));
-        assert_eq!(percentile(&[1.0, 9.0, 5.0], 0.0), Some(1.0));
-        // numpy.percentile(arange(21), 95) = 19.0 (index 0.95 * 20).
-        let v: Vec<f64> = (0..21).map(f64::from).collect();
-        assert!(close(percentile(&v, 95.0).unwrap(), 19.0));
-        assert_eq!(percentile(&[], 95.0), None);
-        assert_eq!(percentile(&[1.0], 101.0), None);
-    }
-
-    #[test]
     fn empty_masks() {
         let empty = Mask::new(6, 6);
         let some = rects(6, 6, &[(1, 1, 2, 2)]);
@@ -867,13 +818,14 @@ mod tests {
         ];
         let s = Summary::from(&ms);
         assert_eq!((s.images, s.with_distances, s.distances_skipped), (3, 2, 1));
-        assert!(close(s.dice, (1.0 + 2.0 / 3.0 + 0.0) / 3.0));
-        assert_eq!(s.hd, Some(0.5));
-        assert_eq!(s.asd, Some(0.25));
+        let mean = s.mean.unwrap();
+        assert!(close(mean.dice, (1.0 + 2.0 / 3.0 + 0.0) / 3.0));
+        assert_eq!(mean.hd, Some(0.5));
+        assert_eq!(mean.asd, Some(0.25));
         let none = Summary::from(&ms[2..]);
-        assert_eq!(none.hd, None);
+        assert_eq!(none.mean.unwrap().hd, None);
         assert_eq!(none.distances_skipped, 1);
-        assert!(Summary::from(&[][..]).dice.is_nan());
+        assert_eq!(Summary::from(&[][..]).mean, None);
     }
 
     fn brute_force_sq(sites: &Mask) -> Vec<u64> {

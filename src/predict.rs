@@ -1,112 +1,24 @@
-//! Offline inference on image files, as the original `predict.py` did it, and the shared image
-//! I/O that training uses too.
+//! Offline inference on image files, as the original `predict.py` did it, and its report.
 //!
-//! Pre-processing (SPEC.md): any format and bit depth is read as 8-bit BGR (OpenCV's channel
-//! order; grey replicated, alpha dropped, 16-bit scaled to 8), resized to `size x size`
-//! bilinearly *in 8 bits* (like `cv2.resize` on a `uint8` image: the result is rounded back to
-//! bytes) and scaled by 1/255. Post-processing: the probability map resized back to the image
-//! size, thresholded (`> 0.5` by default), and by default reduced to its largest connected
-//! component, filled ([`crate::postprocess`]).
-//!
-//! Ground-truth masks: read as grey; a mask whose values are all 0 or 1 is a label image (1 is
-//! lesion), anything else is lesion where the value is > 127 (of 255). Values other than the two
-//! extremes are counted ([`LoadedMask::non_binary`]) so callers can warn about them.
+//! Images are read by [`crate::image_io`] (any format and bit depth as 8-bit BGR) and made into
+//! the model input by [`crate::preprocess`] (resized to `size x size` in 8 bits, /255).
+//! Post-processing: the probability map resized back to the image size, thresholded (`> 0.5` by
+//! default), and by default reduced to its largest connected component, filled
+//! ([`crate::postprocess`]). The report ([`Report`]) holds [`crate::metrics`]' values per image
+//! and their means, as JSON, CSV and a terminal table.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::metrics::{Mask, Metrics, Summary};
+use crate::metrics::{Mask, Metrics, ShapeError, Summary};
 use crate::model::UNet;
-use crate::postprocess::{largest_component, resize_bilinear_f32, threshold};
-
-/// File extensions read as images (case-insensitive).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
-
-/// An 8-bit, 3-channel image in BGR order, rows packed (`stride == width * 3`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BgrImage {
-    pub width: usize,
-    pub height: usize,
-    pub data: Vec<u8>,
-}
-
-impl BgrImage {
-    pub fn stride(&self) -> usize {
-        self.width * 3
-    }
-}
-
-fn decode(path: &Path) -> Result<image::DynamicImage> {
-    let reader = image::ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
-    reader
-        .decode()
-        .map_err(|e| Error::Input(format!("{}: cannot decode image: {e}", path.display())))
-}
-
-/// Reads any supported image as 8-bit BGR (grey replicated, 16 bit scaled, alpha dropped).
-pub fn load_bgr(path: &Path) -> Result<BgrImage> {
-    let rgb = decode(path)?.to_rgb8();
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
-    let mut data = rgb.into_raw();
-    for px in data.chunks_exact_mut(3) {
-        px.swap(0, 2);
-    }
-    Ok(BgrImage { width, height, data })
-}
-
-/// A ground-truth mask and how clean it was.
-#[derive(Debug, Clone)]
-pub struct LoadedMask {
-    pub mask: Mask,
-    /// Pixels that were neither background nor full-scale lesion (JPEG artefacts, soft edges).
-    pub non_binary: usize,
-}
-
-/// Reads a mask: see the module documentation for the binarisation rule.
-pub fn load_mask(path: &Path) -> Result<LoadedMask> {
-    let grey = decode(path)?.to_luma8();
-    let (w, h) = (grey.width() as usize, grey.height() as usize);
-    let values = grey.into_raw();
-    Ok(binarize_mask(&values, w, h))
-}
-
-/// The binarisation rule of [`load_mask`] on 8-bit grey values.
-pub fn binarize_mask(values: &[u8], width: usize, height: usize) -> LoadedMask {
-    let labels = values.iter().all(|&v| v <= 1);
-    let (data, non_binary) = if labels {
-        (values.iter().map(|&v| v == 1).collect::<Vec<_>>(), 0)
-    } else {
-        let odd = values.iter().filter(|&&v| v != 0 && v != 255).count();
-        (values.iter().map(|&v| v > 127).collect(), odd)
-    };
-    LoadedMask { mask: Mask { width, height, data }, non_binary }
-}
-
-/// `img` resized to `size x size` (bilinear, rounded to bytes like `cv2.resize` on `uint8`), as
-/// three planes B, G, R: `[3, size, size]`.
-pub fn resize_planar_u8(img: &BgrImage, size: usize) -> Result<Vec<u8>> {
-    let plane = img.width * img.height;
-    let mut out = Vec::with_capacity(3 * size * size);
-    for ch in 0..3 {
-        let src: Vec<f32> = (0..plane).map(|i| f32::from(img.data[i * 3 + ch])).collect();
-        let resized = resize_bilinear_f32(&src, img.width, img.height, size, size)
-            .map_err(|e| Error::Input(e.to_string()))?;
-        out.extend(resized.iter().map(|v| v.round().clamp(0.0, 255.0) as u8));
-    }
-    Ok(out)
-}
-
-/// Planar bytes to the network's input scale (`/255`).
-pub fn to_unit_f32(planar: &[u8]) -> Vec<f32> {
-    planar.iter().map(|&v| f32::from(v) / 255.0).collect()
-}
+use crate::image_io::BgrImage;
+use crate::postprocess::{largest_component, threshold};
+use crate::preprocess::model_input;
+use crate::resize::resize_bilinear_f32;
 
 /// What to do with the probability map.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -143,7 +55,7 @@ pub struct Prediction {
 impl Predictor {
     pub fn new(net: UNet, size: usize, post: PostOptions) -> Result<Self> {
         if size < 16 {
-            return Err(Error::Input(format!("network input size must be >= 16, got {size}")));
+            return Err(Error::InvalidSetting(format!("network input size must be >= 16, got {size}")));
         }
         Ok(Self { net, size, post })
     }
@@ -164,7 +76,8 @@ impl Predictor {
         let s = self.size;
         let flat: Vec<f32> = inputs.iter().flat_map(|v| v.iter().copied()).collect();
         if flat.len() != inputs.len() * 3 * s * s {
-            return Err(Error::Input(format!("inputs must be [3, {s}, {s}] each")));
+            let (what, expected, got) = ("network inputs ([3, size, size] each)", inputs.len() * 3 * s * s, flat.len());
+            return Err(ShapeError::Length { what, expected, got }.into());
         }
         let x = Tensor::from_vec(flat, (inputs.len(), 3, s, s), &Device::Cpu)?.to_device(self.device())?;
         let y = self.net.forward(&x)?.to_device(&Device::Cpu)?; // [N, 1, s, s]
@@ -176,7 +89,7 @@ impl Predictor {
     pub fn predict(&self, images: &[&BgrImage]) -> Result<Vec<Prediction>> {
         let inputs = images
             .iter()
-            .map(|img| Ok(to_unit_f32(&resize_planar_u8(img, self.size)?)))
+            .map(|img| model_input(img, self.size))
             .collect::<Result<Vec<_>>>()?;
         let probs = self.probabilities(&inputs)?;
         images
@@ -191,80 +104,10 @@ impl Predictor {
 
     /// Probability map (`size x size`) to the final mask at `width x height`.
     pub fn finish(&self, probs: &[f32], width: usize, height: usize) -> Result<Mask> {
-        let shape = |e: crate::metrics::ShapeError| Error::Input(e.to_string());
-        let resized = resize_bilinear_f32(probs, self.size, self.size, width, height).map_err(shape)?;
-        let mask = threshold(&resized, width, height, self.post.threshold).map_err(shape)?;
+        let resized = resize_bilinear_f32(probs, self.size, self.size, width, height)?;
+        let mask = threshold(&resized, width, height, self.post.threshold)?;
         Ok(if self.post.largest_component { largest_component(&mask) } else { mask })
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Listing and pairing files
-
-/// Image files directly in `dir` (not recursive), sorted by file name.
-pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let path = entry.map_err(|e| Error::io(dir, e))?.path();
-        let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
-        if path.is_file() && ext.is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str())) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The name images and masks are matched by: the file stem, without a trailing `_mask` (BUSI's
-/// raw naming) so `a.png` matches `a.png`, `a.bmp` and `a_mask.png`.
-pub fn pair_key(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    stem.strip_suffix("_mask").map(str::to_string).unwrap_or(stem)
-}
-
-/// Images matched with masks by [`pair_key`].
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Pairing {
-    /// `(key, image, mask)`, sorted by key.
-    pub pairs: Vec<(String, PathBuf, Option<PathBuf>)>,
-    /// Images for which no mask was found (only when masks were given).
-    pub images_without_mask: Vec<PathBuf>,
-    /// Masks for which no image was found.
-    pub masks_without_image: Vec<PathBuf>,
-    /// Files sharing a key with another file of the same folder (the first one is used).
-    pub duplicates: Vec<PathBuf>,
-}
-
-/// Lists `images` and (optionally) `masks` and pairs them by [`pair_key`].
-pub fn pair_files(images: &Path, masks: Option<&Path>) -> Result<Pairing> {
-    let mut pairing = Pairing::default();
-    let by_key = |files: Vec<PathBuf>, dups: &mut Vec<PathBuf>| {
-        let mut map = BTreeMap::new();
-        for f in files {
-            match map.entry(pair_key(&f)) {
-                std::collections::btree_map::Entry::Occupied(_) => dups.push(f),
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(f);
-                }
-            }
-        }
-        map
-    };
-    let imgs = by_key(list_images(images)?, &mut pairing.duplicates);
-    let mut msks = match masks {
-        Some(m) => by_key(list_images(m)?, &mut pairing.duplicates),
-        None => BTreeMap::new(),
-    };
-    for (key, img) in imgs {
-        let mask = msks.remove(&key);
-        if masks.is_some() && mask.is_none() {
-            pairing.images_without_mask.push(img.clone());
-        }
-        pairing.pairs.push((key, img, mask));
-    }
-    pairing.masks_without_image = msks.into_values().collect();
-    Ok(pairing)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -280,70 +123,11 @@ pub struct ImageReport {
     pub height: usize,
     /// Lesion pixels of the predicted mask.
     pub predicted_area_px: usize,
-    /// Metrics against the ground truth, when there was a usable one.
-    pub metrics: Option<MetricsRow>,
+    /// Metrics against the ground truth, when there was a usable one (`null` distances where a
+    /// mask was empty).
+    pub metrics: Option<Metrics>,
     /// Why the image or its mask could not be used, if so.
     pub problem: Option<String>,
-}
-
-/// [`Metrics`] in a serialisable form (`null` distances where a mask was empty).
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct MetricsRow {
-    pub dice: f64,
-    pub jaccard: f64,
-    pub hd: Option<f64>,
-    pub hd95: Option<f64>,
-    pub asd: Option<f64>,
-    pub assd: Option<f64>,
-    pub precision: f64,
-    pub recall: f64,
-    pub sensitivity: f64,
-    pub specificity: f64,
-}
-
-impl From<&Metrics> for MetricsRow {
-    fn from(m: &Metrics) -> Self {
-        Self {
-            dice: m.dice,
-            jaccard: m.jaccard,
-            hd: m.hd,
-            hd95: m.hd95,
-            asd: m.asd,
-            assd: m.assd,
-            precision: m.precision,
-            recall: m.recall,
-            sensitivity: m.sensitivity,
-            specificity: m.specificity,
-        }
-    }
-}
-
-/// Means over the images with metrics.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryRow {
-    pub images: usize,
-    pub with_distances: usize,
-    pub distances_skipped: usize,
-    pub mean: Option<MetricsRow>,
-}
-
-impl From<&[Metrics]> for SummaryRow {
-    fn from(all: &[Metrics]) -> Self {
-        let s = Summary::from(all);
-        let mean = (s.images > 0).then_some(MetricsRow {
-            dice: s.dice,
-            jaccard: s.jaccard,
-            hd: s.hd,
-            hd95: s.hd95,
-            asd: s.asd,
-            assd: s.assd,
-            precision: s.precision,
-            recall: s.recall,
-            sensitivity: s.sensitivity,
-            specificity: s.specificity,
-        });
-        Self { images: s.images, with_distances: s.with_distances, distances_skipped: s.distances_skipped, mean }
-    }
 }
 
 /// Everything `predict` reports.
@@ -357,7 +141,8 @@ pub struct Report {
     pub images_without_mask: Vec<PathBuf>,
     pub masks_without_image: Vec<PathBuf>,
     pub duplicates: Vec<PathBuf>,
-    pub summary: SummaryRow,
+    /// Means over the images with metrics.
+    pub summary: Summary,
 }
 
 /// CSV column names, in the order of [`csv_row`].
@@ -432,7 +217,7 @@ pub fn report_table(report: &Report) -> String {
         "{:<28} {:>6} {:>6} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6}\n",
         "image", "dice", "jacc", "hd", "hd95", "asd", "assd", "prec", "recall", "spec"
     );
-    let line = |name: &str, m: &MetricsRow| {
+    let line = |name: &str, m: &Metrics| {
         let mut n = name.to_string();
         if n.chars().count() > 28 {
             n = n.chars().take(27).collect::<String>() + "~";
@@ -471,21 +256,6 @@ pub fn report_table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mask_rules() {
-        let m = binarize_mask(&[0, 1, 1, 0], 2, 2);
-        assert_eq!(m.mask.data, vec![false, true, true, false]);
-        let m = binarize_mask(&[0, 255, 128, 127], 2, 2);
-        assert_eq!(m.mask.data, vec![false, true, true, false]);
-        assert_eq!(m.non_binary, 2);
-    }
-
-    #[test]
-    fn keys() {
-        assert_eq!(pair_key(Path::new("/a/benign (1)_mask.png")), "benign (1)");
-        assert_eq!(pair_key(Path::new("x.tiff")), "x");
-    }
 
     #[test]
     fn csv_quotes() {

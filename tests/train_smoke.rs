@@ -27,8 +27,8 @@ fn small_config(root: &std::path::Path) -> TrainConfig {
 fn batch_of_val(root: &std::path::Path) -> Tensor {
     let imgs: Vec<f32> = (0..2)
         .flat_map(|i| {
-            let img = lightunet::predict::load_bgr(&root.join(format!("val/images/s{i}.png"))).unwrap();
-            lightunet::predict::to_unit_f32(&lightunet::predict::resize_planar_u8(&img, 32).unwrap())
+            let img = lightunet::image_io::load_bgr(&root.join(format!("val/images/s{i}.png"))).unwrap();
+            lightunet::preprocess::model_input(&img, 32).unwrap()
         })
         .collect();
     Tensor::from_vec(imgs, (2, 3, 32, 32), &Device::Cpu).unwrap()

@@ -7,7 +7,9 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Args;
+use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::{gflops, parameter_count, UNet, Variant};
+use lightunet::percentile::percentile_sorted;
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -99,60 +101,6 @@ pub struct BenchModelArgs {
     json: bool,
 }
 
-/// `cpu`, `cuda`, `cuda:N` or `auto` (the GPU when one works; says which it chose).
-pub fn parse_device(s: &str) -> anyhow::Result<Device> {
-    match s {
-        "cpu" => Ok(Device::Cpu),
-        "auto" => {
-            let dev = if cuda_driver_present() { Device::new_cuda(0).ok() } else { None };
-            match dev {
-                Some(d) => {
-                    tracing::info!("device: cuda:0");
-                    Ok(d)
-                }
-                None => {
-                    let why = if cfg!(feature = "cuda") { "no usable CUDA GPU" } else { "built without the cuda feature" };
-                    tracing::info!("device: cpu ({why})");
-                    Ok(Device::Cpu)
-                }
-            }
-        }
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ord = s.strip_prefix("cuda:").map(|n| n.parse::<usize>()).transpose().context("cuda:N needs a number")?.unwrap_or(0);
-            if !cfg!(feature = "cuda") {
-                bail!("cannot use {s}: this binary was built without the `cuda` feature (see README, GPU)");
-            }
-            if !cuda_driver_present() {
-                bail!("cannot use {s}: no CUDA driver (libcuda.so.1) found on this machine");
-            }
-            Device::new_cuda(ord).with_context(|| format!("cannot use {s}"))
-        }
-        other => bail!("unknown device `{other}` (cpu, cuda, cuda:N, auto)"),
-    }
-}
-
-/// cudarc loads the driver lazily and panics when it is absent: look for it first.
-fn cuda_driver_present() -> bool {
-    #[cfg(feature = "cuda")]
-    {
-        // SAFETY: loading the NVIDIA driver library runs its initialisers only, as cudarc would.
-        ["libcuda.so.1", "libcuda.so"].iter().any(|n| unsafe { libloading::Library::new(n) }.is_ok())
-    }
-    #[cfg(not(feature = "cuda"))]
-    {
-        false
-    }
-}
-
-pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
-    match s {
-        "f32" => Ok(DType::F32),
-        "f16" => Ok(DType::F16),
-        "bf16" => Ok(DType::BF16),
-        other => bail!("unknown dtype `{other}` (f32, f16, bf16)"),
-    }
-}
-
 /// A network with the given weights, or random ones (same cost) for timing only.
 pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<UNet> {
     match weights {
@@ -164,11 +112,6 @@ pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Devi
             Ok(net.to_device(device)?)
         }
     }
-}
-
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx]
 }
 
 pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
@@ -194,7 +137,8 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
     }
     let mut times = (0..args.runs).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
     times.sort_by(f64::total_cmp);
-    let (median, p90) = (percentile(&times, 0.5), percentile(&times, 0.9));
+    let at = |p: f64| percentile_sorted(&times, p).context("no timed runs");
+    let (median, p90) = (at(50.0)?, at(90.0)?);
     let b = args.batch as f64;
     let threads = candle_core::utils::get_num_threads();
     // Per-op times, summed over as many passes as were timed, then per pass.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
 use lightunet::pipeline::{
@@ -18,7 +19,7 @@ use lightunet::pipeline::{
     SourceSpec, UNetSegmenter,
 };
 
-use super::model_cmds::{load_or_random, parse_device, parse_dtype};
+use super::model_cmds::load_or_random;
 
 /// The project's trained weights (shipped when present).
 const SHIPPED_WEIGHTS: &str = "pretrained_models/lighter_at1_busi.safetensors";

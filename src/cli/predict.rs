@@ -12,17 +12,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use lightunet::metrics::Metrics;
+use lightunet::atomic_write::write_atomic;
+use lightunet::device::parse_device;
+use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
+use lightunet::metrics::{Metrics, Summary};
 use lightunet::model::{UNet, Variant};
 use lightunet::postprocess::draw_contour_rgb;
-use lightunet::predict::{
-    load_bgr, load_mask, pair_files, report_csv, report_table, BgrImage, ImageReport, MetricsRow, PostOptions,
-    Predictor, Report, SummaryRow,
-};
-use lightunet::train::checkpoint::write_atomic;
+use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
-
-use super::model_cmds::parse_device;
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -71,13 +68,6 @@ fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
     let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
     let size = json["preprocessing"]["size"].as_u64().map(|s| s as usize);
     (variant, size)
-}
-
-fn save_png(path: &Path, img: image::DynamicImage) -> anyhow::Result<()> {
-    let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .with_context(|| format!("encoding {}", path.display()))?;
-    Ok(write_atomic(path, &bytes)?)
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
@@ -145,10 +135,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             row.width = img.width;
             row.height = img.height;
             row.predicted_area_px = pred.mask.count();
-            let grey = pred.mask.to_u8();
-            let mask_img = image::GrayImage::from_raw(img.width as u32, img.height as u32, grey)
-                .context("mask buffer size")?;
-            save_png(&mask_dir.join(format!("{key}.png")), mask_img.into())?;
+            save_png(&mask_dir.join(format!("{key}.png")), &pred.mask.to_u8(), img.width, img.height, PngColor::Grey)?;
             if !args.no_overlays {
                 let mut bgr = img.data.clone();
                 draw_contour_rgb(&mut bgr, img.width, img.height, img.stride(), &pred.mask, [0, 0, 255], 2)
@@ -156,9 +143,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
                 for px in bgr.chunks_exact_mut(3) {
                     px.swap(0, 2);
                 }
-                let rgb = image::RgbImage::from_raw(img.width as u32, img.height as u32, bgr)
-                    .context("overlay buffer size")?;
-                save_png(&overlay_dir.join(format!("{key}.png")), rgb.into())?;
+                save_png(&overlay_dir.join(format!("{key}.png")), &bgr, img.width, img.height, PngColor::Rgb)?;
             }
             if let Some(mp) = mask_path {
                 match load_mask(mp) {
@@ -174,7 +159,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
                             tracing::warn!("{}: {} non-binary mask pixels (binarised at > 127)", mp.display(), m.non_binary);
                         }
                         let metrics = Metrics::compute(&pred.mask, &m.mask).map_err(|e| anyhow::anyhow!("{e}"))?;
-                        row.metrics = Some(MetricsRow::from(&metrics));
+                        row.metrics = Some(metrics);
                         all_metrics.push(metrics);
                     }
                 }
@@ -192,7 +177,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         images_without_mask: pairing.images_without_mask.clone(),
         masks_without_image: pairing.masks_without_image.clone(),
         duplicates: pairing.duplicates.clone(),
-        summary: SummaryRow::from(all_metrics.as_slice()),
+        summary: Summary::from(all_metrics.as_slice()),
     };
     let json = serde_json::to_string_pretty(&report)?;
     write_atomic(&args.out.join("metrics.json"), json.as_bytes())?;

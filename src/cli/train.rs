@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use lightunet::device::parse_device;
 use lightunet::model::Variant;
+use lightunet::percentile::{percentile, percentile_sorted};
 use lightunet::train::loss::LossKind;
 use lightunet::train::optim::OptimizerKind;
 use lightunet::train::data::Batch;
-use lightunet::train::{device_from_name, Outcome, TrainConfig, Trainer};
+use lightunet::train::{Outcome, TrainConfig, Trainer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-use super::model_cmds::{parse_device, percentile};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -42,7 +42,7 @@ pub struct TrainArgs {
     /// fresh initialisation: fine-tuning. The optimizer and schedule start fresh.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N or auto (the GPU when one works).
     #[arg(long, default_value = "cpu")]
     device: String,
     #[arg(long, value_enum, default_value = "dice")]
@@ -171,7 +171,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         eprintln!("interrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)");
     })
     .context("installing the Ctrl-C handler")?;
-    let device = device_from_name(&args.device)?;
+    let device = parse_device(&args.device)?;
     let (trainer, out) = match &args.resume {
         Some(dir) => {
             let (epochs, max_steps) = (args.epochs, args.max_steps);
@@ -199,13 +199,11 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let outcome = trainer.run(&stop)?;
     let s = trainer.state();
     let times = trainer.step_seconds();
-    if !times.is_empty() {
-        let mut sorted = times.to_vec();
-        sorted.sort_by(f64::total_cmp);
+    if let Some(median) = percentile(times, 50.0) {
         println!(
             "{} steps in this session: median {:.2} s, mean {:.2} s per step (batch {}, {}x{})",
             times.len(),
-            sorted[sorted.len() / 2],
+            median,
             times.iter().sum::<f64>() / times.len() as f64,
             trainer.config().batch,
             trainer.config().size,
@@ -306,14 +304,14 @@ pub fn bench_train(args: BenchTrainArgs) -> anyhow::Result<()> {
     }
     // Median of each phase over the timed steps.
     let phase = |i: usize| {
-        let mut v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
-        v.sort_by(f64::total_cmp);
-        percentile(&v, 0.5)
+        let v: Vec<f64> = phases.iter().map(|p| p[i]).collect();
+        percentile(&v, 50.0).context("no timed steps")
     };
-    let (forward, backward, optimizer) = (phase(0), phase(1), phase(2));
+    let (forward, backward, optimizer) = (phase(0)?, phase(1)?, phase(2)?);
     let mut sorted = times.clone();
     sorted.sort_by(f64::total_cmp);
-    let (median, min, max) = (percentile(&sorted, 0.5), sorted[0], sorted[sorted.len() - 1]);
+    let (median, min, max) =
+        (percentile_sorted(&sorted, 50.0).context("no timed steps")?, sorted[0], sorted[sorted.len() - 1]);
     let b = args.batch as f64;
     let threads = candle_core::utils::get_num_threads();
     if args.json {

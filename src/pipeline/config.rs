@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -19,47 +18,7 @@ pub enum Mode {
     Live,
 }
 
-/// Region of interest `(x, y, w, h)` in frame pixels: the part of the screen the model sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Roi {
-    pub x: usize,
-    pub y: usize,
-    pub w: usize,
-    pub h: usize,
-}
-
-impl Roi {
-    pub fn full(width: usize, height: usize) -> Roi {
-        Roi { x: 0, y: 0, w: width, h: height }
-    }
-
-    /// The ROI as it applies to a `width x height` frame, or an error when it does not fit.
-    pub fn check(self, width: usize, height: usize) -> Result<Roi> {
-        if self.w == 0 || self.h == 0 || self.x + self.w > width || self.y + self.h > height {
-            return Err(PipelineError::Config(format!(
-                "ROI {},{},{},{} does not fit in the {width}x{height} frame",
-                self.x, self.y, self.w, self.h
-            )));
-        }
-        Ok(self)
-    }
-}
-
-impl FromStr for Roi {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Roi, String> {
-        let v: Vec<usize> = s
-            .split(',')
-            .map(|p| p.trim().parse::<usize>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| format!("ROI `{s}`: expected x,y,w,h in pixels (non-negative integers)"))?;
-        match v[..] {
-            [x, y, w, h] if w > 0 && h > 0 => Ok(Roi { x, y, w, h }),
-            [_, _, _, _] => Err(format!("ROI `{s}`: width and height must be positive")),
-            _ => Err(format!("ROI `{s}`: expected four numbers x,y,w,h")),
-        }
-    }
-}
+pub use crate::roi::Roi;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OverlayStyle {
@@ -389,16 +348,6 @@ fn substitute(text: &str, vars: &BTreeMap<String, String>, name: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roi_parses_and_checks() {
-        let r: Roi = "10,20,30,40".parse().unwrap();
-        assert_eq!(r, Roi { x: 10, y: 20, w: 30, h: 40 });
-        assert!("1,2,3".parse::<Roi>().is_err());
-        assert!("1,2,0,4".parse::<Roi>().is_err());
-        assert!(r.check(40, 60).is_ok());
-        assert!(r.check(39, 60).is_err());
-    }
 
     #[test]
     fn phantom_specs() {

@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::error::PipelineError;
+use crate::percentile::percentile_sorted;
 
 /// When a frame passed each point of the pipeline.
 #[derive(Clone, Copy, Debug)]
@@ -133,9 +134,9 @@ impl Percentiles {
             return Percentiles::default();
         }
         v.sort_by(f64::total_cmp);
-        // Nearest rank: p99 of 100 frames is the 99th value, never interpolated below a real one.
-        let at = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-        Percentiles { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64, p50: at(0.5), p95: at(0.95), p99: at(0.99), max: v[v.len() - 1] }
+        // The crate's one percentile (numpy's linear), as every other timing summary reports.
+        let at = |p: f64| percentile_sorted(&v, p).unwrap_or(f64::NAN);
+        Percentiles { n: v.len(), mean: v.iter().sum::<f64>() / v.len() as f64, p50: at(50.0), p95: at(95.0), p99: at(99.0), max: v[v.len() - 1] }
     }
 }
 
@@ -272,9 +273,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nearest_rank_percentiles() {
+    fn percentiles_are_numpys() {
+        // numpy.percentile(arange(1, 101), [50, 95, 99]) = [50.5, 95.05, 99.01]
         let p = Percentiles::of((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p95, p.p99, p.max), (50.0, 95.0, 99.0, 100.0));
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(p.p50, 50.5) && close(p.p95, 95.05) && close(p.p99, 99.01) && p.max == 100.0, "{p:?}");
         assert_eq!(Percentiles::of(vec![]).n, 0);
     }
 

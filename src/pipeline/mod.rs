@@ -17,7 +17,8 @@
 //! - [`config`]: typed settings, sources, sinks and the named pipelines of `pipelines/`.
 //! - [`frame`]: a frame in flight: pixels, layout (sizes, checked), stream timing, stamps.
 //! - [`source`]: the input pipeline, ending in the appsink, and the capture copy.
-//! - [`inference`]: the model input and the [`Segmenter`] seam (fakes in tests).
+//! - [`inference`]: the [`Segmenter`] seam (fakes in tests) and the network behind it; the model
+//!   input itself comes from [`crate::preprocess`].
 //! - [`overlay`]: per-frame post-processing and drawing (the [`overlay::Processor`]).
 //! - [`sink`]: the output pipelines, by role ([`sink::Outputs`]: video, masks).
 //! - [`latency`]: per-frame stamps, counters, percentiles, `--metadata` lines.

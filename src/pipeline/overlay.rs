@@ -17,11 +17,12 @@ use rayon::prelude::*;
 
 use super::config::{Mode, OverlayStyle, ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
-use super::inference::{Preprocessor, SegmentInput, Segmenter};
 use super::frame::{Frame, FrameLayout, GREY};
+use super::inference::{SegmentInput, Segmenter};
 use super::latency::LesionStats;
 use crate::metrics::Mask;
 use crate::postprocess::{largest_component_into, ComponentScratch, MaskScaling};
+use crate::preprocess::Preprocessor;
 
 /// A processed frame, by output: the annotated picture for the video output, the full-frame mask
 /// for the masks output when there is one, and the lesion for the metadata.
@@ -84,7 +85,7 @@ impl Processor {
                 Ok(r) => Ok(r),
                 // The user's ROI is an error; a default one (phantom) that no longer fits after a
                 // resolution change falls back to the whole frame.
-                Err(e) if self.cfg.roi.is_some() => Err(e),
+                Err(e) if self.cfg.roi.is_some() => Err(PipelineError::Config(e.to_string())),
                 Err(_) => {
                     if !self.warned_roi {
                         tracing::warn!("the default ROI does not fit the {w}x{h} frame; using the whole frame");

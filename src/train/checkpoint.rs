@@ -1,41 +1,15 @@
-//! Files a training run writes, all atomically: the bytes go to a temporary file in the same
-//! folder, are flushed to disk, and the temporary file is renamed over the target (a rename
-//! within one file system is atomic), so a kill at any moment leaves either the old or the new
-//! file, never a torn one. The resumable checkpoint is a single safetensors file (weights,
-//! optimizer moments, and the run state as JSON metadata), so its parts can never disagree.
+//! Tensor files a training run writes, atomically ([`crate::atomic_write`]). The resumable
+//! checkpoint is a single safetensors file (weights, optimizer moments, and the run state as JSON
+//! metadata), so its parts can never disagree.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, TensorView};
 
+use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable (not supported everywhere: best effort).
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
-}
 
 /// Serialises named tensors (stored as f32, on the CPU) with optional string metadata.
 pub fn tensors_to_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
@@ -50,10 +24,11 @@ pub fn tensors_to_bytes(tensors: &[(String, Tensor)], metadata: Option<HashMap<S
         .map(|(n, shape, b)| {
             TensorView::new(Dtype::F32, shape.clone(), b)
                 .map(|v| (n.clone(), v))
-                .map_err(|e| Error::Msg(format!("tensor {n}: {e}")))
+                .map_err(|source| Error::Safetensors { what: format!("tensor {n}"), source })
         })
         .collect::<Result<Vec<_>>>()?;
-    safetensors::serialize(views, metadata).map_err(|e| Error::Msg(format!("serialising tensors: {e}")))
+    safetensors::serialize(views, metadata)
+        .map_err(|source| Error::Safetensors { what: "serialising tensors".into(), source })
 }
 
 /// [`tensors_to_bytes`] then [`write_atomic`].

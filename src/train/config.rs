@@ -106,7 +106,7 @@ impl TrainConfig {
     /// Rejects values no run could use, before any data is read.
     pub fn validate(&self) -> Result<()> {
         self.variant()?;
-        let bad = |m: String| Err(Error::Input(m));
+        let bad = |m: String| Err(Error::InvalidSetting(m));
         if self.batch == 0 {
             return bad("batch must be at least 1".into());
         }

@@ -8,10 +8,11 @@
 //! - a mask whose size differs from its image: error (usually a pairing mistake; resizing it
 //!   would hide that), naming both sizes;
 //! - a non-binary mask (grey levels other than 0/255, e.g. JPEG artefacts): warning, binarised
-//!   at > 127 (a 0/1 label image is read as is), see [`crate::predict::load_mask`].
+//!   at > 127 (a 0/1 label image is read as is), see [`crate::image_io::load_mask`].
 //!
-//! Geometry: every image is resized to `size x size` (bilinear, bytes) as in inference; its
-//! mask is resized with the same bilinear weights and re-binarised at 0.5.
+//! Geometry: every image is resized to `size x size` (bilinear, bytes) as in inference
+//! ([`crate::preprocess`]); its mask is resized with the same bilinear weights and re-binarised
+//! at 0.5.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,8 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::postprocess::resize_bilinear_f32;
-use crate::predict::{load_bgr, load_mask, pair_files, resize_planar_u8};
+use crate::image_io::{load_bgr, load_mask, pair_files, save_png, PngColor};
+use crate::preprocess::resize_planar_u8;
+use crate::resize::resize_bilinear_f32;
 
 /// One decoded sample at the training size.
 #[derive(Debug, Clone)]
@@ -66,12 +68,12 @@ impl Dataset {
     pub fn load(images: &Path, masks: &Path, size: usize) -> Result<Dataset> {
         for dir in [images, masks] {
             if !dir.is_dir() {
-                return Err(Error::Input(format!("{} is not a folder", dir.display())));
+                return Err(Error::Dataset(format!("{} is not a folder", dir.display())));
             }
         }
         let pairing = pair_files(images, Some(masks))?;
         if pairing.pairs.is_empty() {
-            return Err(Error::Input(format!(
+            return Err(Error::Dataset(format!(
                 "no images in {} (expected .png, .jpg, .bmp or .tif files)",
                 images.display()
             )));
@@ -94,7 +96,7 @@ impl Dataset {
             problems.push(list_problem("files with the same name as another", &names(&pairing.duplicates)));
         }
         if !problems.is_empty() {
-            return Err(Error::Input(problems.join("; ")));
+            return Err(Error::Dataset(problems.join("; ")));
         }
 
         type Decoded = std::result::Result<(Sample, usize, Vec<u8>), String>;
@@ -145,7 +147,7 @@ impl Dataset {
             }
         }
         if !bad.is_empty() {
-            return Err(Error::Input(list_problem("unusable image/mask pairs", &bad)));
+            return Err(Error::Dataset(list_problem("unusable image/mask pairs", &bad)));
         }
         let mut warnings = Vec::new();
         if !non_binary.is_empty() {
@@ -170,21 +172,19 @@ impl Dataset {
         self.samples.par_iter().try_for_each(|smp| {
             let (b, rest) = smp.image.split_at(plane);
             let (g, r) = rest.split_at(plane);
-            let save = |dir: &Path, buf: Vec<u8>, color: image::ExtendedColorType| {
-                let path = dir.join(format!("{}.png", smp.name));
-                image::save_buffer(&path, &buf, s as u32, s as u32, color)
-                    .map_err(|e| Error::Input(format!("writing {}: {e}", path.display())))
+            let save = |dir: &Path, buf: &[u8], color: PngColor| {
+                save_png(&dir.join(format!("{}.png", smp.name)), buf, s, s, color)
             };
             // Grey images (ultrasound mostly is) as grey PNGs, a third of the size; they decode
             // to three equal channels again.
             if b == g && g == r {
-                save(images, b.to_vec(), image::ExtendedColorType::L8)?;
+                save(images, b, PngColor::Grey)?;
             } else {
                 let rgb: Vec<u8> = (0..plane).flat_map(|i| [r[i], g[i], b[i]]).collect();
-                save(images, rgb, image::ExtendedColorType::Rgb8)?;
+                save(images, &rgb, PngColor::Rgb)?;
             }
             let mask: Vec<u8> = smp.mask.iter().map(|&m| m * 255).collect();
-            save(masks, mask, image::ExtendedColorType::L8)
+            save(masks, &mask, PngColor::Grey)
         })
     }
 
@@ -388,7 +388,7 @@ pub struct Batch {
 /// Assembles batches on its own thread (samples of a batch augmented in parallel on rayon),
 /// at most `prefetch` batches ahead. Dropping the loader stops and joins the thread.
 pub struct Loader {
-    rx: Option<Receiver<Batch>>,
+    rx: Receiver<Batch>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -443,21 +443,19 @@ impl Loader {
                 }
             })
             .ok();
-        Loader { rx: Some(rx), handle }
+        Loader { rx, handle }
     }
 
     /// The next batch, `None` at the end of the epoch.
-    pub fn next_batch(&self) -> Result<Option<Batch>> {
-        match &self.rx {
-            Some(rx) => Ok(rx.recv().ok()),
-            None => Err(Error::Msg("loader already shut down".into())),
-        }
+    pub fn next_batch(&self) -> Option<Batch> {
+        self.rx.recv().ok()
     }
 }
 
 impl Drop for Loader {
     fn drop(&mut self) {
-        self.rx.take(); // wakes a blocked sender, which then returns
+        // Dropping the receiver wakes a blocked sender, which then returns.
+        self.rx = crossbeam_channel::never();
         if let Some(h) = self.handle.take() {
             if h.join().is_err() {
                 tracing::error!("the data loader thread panicked");

@@ -137,11 +137,11 @@ impl Optimizer {
             let get = |prefix: &str| -> Result<Option<Tensor>> {
                 match tensors.get(&format!("{prefix}.{name}")) {
                     None => Ok(None),
-                    Some(t) if t.dims() != var.dims() => Err(Error::Msg(format!(
-                        "optimizer state {prefix}.{name}: shape {:?}, parameter {:?}",
-                        t.dims(),
-                        var.dims()
-                    ))),
+                    Some(t) if t.dims() != var.dims() => Err(Error::TensorShape {
+                        what: format!("optimizer state {prefix}.{name}"),
+                        expected: var.dims().to_vec(),
+                        got: t.dims().to_vec(),
+                    }),
                     Some(t) => Ok(Some(t.to_device(var.device())?.to_dtype(var.dtype())?)),
                 }
             };

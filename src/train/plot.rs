@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use super::checkpoint::write_atomic;
-use super::trainer::EpochRecord;
+use super::history::EpochRecord;
+use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::raster::{Canvas, Panel, INK};
 
@@ -61,6 +61,6 @@ pub fn plot_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
         "Dice (threshold 0.5)",
         [("train", TRAIN, series(|r| r.train_dice)), ("val", VAL, series(|r| r.val_dice))],
     );
-    let bytes = c.png().map_err(|e| Error::Msg(format!("encoding {}: {e}", path.display())))?;
+    let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
     write_atomic(path, &bytes)
 }

@@ -32,13 +32,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_tensors, save_tensors, write_atomic};
+use super::checkpoint::{load_tensors, save_tensors};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
+use super::history::{history_jsonl, EpochAccum, EpochRecord};
 use super::loss::{hard_confusions, loss};
 use super::optim::Optimizer;
 use super::plot::plot_curves;
 use super::schedule::{EarlyStop, Plateau};
+use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 use crate::model::{is_buffer, Dropout, UNet, Variant, DROPOUT_P};
@@ -52,29 +54,6 @@ pub const CURVES_FILE: &str = "curves.png";
 /// First key of the dropout stream: far above any epoch number, so it never meets the
 /// augmentation streams keyed by (epoch, position).
 const DROPOUT_STREAM: u64 = 0xd409_0000_0000_0000;
-
-/// One finished epoch (a line of log.jsonl).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    pub epoch: usize,
-    pub steps: u64,
-    pub train_loss: f64,
-    pub train_dice: f64,
-    pub val_loss: f64,
-    pub val_dice: f64,
-    pub lr: f64,
-    pub seconds: f64,
-    pub best: bool,
-}
-
-/// Running sums over the batches of the current epoch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EpochAccum {
-    pub loss_sum: f64,
-    pub dice_sum: f64,
-    pub images: usize,
-    pub seconds: f64,
-}
 
 /// Everything besides tensors that a resumed run needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,22 +101,10 @@ pub struct Trainer {
     phases: Option<[f64; 3]>,
 }
 
-/// Parses `cpu`, `cuda` or `cuda:N`.
-pub fn device_from_name(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        s => match s.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(n) => Ok(Device::new_cuda(n)?),
-            None => Err(Error::Input(format!("unknown device `{s}` (cpu, cuda, cuda:N)"))),
-        },
-    }
-}
-
 /// PyTorch's default initialisation, drawn from `seed`: every conv weight and its bias
 /// `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`; BatchNorm keeps gamma 1, beta 0, mean 0, var 1.
 fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
-    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let vars = varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     for (i, name) in names.iter().enumerate() {
@@ -161,7 +128,7 @@ fn init_from(varmap: &VarMap, variant: Variant, path: &Path, device: &Device) ->
         reason: e.to_string(),
     })?;
     let tensors = crate::model::check_weights(tensors, variant)?;
-    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let vars = varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
     for (name, var) in vars.iter() {
         let t = tensors.get(name).ok_or_else(|| Error::Checkpoint {
             path: path.to_path_buf(),
@@ -173,7 +140,7 @@ fn init_from(varmap: &VarMap, variant: Variant, path: &Path, device: &Device) ->
 }
 
 fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
-    let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+    let vars = varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
     let mut params: Vec<(String, Var)> =
         vars.iter().filter(|(n, _)| !is_buffer(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
@@ -183,7 +150,7 @@ fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
 fn load_split(cfg: &TrainConfig, split: &str) -> Result<Dataset> {
     let (images, masks) = cfg.data.dirs(split);
     let d = Dataset::load(&images, &masks, cfg.size)
-        .map_err(|e| Error::Input(format!("{split} split ({}): {e}", cfg.data.root.join(split).display())))?;
+        .map_err(|e| Error::Dataset(format!("{split} split ({}): {e}", cfg.data.root.join(split).display())))?;
     for w in &d.warnings {
         tracing::warn!("{split}: {w}");
     }
@@ -278,7 +245,7 @@ impl Trainer {
         let varmap = VarMap::new();
         let net = UNet::new(variant, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;
         {
-            let vars = varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+            let vars = varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
             for (name, var) in vars.iter() {
                 let t = tensors.get(&format!("model.{name}")).ok_or_else(|| bad(format!("missing model.{name}")))?;
                 if t.dims() != var.dims() {
@@ -345,7 +312,7 @@ impl Trainer {
 
     /// Every variable (weights and BatchNorm statistics) under its PyTorch name, sorted.
     pub fn named_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let vars = self.varmap.data().lock().map_err(|_| Error::Msg("variable map lock poisoned".into()))?;
+        let vars = self.varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
         let mut v: Vec<(String, Tensor)> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(v)
@@ -380,10 +347,7 @@ impl Trainer {
         let value = f64::from(l.to_scalar::<f32>()?); // waits for the device
         let t1 = std::time::Instant::now();
         if !value.is_finite() {
-            return Err(Error::Msg(format!(
-                "the loss became {value} at step {}: lower the learning rate or check the data",
-                self.state.global_step + 1
-            )));
+            return Err(Error::NonFiniteLoss { value, step: self.state.global_step + 1 });
         }
         let grads = l.backward()?;
         if self.phases.is_some() {
@@ -409,7 +373,7 @@ impl Trainer {
         let order: Vec<usize> = (0..self.val.len()).collect();
         let loader = Loader::spawn(self.val.clone(), order, self.cfg.batch, 0, None, 2);
         let (mut loss_sum, mut dice_sum, mut n) = (0f64, 0f64, 0usize);
-        while let Some(b) = loader.next_batch()? {
+        while let Some(b) = loader.next_batch() {
             let x = Tensor::from_vec(b.images, (b.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
             let y = Tensor::from_vec(b.masks, (b.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
             let logits = self.net.logits_t(&x, false)?;
@@ -461,7 +425,7 @@ impl Trainer {
                 let t0 = Instant::now();
                 // The end of the epoch comes first: a limit reached on its last step still
                 // gets the epoch's validation, log and checkpoint.
-                let Some(batch) = loader.next_batch()? else { break };
+                let Some(batch) = loader.next_batch() else { break };
                 if let Some(outcome) = self.limit_reached(stop) {
                     bar.abandon();
                     self.save_checkpoint()?;
@@ -553,12 +517,7 @@ impl Trainer {
     }
 
     fn write_log(&self) -> Result<()> {
-        let mut s = String::new();
-        for r in &self.state.history {
-            s.push_str(&serde_json::to_string(r).map_err(|e| Error::Msg(e.to_string()))?);
-            s.push('\n');
-        }
-        write_atomic(&self.out.join(LOG_FILE), s.as_bytes())
+        write_atomic(&self.out.join(LOG_FILE), history_jsonl(&self.state.history)?.as_bytes())
     }
 
     /// config.json: what inference needs to reload the best weights, and what produced them.
@@ -587,7 +546,7 @@ impl Trainer {
             "tool": format!("lightunet {}", env!("CARGO_PKG_VERSION")),
             "device": format!("{:?}", self.device),
         });
-        let text = serde_json::to_string_pretty(&json).map_err(|e| Error::Msg(e.to_string()))?;
+        let text = serde_json::to_string_pretty(&json)?;
         write_atomic(&self.out.join(CONFIG_FILE), text.as_bytes())
     }
 
@@ -611,5 +570,5 @@ impl Trainer {
 }
 
 fn to_json<T: Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|e| Error::Msg(e.to_string()))
+    Ok(serde_json::to_string(v)?)
 }
