@@ -1,5 +1,5 @@
 //! Tensors as safetensors views (little-endian bytes in safetensors' dtype), for
-//! [`save_safetensors`](super::save_safetensors).
+//! `save_safetensors`.
 
 use candle_core::{DType, Tensor};
 

@@ -2,7 +2,7 @@
 //! how many objects it may make candle's reader build; and the plain-reason result its parts
 //! return.
 
-/// Internal failures are plain reasons; [`read_pth`](super::read_pth) attaches the path once, as
+/// Internal failures are plain reasons; `read_pth` attaches the path once, as
 /// `Error::Checkpoint`, so every import failure reads the same way.
 pub(super) type Reason<T> = std::result::Result<T, String>;
 
