@@ -27,6 +27,26 @@ pub enum Error {
 
     #[error("{0}")]
     Msg(String),
+
+    /// Weights whose names and shapes fit no member of the family (`model::detect_variant`).
+    #[error("cannot tell the model variant: {0}")]
+    UnknownLayout(String),
+
+    /// A dtype the CPU kernels do not implement (they run in f32).
+    #[error("CPU inference runs in f32, got {0:?}")]
+    CpuDType(candle_core::DType),
+
+    /// A tensor of another shape than the one it is compared with or stands in for.
+    #[error("{what}: shape {got:?}, expected {expected:?}")]
+    Shape { what: String, got: Vec<usize>, expected: Vec<usize> },
+
+    /// Backpropagation gave no gradient for a tensor that should have one.
+    #[error("no gradient for {0}")]
+    NoGradient(String),
+
+    /// A lock whose holder panicked (the state behind it may be half-updated).
+    #[error("{0} lock poisoned")]
+    Poisoned(&'static str),
 }
 
 impl Error {

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::metrics::{Mask, Metrics, Summary};
-use crate::model::UNet;
+use crate::model::InferenceNet;
 use crate::postprocess::{largest_component, resize_bilinear_f32, threshold};
 
 /// File extensions read as images (case-insensitive).
@@ -126,7 +126,7 @@ impl Default for PostOptions {
 /// A network and its pre/post-processing.
 #[derive(Debug, Clone)]
 pub struct Predictor {
-    net: UNet,
+    net: InferenceNet,
     size: usize,
     post: PostOptions,
 }
@@ -141,7 +141,7 @@ pub struct Prediction {
 }
 
 impl Predictor {
-    pub fn new(net: UNet, size: usize, post: PostOptions) -> Result<Self> {
+    pub fn new(net: InferenceNet, size: usize, post: PostOptions) -> Result<Self> {
         if size < 16 {
             return Err(Error::Input(format!("network input size must be >= 16, got {size}")));
         }

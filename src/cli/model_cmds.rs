@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Args;
-use lightunet::model::{gflops, parameter_count, UNet, Variant};
+use lightunet::model::{gflops, parameter_count, InferenceNet, UNet, Variant};
 
 #[derive(Debug, Args)]
 pub struct InfoArgs {
@@ -154,14 +154,13 @@ pub fn parse_dtype(s: &str) -> anyhow::Result<DType> {
 }
 
 /// A network with the given weights, or random ones (same cost) for timing only.
-pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<UNet> {
+pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<InferenceNet> {
     match weights {
-        Some(p) => UNet::load(p, variant, device).with_context(|| format!("loading {}", p.display())),
+        Some(p) => InferenceNet::load(p, variant, device).with_context(|| format!("loading {}", p.display())),
         None => {
             let map = candle_nn::VarMap::new();
-            let mut net = UNet::new(variant, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
-            net.fold_bn()?;
-            Ok(net.to_device(device)?)
+            let net = UNet::new(variant, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
+            Ok(net.fold(device, DType::F32)?)
         }
     }
 }

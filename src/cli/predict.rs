@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::Args;
 use lightunet::metrics::Metrics;
-use lightunet::model::{UNet, Variant};
+use lightunet::model::{InferenceNet, Variant};
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{
     load_bgr, load_mask, pair_files, report_csv, report_table, BgrImage, ImageReport, MetricsRow, PostOptions,
@@ -101,7 +101,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     let device = parse_device(&args.device)?;
-    let net = UNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
     let predictor = Predictor::new(net, size, post)?;
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
