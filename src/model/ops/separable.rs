@@ -20,8 +20,8 @@ use super::common::cpu_f32;
 #[cfg(target_arch = "x86_64")]
 use super::input::up_padding;
 
-/// The weights of one separable conv set: depthwise 3x3 `[ci, 1, 3, 3]` and its bias, 1x1
-/// `[co, ci, 1, 1]` (or `[co, ci]`) and its bias.
+/// The weights of one separable conv set: grouped 3x3 `[ci, k, 3, 3]` (k = 1, depthwise, for the
+/// CPU passes) and its bias, 1x1 `[co, ci, 1, 1]` (or `[co, ci]`) and its bias.
 #[derive(Clone, Copy, Debug)]
 pub struct SeparableWeights<'a> {
     pub dw_w: &'a Tensor,
