@@ -1,7 +1,7 @@
 //! Launchers for the CUDA kernels of `kernels/ops.cu` (compiled to PTX by build.rs), called from
 //! the custom ops of the sibling modules (grouped_conv, pointwise, upsample, maxpool, batchnorm,
-//! separable). Inputs arrive contiguous (the ops make them so); offsets from the
-//! layout are honoured.
+//! separable). Inputs arrive contiguous (the ops make them so); offsets from the layout are
+//! honoured.
 
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
