@@ -56,9 +56,8 @@ fn networks(c: &mut Criterion) {
     for (name, dev) in devices() {
         for v in [Variant::Lighter(1), Variant::Light, Variant::Lighter(128), Variant::UNet] {
             let map = candle_nn::VarMap::new();
-            let mut net = UNet::new(v, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
-            net.fold_bn().unwrap();
-            let net = net.to_device(&dev).unwrap();
+            let net = UNet::new(v, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu)).unwrap();
+            let net = net.fold(&dev, DType::F32).unwrap();
             let x = Tensor::rand(0f32, 1., (1, 3, 256, 256), &dev).unwrap();
             g.bench_function(format!("{name}/{v}"), |bn| {
                 bn.iter_custom(|n| timed(&dev, n, || drop(net.forward(&x).unwrap())))

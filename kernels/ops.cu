@@ -1,4 +1,4 @@
-// CUDA kernels for lightunet's custom ops (src/model/ops.rs): the grouped/depthwise 3x3
+// CUDA kernels for lightunet's custom ops (src/model/ops/): the grouped/depthwise 3x3
 // convolution (forward, weight gradient), bias + ReLU, and the adjoint of bilinear x2 upsampling.
 // Compiled to PTX by build.rs with the CUDA 13.0 nvcc of scripts/cuda-env.sh. All tensors are
 // contiguous NCHW. Accumulation is always in f32, also for f16/bf16 storage.
@@ -161,7 +161,7 @@ __device__ void upsample2x(const T* __restrict__ x, T* __restrict__ y, size_t pl
     ac_taps(oy, h, &y0, &y1, &fy);
     ac_taps(ox, w, &x0, &x1, &fx);
     const T* s = x + p * h * w;
-    // The CPU op's order of operations (src/model/ops.rs `Upsample2x`).
+    // The CPU op's order of operations (src/model/ops/upsample.rs `Upsample2x`).
     const float a = to_f(s[y0 * w + x0]), b = to_f(s[y0 * w + x1]);
     const float c = to_f(s[y1 * w + x0]), d = to_f(s[y1 * w + x1]);
     const float top = a + (b - a) * fx, bot = c + (d - c) * fx;
@@ -198,7 +198,7 @@ extern "C" __global__ void upsample2x_bwd_f32(const float* __restrict__ g, float
 
 // ---------------------------------------------------------------------------------------------
 // Training BatchNorm (+ the convolution's bias + ReLU) and per-channel sums, f32, as the CPU ops
-// of src/model/batchnorm.rs compute them. x is [N, C, HW]. The per-channel reductions run on a
+// of src/model/ops/batchnorm.rs compute them. x is [N, C, HW]. The per-channel reductions run on a
 // grid (Q*N, C): block (n*Q + q, c) sums its span of plane (n, c) into partial[c * Q*N + n*Q + q]
 // (double, two values per entry), and a finalize kernel (one thread per channel) adds a
 // channel's partials in order, so the result does not depend on the order blocks ran in.
@@ -379,7 +379,7 @@ extern "C" __global__ void bn_bwd_dx_f32(const float* __restrict__ x, const floa
 }
 
 // ---------------------------------------------------------------------------------------------
-// 2x2 max-pooling of the training graph, f32 (src/model/maxpool_train.rs): floor for odd sizes;
+// 2x2 max-pooling of the training graph, f32 (src/model/ops/maxpool.rs): floor for odd sizes;
 // a window's gradient goes to its first maximum in row-major order (PyTorch's rule; NaN never
 // wins a comparison). One thread per output. P = N * C planes.
 

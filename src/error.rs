@@ -30,6 +30,18 @@ pub enum Error {
     #[error("{0}")]
     Msg(String),
 
+    /// Weights whose names and shapes fit no member of the family (`model::detect_variant`).
+    #[error("cannot tell the model variant: {0}")]
+    UnknownLayout(String),
+
+    /// A dtype the CPU kernels do not implement (they run in f32).
+    #[error("CPU inference runs in f32, got {0:?}")]
+    CpuDType(candle_core::DType),
+
+    /// Backpropagation gave no gradient for a tensor that should have one.
+    #[error("no gradient for {0}")]
+    NoGradient(String),
+
     /// A `--device` name that is none of `cpu`, `cuda`, `cuda:N`, `auto`.
     #[error("unknown device `{0}` (cpu, cuda, cuda:N, auto)")]
     UnknownDevice(String),

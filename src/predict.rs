@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::metrics::{Mask, Metrics, ShapeError, Summary};
-use crate::model::UNet;
+use crate::model::InferenceNet;
 use crate::image_io::BgrImage;
 use crate::postprocess::{largest_component, threshold};
 use crate::preprocess::model_input;
@@ -38,7 +38,7 @@ impl Default for PostOptions {
 /// A network and its pre/post-processing.
 #[derive(Debug, Clone)]
 pub struct Predictor {
-    net: UNet,
+    net: InferenceNet,
     size: usize,
     post: PostOptions,
 }
@@ -53,7 +53,7 @@ pub struct Prediction {
 }
 
 impl Predictor {
-    pub fn new(net: UNet, size: usize, post: PostOptions) -> Result<Self> {
+    pub fn new(net: InferenceNet, size: usize, post: PostOptions) -> Result<Self> {
         if size < 16 {
             return Err(Error::InvalidSetting(format!("network input size must be >= 16, got {size}")));
         }

@@ -6,7 +6,7 @@ use std::process::{Command, Output};
 
 use candle_core::{DType, Device, Tensor};
 use lightunet::checkpoint::{self, detect_variant};
-use lightunet::model::{UNet, Variant};
+use lightunet::model::{InferenceNet, Variant};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
@@ -58,7 +58,7 @@ fn assert_reproduces_pytorch(weights: &Path) {
     let io =
         candle_core::safetensors::load(fixture("parity/lighter_at1.io.safetensors"), &Device::Cpu)
             .unwrap();
-    let net = UNet::load(weights, Variant::Lighter(1), &Device::Cpu).unwrap();
+    let net = InferenceNet::load(weights, Variant::Lighter(1), &Device::Cpu).unwrap();
     let out = net.forward(&io["input0"]).unwrap();
     assert_eq!(out.dims(), io["output0"].dims());
     let diff = max_abs_diff(&out, &io["output0"]);

@@ -3,7 +3,7 @@
 //! compares the f32 kernels (grouped 3x3 conv and its weight gradient, bias + ReLU, bilinear
 //! x2 upsampling and its adjoint, training BatchNorm forward and backward, per-channel sums, 2x2
 //! max-pooling, the fused separable conv set) with plain loops, using the launch geometry of
-//! src/model/cuda_ops.rs. This checks their indexing, reductions and edges on machines
+//! src/model/ops/cuda.rs. This checks their indexing, reductions and edges on machines
 //! without a GPU; the device check still times them and covers f16/bf16.
 
 use std::path::Path;

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use lightunet::model::{DoubleConv, UNet, Up, Variant};
+use lightunet::model::ops::ConvInput;
+use lightunet::model::{DoubleConv, InferenceNet, UNet, Up, Variant};
 
 const TOL: f32 = 1e-4;
 
@@ -30,7 +31,7 @@ fn check_network(weights: &str, io: &str, variant: &str, cases: &[(&str, &str)])
     let v: Variant = variant.parse().unwrap();
     let io = fixture(io);
     let path = format!("{}/tests/fixtures/parity/{weights}", env!("CARGO_MANIFEST_DIR"));
-    let net = UNet::load(&path, v, &Device::Cpu).unwrap();
+    let net = InferenceNet::load(&path, v, &Device::Cpu).unwrap();
     for (input, output) in cases {
         let got = net.forward(&io[*input]).unwrap();
         let d = max_diff(&got, &io[*output]);
@@ -73,13 +74,13 @@ fn block_vb<'a>(blocks: &'a HashMap<String, Tensor>, prefix: &str) -> VarBuilder
 fn check_double_conv(prefix: &str, ci: usize, mid: usize, co: usize, variant: &str) {
     let blocks = fixture("blocks.safetensors");
     let v: Variant = variant.parse().unwrap();
-    let mut dc = DoubleConv::new(ci, mid, co, v, block_vb(&blocks, prefix).pp("double_conv")).unwrap();
+    let dc = DoubleConv::new(ci, mid, co, v, block_vb(&blocks, prefix).pp("double_conv")).unwrap();
     let x = &blocks[&format!("{prefix}.input")];
     let want = &blocks[&format!("{prefix}.output")];
     let d = max_diff(&dc.forward_t(x, false).unwrap(), want);
     assert!(d <= TOL, "{prefix} reference path: {d}");
-    dc.fold_bn().unwrap();
-    let d = max_diff(&dc.forward_t(x, false).unwrap(), want);
+    let folded = dc.fold(&Device::Cpu, DType::F32).unwrap();
+    let d = max_diff(&folded.forward(ConvInput::Map(x)).unwrap(), want);
     assert!(d <= TOL, "{prefix} folded path: {d}");
 }
 
@@ -113,12 +114,12 @@ fn block_lighter4_mid() {
 fn block_up_odd() {
     // x1 5x7 upsampled to 10x14, padded to the skip's 11x15.
     let blocks = fixture("blocks.safetensors");
-    let mut up = Up::new(16, 8, Variant::Lighter(1), block_vb(&blocks, "up_odd")).unwrap();
+    let up = Up::new(16, 8, Variant::Lighter(1), block_vb(&blocks, "up_odd")).unwrap();
     let (x1, x2) = (&blocks["up_odd.input_x1"], &blocks["up_odd.input_x2"]);
     let want = &blocks["up_odd.output"];
     let d = max_diff(&up.forward_t(x1, x2, false).unwrap(), want);
     assert!(d <= TOL, "reference path: {d}");
-    up.fold_bn().unwrap();
-    let d = max_diff(&up.forward_t(x1, x2, false).unwrap(), want);
+    let folded = up.fold(&Device::Cpu, DType::F32).unwrap();
+    let d = max_diff(&folded.forward(ConvInput::Up { skip: x2, x: x1 }).unwrap(), want);
     assert!(d <= TOL, "folded path: {d}");
 }

@@ -120,7 +120,7 @@ fn phantom_ground_truth_comes_back_in_place() {
 #[test]
 fn reference_model_finds_the_phantom_lesion() {
     let Some(weights) = shared("anchors/torch_lighter_at1_busi_f16.safetensors") else { return };
-    let net = lightunet::model::UNet::load(&weights, "lighter@1".parse().unwrap(), &candle_core::Device::Cpu).unwrap();
+    let net = lightunet::model::InferenceNet::load(&weights, "lighter@1".parse().unwrap(), &candle_core::Device::Cpu).unwrap();
     let dir = scratch("geometry-reference");
     let cfg = PhantomConfig { width: 320, height: 240, ..Default::default() };
     let mut job = Job::new(SourceSpec::Phantom { config: cfg.clone(), frames: Some(1) }, file(&dir.join("f_%02d.png")));

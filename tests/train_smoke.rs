@@ -1,5 +1,5 @@
 //! Training end to end on generated data (dark disks on noise, 32x32): the loss goes down, the
-//! run directory holds every file, the weights reload with `UNet::load`, and a stopped run
+//! run directory holds every file, the weights reload with `InferenceNet::load`, and a stopped run
 //! resumes from exactly the state it stopped in.
 
 mod train_util;
@@ -7,7 +7,7 @@ mod train_util;
 use std::sync::atomic::AtomicBool;
 
 use candle_core::{Device, Tensor};
-use lightunet::model::{UNet, Variant};
+use lightunet::model::{InferenceNet, UNet, Variant};
 use lightunet::train::checkpoint::{load_tensors, save_tensors};
 use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
 use lightunet::train::{Outcome, TrainConfig, Trainer};
@@ -62,11 +62,11 @@ fn trains_writes_run_dir_and_reloads() -> anyhow::Result<()> {
     let trained = t.net().forward_t(&x, false)?;
     let saved = out.join("final.safetensors");
     save_tensors(&saved, &t.named_tensors()?, None)?;
-    let reloaded = UNet::load(&saved, Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
+    let reloaded = InferenceNet::load(&saved, Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
     let diff = (trained - reloaded)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(diff < 1e-4, "reloaded model differs by {diff}");
     // best.safetensors loads too.
-    UNet::load(out.join(BEST_FILE), Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
+    InferenceNet::load(out.join(BEST_FILE), Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
@@ -242,7 +242,7 @@ fn reference_weights_train_graph_matches_inference() -> anyhow::Result<()> {
     }
     let x = Tensor::rand(0f32, 1f32, (2, 3, 48, 40), &Device::Cpu)?;
     let train_graph = net.forward_t(&x, false)?;
-    let folded = UNet::load(&path, v, &Device::Cpu)?.forward(&x)?;
+    let folded = InferenceNet::load(&path, v, &Device::Cpu)?.forward(&x)?;
     let diff = (train_graph - folded)?.abs()?.max_all()?.to_scalar::<f32>()?;
     assert!(diff < 1e-4, "train graph vs folded inference: {diff}");
     Ok(())

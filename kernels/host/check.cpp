@@ -1,5 +1,5 @@
 // Runs the f32 kernels of kernels/ops.cu on the CPU (shim.h) with the launch geometry of
-// src/model/cuda_ops.rs and compares them with plain loops in double: the kernels' indexing,
+// src/model/ops/cuda.rs and compares them with plain loops in double: the kernels' indexing,
 // reductions, barriers and edge handling, checked without a GPU (tests/cuda_kernels_on_cpu.rs
 // builds and runs this). Timing and the f16/bf16 variants still need the device check.
 // Exit status 0 when every case passes; one line per case.
@@ -40,7 +40,7 @@ std::vector<float> randn(std::mt19937& rng, size_t n, float sd = 1.f, float mean
 
 dim3 grid1(size_t total) { return {unsigned(std::clamp<size_t>((total + 255) / 256, 1, 8)), 1, 1}; }
 
-// src/model/cuda_ops.rs `Reduce`.
+// src/model/ops/cuda.rs `Reduce`.
 struct Reduce {
   int n, c, q;
   size_t hw;
@@ -180,7 +180,7 @@ void check_separable(std::mt19937& rng, int n, int ci, int co, int h, int w, int
 }
 
 // gconv3x3 (forward) and gconv3x3_grad_w against loops, with the launch geometry of
-// cuda_ops.rs `grouped_conv3x3` / `grouped_conv3x3_grad_w`.
+// ops/cuda.rs `grouped_conv3x3` / `grouped_conv3x3_grad_w`.
 void check_grouped_conv(std::mt19937& rng, int n, int c, int k, int h, int w) {
   const size_t hw = size_t(h) * w;
   std::vector<float> x = randn(rng, n * c * hw), wt = randn(rng, size_t(c) * k * 9, 0.5f), b = randn(rng, c), gy = randn(rng, n * c * hw);

@@ -23,7 +23,7 @@ mod pickle;
 mod records;
 mod storage;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -69,78 +69,10 @@ pub fn parameter_count(shapes: &[(String, Vec<usize>)]) -> usize {
         .sum()
 }
 
-/// Tells which member of the family a set of PyTorch weights belongs to, from names and shapes.
-///
-/// Conv set 1 of the first block decides: a regular conv (`inc.double_conv.0.weight`) means
-/// U-net when conv set 2 is regular too, else Light U-net; a separable one
-/// (`inc.double_conv.0.conv.0.weight`) means Lighter U-net@C, C being the channels per group of
-/// down4's grouped 3x3 (`[512, C, 3, 3]`, where min(C, 512) = C).
+/// Tells which member of the family a set of PyTorch weights belongs to, from names and shapes
+/// ([`crate::model::detect_variant`], which knows the architecture).
 pub fn detect_variant(shapes: &[(String, Vec<usize>)]) -> Result<Variant> {
-    let by_name: HashMap<&str, &[usize]> = shapes
-        .iter()
-        .map(|(name, shape)| (name.as_str(), shape.as_slice()))
-        .collect();
-    let has = |name: &str| by_name.contains_key(name);
-    let fail = |what: String| Error::Msg(format!("cannot tell the model variant: {what}"));
-
-    if has("inc.double_conv.0.weight") {
-        if has("inc.double_conv.3.weight") {
-            return Ok(Variant::UNet);
-        }
-        if has("inc.double_conv.3.conv.0.weight") {
-            return Ok(Variant::Light);
-        }
-        return Err(fail(format!(
-            "conv set 1 is regular (`inc.double_conv.0.weight`) but conv set 2 is neither regular \
-             (`inc.double_conv.3.weight`) nor separable (`inc.double_conv.3.conv.0.weight`); {}",
-            summary(shapes)
-        )));
-    }
-    if has("inc.double_conv.0.conv.0.weight") {
-        let key = "down4.maxpool_conv.1.double_conv.0.conv.0.weight";
-        let shape = by_name.get(key).ok_or_else(|| {
-            fail(format!(
-                "separable conv sets but no `{key}`; {}",
-                summary(shapes)
-            ))
-        })?;
-        let per_group = match shape {
-            [512, c, 3, 3] => *c,
-            other => {
-                return Err(fail(format!(
-                    "`{key}` has shape {other:?}, expected [512, C, 3, 3]"
-                )))
-            }
-        };
-        return u32::try_from(per_group)
-            .ok()
-            .filter(|c| c.is_power_of_two() && *c <= 128)
-            .map(Variant::Lighter)
-            .ok_or_else(|| {
-                fail(format!(
-                    "separable conv sets with {per_group} channels per group (`{key}`), but \
-                     Lighter U-net@C exists only for C in 1, 2, 4, ..., 128"
-                ))
-            });
-    }
-    Err(fail(format!(
-        "no `inc.double_conv.0.weight` (U-net, Light U-net) or `inc.double_conv.0.conv.0.weight` \
-         (Lighter U-net); {}",
-        summary(shapes)
-    )))
-}
-
-/// "164 tensors, e.g. `a`, `b`, `c`" for messages about unexpected weights.
-fn summary(shapes: &[(String, Vec<usize>)]) -> String {
-    if shapes.is_empty() {
-        return "no tensors at all".into();
-    }
-    let first: Vec<String> = shapes
-        .iter()
-        .take(3)
-        .map(|(name, _)| format!("`{name}`"))
-        .collect();
-    format!("found {} tensors, e.g. {}", shapes.len(), first.join(", "))
+    crate::model::detect_variant(shapes)
 }
 
 /// Writes tensors under their (PyTorch) names as a safetensors file, atomically: the data goes to

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use clap::{Args, ValueEnum};
 
 use lightunet::checkpoint;
-use lightunet::model::{UNet, Variant};
+use lightunet::model::{InferenceNet, Variant};
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -80,7 +80,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
 
     // Building the network checks every name and shape, so a file that converts also loads.
     let by_name: HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    UNet::from_tensors(by_name, variant, &Device::Cpu)
+    InferenceNet::from_tensors(by_name, variant, &Device::Cpu)
         .with_context(|| format!("{} does not load as {variant}", args.input.display()))?;
 
     checkpoint::save_safetensors(&tensors, &args.output)

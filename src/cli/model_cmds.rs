@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Args;
 use lightunet::device::{parse_device, parse_dtype};
-use lightunet::model::{gflops, parameter_count, UNet, Variant};
+use lightunet::model::{gflops, parameter_count, InferenceNet, UNet, Variant};
 use lightunet::percentile::percentile_sorted;
 
 #[derive(Debug, Args)]
@@ -102,14 +102,13 @@ pub struct BenchModelArgs {
 }
 
 /// A network with the given weights, or random ones (same cost) for timing only.
-pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<UNet> {
+pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Device) -> anyhow::Result<InferenceNet> {
     match weights {
-        Some(p) => UNet::load(p, variant, device).with_context(|| format!("loading {}", p.display())),
+        Some(p) => InferenceNet::load(p, variant, device).with_context(|| format!("loading {}", p.display())),
         None => {
             let map = candle_nn::VarMap::new();
-            let mut net = UNet::new(variant, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
-            net.fold_bn()?;
-            Ok(net.to_device(device)?)
+            let net = UNet::new(variant, VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
+            Ok(net.fold(device, DType::F32)?)
         }
     }
 }

@@ -297,7 +297,7 @@ fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
     bail!("no weights: {SHIPPED_WEIGHTS} is missing; pass --weights <file.safetensors> (or --weights random for a plumbing run)")
 }
 
-fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::UNet, Device)> {
+fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::InferenceNet, Device)> {
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
@@ -513,7 +513,7 @@ pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
 }
 
 /// Median model-only time per frame (ms) and frames/s, running `batch` frames at a time.
-fn time_model(net: &lightunet::model::UNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
+fn time_model(net: &lightunet::model::InferenceNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
     let x = Tensor::rand(0f32, 1f32, (batch, 3, size.1, size.0), device)?;
     let once = || -> anyhow::Result<f64> {
         let t = Instant::now();

@@ -16,7 +16,7 @@ use lightunet::atomic_write::write_atomic;
 use lightunet::device::parse_device;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::metrics::{Metrics, Summary};
-use lightunet::model::{UNet, Variant};
+use lightunet::model::{InferenceNet, Variant};
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
@@ -91,7 +91,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     let device = parse_device(&args.device)?;
-    let net = UNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
     let predictor = Predictor::new(net, size, post)?;
     let pairing = pair_files(&args.images, args.masks.as_deref())?;

@@ -7,7 +7,10 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
-use super::{DoubleConv, UNet, Up, Variant};
+use super::inference::InferenceNet;
+use super::ops::{self, batchnorm, maxpool};
+use super::unet::{DoubleConv, Dropout, UNet, Up};
+use super::variant::Variant;
 use crate::error::{Error, Result};
 
 /// One fixture case: its name and the largest absolute difference from PyTorch's output (for
@@ -36,7 +39,7 @@ fn load(dir: &Path, file: &str) -> Result<HashMap<String, Tensor>> {
 
 fn max_diff(got: &Tensor, want: &Tensor) -> Result<f32> {
     if got.dims() != want.dims() {
-        return Err(Error::Msg(format!("shape {:?} != expected {:?}", got.dims(), want.dims())));
+        return Err(Error::TensorShape { what: "output".into(), got: got.dims().to_vec(), expected: want.dims().to_vec() });
     }
     let got = got.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
     Ok(got.sub(want)?.abs()?.flatten_all()?.max(0)?.to_scalar()?)
@@ -51,7 +54,7 @@ pub fn run_fixtures(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<Par
         ("lighter_at4", Variant::Lighter(4), &["0"][..]),
     ];
     for (stem, variant, cases) in nets {
-        let net = UNet::load(dir.join(format!("{stem}.weights.safetensors")), variant, &Device::Cpu)?
+        let net = InferenceNet::load(dir.join(format!("{stem}.weights.safetensors")), variant, &Device::Cpu)?
             .to_device_dtype(device, dtype)?;
         let io = load(dir, &format!("{stem}.io.safetensors"))?;
         for c in cases {
@@ -71,16 +74,13 @@ pub fn run_fixtures(dir: &Path, device: &Device, dtype: DType) -> Result<Vec<Par
     ];
     let dev = |t: &Tensor| -> Result<Tensor> { Ok(t.to_device(device)?.to_dtype(dtype)?) };
     for (p, ci, mid, co, v) in dcs {
-        let mut dc = DoubleConv::new(ci, mid, co, v, vb.pp(p).pp("double_conv"))?;
-        dc.fold_bn()?;
-        let dc = dc.to_device_dtype(device, dtype)?;
-        let got = dc.forward_t(&dev(&blocks[&format!("{p}.input")])?, false)?;
+        let dc = DoubleConv::new(ci, mid, co, v, vb.pp(p).pp("double_conv"))?.fold(device, dtype)?;
+        let got = dc.forward(ops::ConvInput::Map(&dev(&blocks[&format!("{p}.input")])?))?;
         out.push(ParityCase::new(format!("block {p}"), max_diff(&got, &blocks[&format!("{p}.output")])?));
     }
-    let mut up = Up::new(16, 8, Variant::Lighter(1), vb.pp("up_odd"))?;
-    up.fold_bn()?;
-    let up = up.to_device_dtype(device, dtype)?;
-    let got = up.forward_t(&dev(&blocks["up_odd.input_x1"])?, &dev(&blocks["up_odd.input_x2"])?, false)?;
+    let up = Up::new(16, 8, Variant::Lighter(1), vb.pp("up_odd"))?.fold(device, dtype)?;
+    let (x, skip) = (dev(&blocks["up_odd.input_x1"])?, dev(&blocks["up_odd.input_x2"])?);
+    let got = up.forward(ops::ConvInput::Up { skip: &skip, x: &x })?;
     out.push(ParityCase::new("block up_odd", max_diff(&got, &blocks["up_odd.output"])?));
     Ok(out)
 }
@@ -98,9 +98,9 @@ pub fn grad_check(device: &Device) -> Result<Vec<ParityCase>> {
         let r = Tensor::randn(0f32, 1.0, (2, c, h, w), &Device::Cpu)?;
         let grads = |dev: &Device| -> Result<[Tensor; 3]> {
             let (x, wt, b) = (Var::from_tensor(&x.to_device(dev)?)?, Var::from_tensor(&wt.to_device(dev)?)?, Var::from_tensor(&b.to_device(dev)?)?);
-            let y = super::ops::grouped_conv3x3(&x, &wt, &b)?;
+            let y = ops::grouped_conv3x3(&x, &wt, &b)?;
             let g = y.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
-            let get = |v: &Var| g.get(v).cloned().ok_or_else(|| Error::Msg("missing gradient".into()));
+            let get = |v: &Var| g.get(v).cloned().ok_or_else(|| Error::NoGradient(format!("grouped_conv3x3 k={k}")));
             Ok([get(&x)?, get(&wt)?, get(&b)?])
         };
         let (on_dev, on_cpu) = (grads(device)?, grads(&Device::Cpu)?);
@@ -112,8 +112,8 @@ pub fn grad_check(device: &Device) -> Result<Vec<ParityCase>> {
     let r = Tensor::randn(0f32, 1.0, (2, 3, 10, 14), &Device::Cpu)?;
     let grad = |dev: &Device| -> Result<Tensor> {
         let xv = Var::from_tensor(&x.to_device(dev)?)?;
-        let g = super::ops::upsample2x(&xv)?.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
-        g.get(&xv).cloned().ok_or_else(|| Error::Msg("missing gradient".into()))
+        let g = ops::upsample2x(&xv)?.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
+        g.get(&xv).cloned().ok_or_else(|| Error::NoGradient("upsample2x input".into()))
     };
     out.push(ParityCase::new("grad upsample2x dx", rel(&grad(device)?, &grad(&Device::Cpu)?)?));
     train_ops_check(device, &mut out)?;
@@ -135,12 +135,13 @@ fn rel(a: &Tensor, b: &Tensor) -> Result<f32> {
 /// on `device` against the CPU, values and gradients. Shapes are chosen so that a channel spans
 /// several reduction blocks on the GPU, and odd sizes drop a row and a column in the pooling.
 fn train_ops_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
-    use super::batchnorm::{batch_norm_relu_train, channel_sums};
+    use batchnorm::{batch_norm_relu_train, channel_sums};
+    use super::capabilities::Capabilities;
     use candle_core::Var;
     let cpu = Device::Cpu;
     // Off on this device (LIGHTUNET_CUDA_TRAIN_OPS=graph, or a device without the kernels):
     // training runs the compositions, which the whole-step check below still covers.
-    if !super::own_train_ops(&Tensor::zeros(1, DType::F32, device)?) {
+    if !Capabilities::detect().own_train_ops(&Tensor::zeros(1, DType::F32, device)?) {
         return Ok(());
     }
     for (n, c, h, w, relu) in [(2usize, 5usize, 70usize, 130usize, true), (3, 4, 9, 11, false), (8, 3, 128, 128, true)] {
@@ -156,7 +157,7 @@ fn train_ops_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
             let (b, g, be) = (b?, g?, be?);
             let o = batch_norm_relu_train(&x, &b, &g, &be, 1e-5, relu)?;
             let grads = o.y.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
-            let get = |v: &Var| grads.get(v).cloned().ok_or_else(|| Error::Msg("missing gradient".into()));
+            let get = |v: &Var| grads.get(v).cloned().ok_or_else(|| Error::NoGradient("batch norm train".into()));
             // The bias gradient is zero up to rounding (batch statistics remove the bias), so
             // it has no scale to compare against and is left out.
             Ok(vec![o.y, o.mean, o.var, get(&x)?, get(&g)?, get(&be)?])
@@ -174,9 +175,9 @@ fn train_ops_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
         let r = Tensor::randn(0f32, 1.0, (n, c, h / 2, w / 2), &cpu)?;
         let run = |dev: &Device| -> Result<[Tensor; 2]> {
             let xv = Var::from_tensor(&x.to_device(dev)?)?;
-            let y = super::maxpool_train::maxpool2x2_train(&xv)?;
+            let y = maxpool::maxpool2x2_train(&xv)?;
             let g = y.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
-            Ok([y, g.get(&xv).cloned().ok_or_else(|| Error::Msg("missing gradient".into()))?])
+            Ok([y, g.get(&xv).cloned().ok_or_else(|| Error::NoGradient("maxpool2x2 train input".into()))?])
         };
         let (on_dev, on_cpu) = (run(device)?, run(&cpu)?);
         out.push(ParityCase::new(format!("maxpool2x2 train [{n},{c},{h},{w}] y"), rel(&on_dev[0], &on_cpu[0])?));
@@ -197,7 +198,7 @@ fn train_step_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
     let variant = Variant::Lighter(1);
     UNet::new(variant, VarBuilder::from_varmap(&vm, DType::F32, &cpu))?;
     let init: Vec<(String, Tensor)> = {
-        let data = vm.data().lock().map_err(|_| Error::Msg("variable map poisoned".into()))?;
+        let data = vm.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
         data.iter().map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?))).collect::<Result<_>>()?
     };
     let x = Tensor::rand(0f32, 1.0, (2, 3, 64, 64), &cpu)?;
@@ -208,7 +209,7 @@ fn train_step_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
             init.iter().map(|(k, t)| Ok((k.clone(), Var::from_tensor(&t.to_device(dev)?)?))).collect::<Result<_>>()?;
         let map: HashMap<String, Tensor> = vars.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         let net = UNet::new(variant, VarBuilder::from_tensors(map, DType::F32, dev))?;
-        let logits = net.logits_t_with(&x.to_device(dev)?, true, super::Dropout::Mask(&keep))?;
+        let logits = net.logits_t_with(&x.to_device(dev)?, true, Dropout::Mask(&keep))?;
         let grads = logits.mul(&r.to_device(dev)?)?.sum_all()?.backward()?;
         let g = vars.iter().filter_map(|(k, v)| grads.get(v).map(|g| (k.clone(), g.clone()))).collect();
         Ok((logits, g))
@@ -223,7 +224,7 @@ fn train_step_check(device: &Device, out: &mut Vec<ParityCase>) -> Result<()> {
     let (mut worst, mut worst_name, mut compared) = (0f32, String::new(), 0usize);
     for (name, want) in &g_cpu {
         let got = g_dev.iter().find(|(k, _)| k == name).map(|(_, g)| g);
-        let got = got.ok_or_else(|| Error::Msg(format!("{name}: no gradient on the device")))?;
+        let got = got.ok_or_else(|| Error::NoGradient(format!("{name} on the device")))?;
         if max_abs(want)? <= 1e-5 * global {
             continue;
         }

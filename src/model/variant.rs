@@ -91,3 +91,18 @@ impl FromStr for Variant {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_names_round_trip() {
+        for v in Variant::all() {
+            assert_eq!(v.to_string().parse::<Variant>().unwrap(), v);
+        }
+        assert!("lighter@3".parse::<Variant>().is_err());
+        assert!("lighter@256".parse::<Variant>().is_err());
+        assert!("resnet".parse::<Variant>().is_err());
+    }
+}

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::Roi;
 use super::error::Result;
-use crate::model::UNet;
+use crate::model::InferenceNet;
 
 /// The model input of one frame: `[3, height, width]` planar `f32` in 0..1, channel 0 = blue
 /// (the original's OpenCV BGR order), plus the frame's identity for fakes that need it.
@@ -43,11 +43,11 @@ where
 
 /// A Light U-net on a candle device (loaded once; the pipeline moves it into its thread).
 pub struct UNetSegmenter {
-    net: UNet,
+    net: InferenceNet,
 }
 
 impl UNetSegmenter {
-    pub fn new(net: UNet) -> UNetSegmenter {
+    pub fn new(net: InferenceNet) -> UNetSegmenter {
         UNetSegmenter { net }
     }
 
@@ -92,8 +92,8 @@ mod tests {
     fn unet_batch_matches_single_frames() -> Result<()> {
         use candle_nn::{VarBuilder, VarMap};
         let map = VarMap::new();
-        let mut net = UNet::new(crate::model::Variant::Lighter(1), VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?;
-        net.fold_bn()?;
+        let net = crate::model::UNet::new(crate::model::Variant::Lighter(1), VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu))?
+            .fold(&Device::Cpu, DType::F32)?;
         let mut seg = UNetSegmenter::new(net);
         let (h, w) = (32, 48);
         let frames: Vec<Vec<f32>> =

@@ -8,9 +8,9 @@
 //! weight) also run on the inference kernel (`pointwise_cpu`: our AVX-512 kernel where there is
 //! one, `gemm` elsewhere). CPU and f32 only ([`supported`]).
 
-use super::ops::cpu_f32;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
+use super::common::cpu_f32;
 use super::pointwise_cpu::{pointwise_cpu, Dims};
 
 /// Whether [`pointwise_train`] runs for `x` (CPU, f32).
@@ -32,7 +32,6 @@ pub fn pointwise_train(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 }
 
 struct PointwiseTrain;
-
 
 impl CustomOp2 for PointwiseTrain {
     fn name(&self) -> &'static str {

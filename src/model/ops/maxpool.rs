@@ -1,27 +1,85 @@
-//! 2x2 max-pooling of the training graph, with a correct gradient.
+//! 2x2 max-pooling, stride 2, floor (odd sizes drop the last row/column): the Down blocks' pool,
+//! for inference and for training.
 //!
-//! candle 0.11's `max_pool2d` backward is wrong: it multiplies the gradient by the average of
-//! the "is the maximum" mask over the window, so a window's single maximum gets a quarter of
-//! the gradient (PyTorch gives it all of it; `tests` show the 0.25). It is also slow: five
-//! full-resolution passes and as many allocations.
-//! - f32 on the CPU and CUDA: [`maxpool2x2_train`], one op whose backward finds each window's
-//!   maximum again and routes the gradient to it. Like PyTorch, a window's gradient goes to its
-//!   first maximum (row-major).
-//! - Other devices: [`maxpool2x2_graph`], two max reductions whose candle backward is right
-//!   (ties each get the gradient; after a ReLU the ties are zeros whose gradient the ReLU drops
-//!   anyway).
+//! - Inference (nothing tracks a gradient): [`maxpool2x2`] runs our own op on the CPU (f32;
+//!   candle's generic pooling is several times slower) and on CUDA (every dtype).
+//! - Training: candle 0.11's `max_pool2d` backward is wrong: it multiplies the gradient by the
+//!   average of the "is the maximum" mask over the window, so a window's single maximum gets a
+//!   quarter of the gradient (PyTorch gives it all of it; `tests` show the 0.25). It is also slow:
+//!   five full-resolution passes and as many allocations.
+//!   - f32 on the CPU and CUDA: [`maxpool2x2_train`], one op whose backward finds each window's
+//!     maximum again and routes the gradient to it. Like PyTorch, a window's gradient goes to its
+//!     first maximum (row-major).
+//!   - Other devices: [`maxpool2x2_graph`], two max reductions whose candle backward is right
+//!     (ties each get the gradient; after a ReLU the ties are zeros whose gradient the ReLU drops
+//!     anyway).
 
-use super::ops::cpu_f32;
 use std::mem::MaybeUninit;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::ops::filled_f32;
+use super::common::{cpu_f32, filled_f32};
+use crate::model::capabilities::Capabilities;
 
-/// Whether [`maxpool2x2_train`] runs for `x` (f32, CPU or CUDA: [`super::own_train_ops`]).
+/// 2x2 max pooling, stride 2, floor (odd sizes drop the last row/column). Without a gradient,
+/// our own op on the CPU (f32; candle's generic pooling is several times slower) and on CUDA
+/// (every dtype: the composition's max reductions over pairs launch one two-thread block per
+/// output pair); with one, [`maxpool2x2_train`] where it runs, else the composition.
+pub fn maxpool2x2(x: &Tensor) -> Result<Tensor> {
+    let cuda = cfg!(feature = "cuda") && x.device().is_cuda();
+    if ((x.device().is_cpu() && x.dtype() == DType::F32) || cuda) && !x.track_op() {
+        x.contiguous()?.apply_op1_no_bwd(&MaxPool2x2)
+    } else if supported(x) {
+        maxpool2x2_train(x)
+    } else {
+        // Not candle's max_pool2d: its gradient is a quarter of the right one.
+        maxpool2x2_graph(x)
+    }
+}
+
+struct MaxPool2x2;
+
+impl CustomOp1 for MaxPool2x2 {
+    fn name(&self) -> &'static str {
+        "maxpool2x2"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        let x = cpu_f32(s, l, "maxpool2x2 input")?;
+        let (oh, ow) = (h / 2, w / 2);
+        if oh == 0 || ow == 0 {
+            return Ok((CpuStorage::F32(Vec::new()), Shape::from((n, c, oh, ow))));
+        }
+        let fill = |out: &mut [MaybeUninit<f32>]| {
+            out.par_chunks_mut(oh * ow).enumerate().for_each(|(p, dst)| {
+                let src = &x[p * h * w..(p + 1) * h * w];
+                for (oy, row) in dst.chunks_mut(ow).enumerate() {
+                    let a = &src[2 * oy * w..2 * oy * w + 2 * ow];
+                    let b = &src[(2 * oy + 1) * w..(2 * oy + 1) * w + 2 * ow];
+                    for (ox, d) in row.iter_mut().enumerate() {
+                        d.write(a[2 * ox].max(a[2 * ox + 1]).max(b[2 * ox].max(b[2 * ox + 1])));
+                    }
+                }
+            })
+        };
+        // SAFETY: every output row of every plane is written.
+        let out = unsafe { filled_f32(n * c * oh * ow, fill) };
+        Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        let (n, c, h, w) = l.shape().dims4()?;
+        Ok((super::cuda::maxpool2x2(s, l)?, Shape::from((n, c, h / 2, w / 2))))
+    }
+}
+
+/// Whether [`maxpool2x2_train`] runs for `x` (f32, CPU or CUDA:
+/// [`Capabilities::own_train_ops`]).
 pub fn supported(x: &Tensor) -> bool {
-    super::own_train_ops(x)
+    Capabilities::detect().own_train_ops(x)
 }
 
 /// `x [N, C, H, W]` -> `[N, C, H/2, W/2]` (floor), differentiable.
@@ -44,7 +102,6 @@ pub fn maxpool2x2_graph(x: &Tensor) -> Result<Tensor> {
 struct MaxPoolTrain;
 struct MaxPoolTrainBwd;
 
-
 /// Offset of the first maximum of the window whose top-left element is `a[i]` (`b` the next row).
 #[inline]
 fn argmax4(a: &[f32], b: &[f32], i: usize) -> (usize, usize, f32) {
@@ -65,12 +122,12 @@ impl CustomOp1 for MaxPoolTrain {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         // The values are the inference op's; only the backward differs from it.
-        super::ops::MaxPool2x2.cpu_fwd(s, l)
+        MaxPool2x2.cpu_fwd(s, l)
     }
 
     #[cfg(feature = "cuda")]
     fn cuda_fwd(&self, s: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
-        super::ops::MaxPool2x2.cuda_fwd(s, l)
+        MaxPool2x2.cuda_fwd(s, l)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -99,7 +156,7 @@ impl CustomOp2 for MaxPoolTrainBwd {
                     v.write(0.0);
                 });
                 // SAFETY: every element was just written.
-                let dst = unsafe { super::ops::assume_init_mut(dst) };
+                let dst = unsafe { super::common::assume_init_mut(dst) };
                 let src = &x[p * plane..(p + 1) * plane];
                 let gp = &g[p * oh * ow..(p + 1) * oh * ow];
                 for oy in 0..oh {
@@ -129,7 +186,7 @@ impl CustomOp2 for MaxPoolTrainBwd {
         if gl.shape().dims() != [n, c, h / 2, w / 2] {
             candle_core::bail!("maxpool backward: gradient {:?} for input {:?}", gl.shape(), xl.shape());
         }
-        Ok((super::cuda_ops::maxpool2x2_bwd(xs, xl, gs, gl)?, xl.shape().clone()))
+        Ok((super::cuda::maxpool2x2_bwd(xs, xl, gs, gl)?, xl.shape().clone()))
     }
 }
 

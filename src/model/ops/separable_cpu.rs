@@ -77,10 +77,10 @@ fn up_chunks(w: usize) -> Vec<UpChunk> {
     let ow = 2 * w;
     (0..ow.div_ceil(16))
         .map(|j| {
-            let base = super::ops::ac_taps(16 * j, w).0;
+            let base = super::common::ac_taps(16 * j, w).0;
             let mut c = UpChunk { base, idx0: [0; 16], idx1: [0; 16], fx: [0.0; 16] };
             for l in 0..16.min(ow - 16 * j) {
-                let (x0, x1, fx) = super::ops::ac_taps(16 * j + l, w);
+                let (x0, x1, fx) = super::common::ac_taps(16 * j + l, w);
                 // Over 16 output columns the source position moves by < 8, so both taps stay
                 // within the 16 floats loaded at `base`.
                 c.idx0[l] = (x0 - base) as i32;
@@ -139,11 +139,11 @@ pub(crate) fn separable(srcs: &[Source], wts: Weights, n: usize, h: usize, w: us
         });
     };
     // SAFETY: every (image, band, channel block) is one task, and each stores all its pixels.
-    unsafe { super::ops::filled_f32(n * co * hw, fill) }
+    unsafe { super::common::filled_f32(n * co * hw, fill) }
 }
 
 /// The 1x1 bias with the depthwise bias folded in: the depthwise bias goes through the 1x1 as
-/// a constant (loaded models have it folded already, see `DoubleConv::fold_bn`).
+/// a constant (loaded models have it folded already, see `ConvSet::fold` in model/layers.rs).
 fn folded_bias(wts: Weights, ci: usize) -> Vec<f32> {
     if wts.dw_b.iter().all(|&b| b == 0.0) {
         return wts.pw_b.to_vec();
@@ -313,7 +313,7 @@ pub(crate) fn double_separable(
         });
     };
     // SAFETY: the strips cover every row of every image, and each band stores all channels.
-    unsafe { super::ops::filled_f32(n * oc * hw, fill) }
+    unsafe { super::common::filled_f32(n * oc * hw, fill) }
 }
 
 /// Per-thread buffers, kept between calls (fresh megabyte buffers per task cost page faults
@@ -484,7 +484,7 @@ fn rows_read(src: &Source, ni: usize, cc: usize, h: usize, w: usize, y0: usize, 
                 return (std::ptr::null(), 0);
             }
             let plane = (ni * c + cc) * sh * sw;
-            let (r0, r1) = (super::ops::ac_taps(a, sh).0, super::ops::ac_taps(b - 1, sh).1);
+            let (r0, r1) = (super::common::ac_taps(a, sh).0, super::common::ac_taps(b - 1, sh).1);
             (data, plane + r0 * sw, plane + (r1 + 1) * sw)
         }
     };
@@ -538,7 +538,7 @@ unsafe fn up_row(
         return;
     }
     // Blend the two source rows first (contiguous), then interpolate along x with permutes.
-    let (r0, r1, fy) = super::ops::ac_taps(y - top, sh);
+    let (r0, r1, fy) = super::common::ac_taps(y - top, sh);
     let (s0, s1) = (plane.add(r0 * sw), plane.add(r1 * sw));
     let fyv = _mm512_set1_ps(fy);
     let t = tmp.as_mut_ptr();

@@ -139,7 +139,7 @@ pub(crate) mod avx512 {
         };
         // SAFETY: the first input-channel chunk stores every pixel of every output channel
         // (co is a multiple of MR, the tasks cover all pixels, tail lanes are masked).
-        unsafe { crate::model::ops::filled_f32(n * co * hw, fill) }
+        unsafe { crate::model::ops::common::filled_f32(n * co * hw, fill) }
     }
 
     /// Few output channels (the network's last 1x1 has one): per output channel, 64 pixels of

@@ -1,6 +1,7 @@
 //! Launchers for the CUDA kernels of `kernels/ops.cu` (compiled to PTX by build.rs), called from
-//! the custom ops in `ops.rs`. Inputs arrive contiguous (the ops make them so); offsets from the
-//! layout are honoured.
+//! the custom ops of the sibling modules (grouped_conv, pointwise, upsample, maxpool, batchnorm,
+//! separable). Inputs arrive contiguous (the ops make them so); offsets from the layout are
+//! honoured.
 
 use candle_core::cuda_backend::cudarc::driver::{
     CudaSlice, CudaView, DeviceRepr, LaunchConfig, PushKernelArg,
@@ -10,7 +11,7 @@ use candle_core::cuda_backend::WrapErr;
 use candle_core::{CudaDevice, CudaStorage, DType, Layout, Result, Storage, Tensor};
 use half::{bf16, f16};
 
-use super::ops::ConvDims;
+use super::common::ConvDims;
 
 const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/ops.ptx"));
 const MODULE: &str = "lightunet_ops";
