@@ -27,8 +27,14 @@ pub enum Error {
     #[error("bad input: {0}")]
     Input(String),
 
-    #[error("{0}")]
-    Msg(String),
+    /// A tensor of a dtype safetensors (or this writer) does not take.
+    #[error("cannot write {0:?} tensors to safetensors")]
+    UnsupportedDType(candle_core::DType),
+
+    /// A file that could not be written for a reason other than I/O (an invalid name, a
+    /// duplicate tensor, a serialisation failure).
+    #[error("cannot write {}: {reason}", path.display())]
+    Write { path: PathBuf, reason: String },
 
     /// Weights whose names and shapes fit no member of the family (`model::detect_variant`).
     #[error("cannot tell the model variant: {0}")]

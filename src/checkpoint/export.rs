@@ -31,11 +31,7 @@ impl RawTensor {
             DType::F64 => (St::F64, le(&flat, f64::to_le_bytes)?),
             DType::I64 => (St::I64, le(&flat, i64::to_le_bytes)?),
             DType::U8 => (St::U8, flat.to_vec1::<u8>()?),
-            other => {
-                return Err(Error::Msg(format!(
-                    "cannot write {other:?} tensors to safetensors"
-                )))
-            }
+            other => return Err(Error::UnsupportedDType(other)),
         };
         Ok(Self {
             dtype,

@@ -79,7 +79,7 @@ pub fn detect_variant(shapes: &[(String, Vec<usize>)]) -> Result<Variant> {
 /// a temporary file next to `path`, which is synced and then renamed over it, so a crash or a full
 /// disk never leaves a half-written weights file under the final name.
 pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let fail = |why: String| Error::Msg(format!("cannot write {}: {why}", path.display()));
+    let fail = |why: String| Error::Write { path: path.to_path_buf(), reason: why };
     let mut seen = HashSet::new();
     let mut raw = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors {

@@ -161,6 +161,7 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
         });
         if let Some(ops) = &ops {
             j["profiled_ms_batch"] = (ops.total() * 1e3).into();
+            j["plan"] = net.describe().iter().map(|(block, path)| serde_json::json!({"block": block, "path": path.to_string()})).collect();
             j["profile"] = ops
                 .entries
                 .iter()
@@ -174,6 +175,10 @@ pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
             args.model, args.device, args.dtype, args.batch, args.size, args.size, median, median / b, p90, b * 1000.0 / median, args.runs, threads
         );
         if let Some(ops) = &ops {
+            println!("inference plan (the kernels chosen for each block):");
+            for (block, path) in net.describe() {
+                println!("  {block:<6} {path}");
+            }
             let total = ops.total();
             println!("per op, waiting for the device after each (total {:.2} ms/batch against {median:.2} unprofiled):", total * 1e3);
             let mut rows = ops.entries.clone();
