@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_tensors, save_tensors};
+use super::checkpoint::{load_tensors_checked, save_tensors, Checksum};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
 use super::history::{history_jsonl, EpochAccum, EpochRecord};
@@ -222,8 +222,21 @@ impl Trainer {
         if !path.exists() {
             return Err(Error::Input(format!("{} has no {CHECKPOINT_FILE} to resume from", out.display())));
         }
-        let (tensors, meta) = load_tensors(&path)?;
+        let (tensors, meta, checksum) = load_tensors_checked(&path)?;
         let bad = |reason: String| Error::Checkpoint { path: path.clone(), reason };
+        if checksum == Checksum::Absent {
+            tracing::warn!("{} has no checksum (written before checksums were added): not verified", path.display());
+        }
+        // A damaged file without a checksum (or one whose damage went in before it was written)
+        // must not be trained on either: no value may be NaN or infinite.
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let values = tensors[name].flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("{name}: value {i} of {} is {}", values.len(), values[i])));
+            }
+        }
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no `{k}` metadata")));
         let mut cfg: TrainConfig = serde_json::from_str(get("config")?).map_err(|e| bad(e.to_string()))?;
         let mut state: TrainState = serde_json::from_str(get("state")?).map_err(|e| bad(e.to_string()))?;
@@ -350,6 +363,9 @@ impl Trainer {
             return Err(Error::NonFiniteLoss { value, step: self.state.global_step + 1 });
         }
         let grads = l.backward()?;
+        if let Some(name) = self.opt.first_non_finite_gradient(&grads)? {
+            return Err(Error::NonFiniteGradient { name, step: self.state.global_step + 1 });
+        }
         if self.phases.is_some() {
             self.device.synchronize()?;
         }
@@ -471,6 +487,10 @@ impl Trainer {
         let t0 = Instant::now();
         let (val_loss, val_dice) = self.evaluate()?;
         let epoch = self.state.epoch + 1;
+        if !val_loss.is_finite() {
+            // Nothing of this epoch is written: the files on disk are the last good ones.
+            return Err(Error::NonFiniteValidation { value: val_loss, epoch });
+        }
         let a = std::mem::take(&mut self.state.accum);
         let images = a.images.max(1) as f64;
         let best = self.state.early_stop.update(epoch, val_loss);
