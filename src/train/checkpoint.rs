@@ -84,21 +84,29 @@ pub enum Checksum {
     Absent,
 }
 
+/// A tensor file read back by [`read_tensor_file`].
+pub struct TensorFile {
+    pub tensors: HashMap<String, Tensor>,
+    /// Without the checksum entry.
+    pub metadata: HashMap<String, String>,
+    pub checksum: Checksum,
+}
+
 /// Reads a safetensors file onto the CPU with its metadata (empty when it has none), verifying
 /// its checksum when it has one: a mismatch is an [`Error::Checkpoint`] saying the file was
 /// damaged. The checksum entry itself is left out of the metadata returned.
 pub fn load_tensors(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
-    load_tensors_checked(path).map(|(t, m, _)| (t, m))
+    read_tensor_file(path).map(|f| (f.tensors, f.metadata))
 }
 
 /// [`load_tensors`], also saying whether there was a checksum to verify.
-pub fn load_tensors_checked(path: &Path) -> Result<(HashMap<String, Tensor>, HashMap<String, String>, Checksum)> {
+pub fn read_tensor_file(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |reason: String| Error::Checkpoint { path: path.to_path_buf(), reason };
     let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut metadata = header.metadata().clone().unwrap_or_default();
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
-    let Some(stored) = metadata.remove(CHECKSUM_KEY) else { return Ok((tensors, metadata, Checksum::Absent)) };
+    let Some(stored) = metadata.remove(CHECKSUM_KEY) else { return Ok(TensorFile { tensors, metadata, checksum: Checksum::Absent }) };
     let mut raw = Vec::with_capacity(tensors.len());
     for (name, t) in &tensors {
         if t.dtype() != DType::F32 {
@@ -113,7 +121,7 @@ pub fn load_tensors_checked(path: &Path) -> Result<(HashMap<String, Tensor>, Has
             "checksum mismatch (stored {stored}, computed {computed}): the file was damaged or changed after it was written"
         )));
     }
-    Ok((tensors, metadata, Checksum::Verified))
+    Ok(TensorFile { tensors, metadata, checksum: Checksum::Verified })
 }
 
 #[cfg(test)]
@@ -129,10 +137,10 @@ mod tests {
         let meta = HashMap::from([("state".to_string(), "{\"epoch\":3}".to_string())]);
         save_tensors(&path, &[("a.b".into(), t.clone())], Some(meta.clone()))?;
         save_tensors(&path, &[("a.b".into(), t)], Some(meta.clone()))?;
-        let (ts, m, sum) = load_tensors_checked(&path)?;
-        assert_eq!(ts["a.b"].to_vec2::<f32>()?, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
-        assert_eq!(m, meta);
-        assert_eq!(sum, Checksum::Verified);
+        let f = read_tensor_file(&path)?;
+        assert_eq!(f.tensors["a.b"].to_vec2::<f32>()?, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+        assert_eq!(f.metadata, meta);
+        assert_eq!(f.checksum, Checksum::Verified);
         let left: Vec<_> = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?.collect();
         assert_eq!(left.len(), 1, "temporary files left behind");
         let _ = std::fs::remove_dir_all(&dir);
@@ -171,8 +179,8 @@ mod tests {
         let views = vec![("a.b", TensorView::new(Dtype::F32, vec![1], &[0, 0, 128, 63]).unwrap())];
         let plain = safetensors::serialize(views, None).unwrap();
         std::fs::write(&path, plain).map_err(|e| Error::io(&path, e))?;
-        let (ts, _, sum) = load_tensors_checked(&path)?;
-        assert_eq!((ts["a.b"].to_vec1::<f32>()?, sum), (vec![1.0], Checksum::Absent));
+        let f = read_tensor_file(&path)?;
+        assert_eq!((f.tensors["a.b"].to_vec1::<f32>()?, f.checksum), (vec![1.0], Checksum::Absent));
 
         let nan = Tensor::new(&[1f32, f32::NAN], &Device::Cpu)?;
         std::fs::write(&path, &good).map_err(|e| Error::io(&path, e))?;
