@@ -100,7 +100,7 @@ pub(super) const DR_DB: f32 = 60.0;
 
 impl PhantomConfig {
     /// Refuses a configuration `Phantom::new` cannot render, saying which field and why.
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         let (w, h) = (self.width, self.height);
         if !(MIN_SIDE..=MAX_SIDE).contains(&w) || !(MIN_SIDE..=MAX_SIDE).contains(&h) {
             return Err(format!(

@@ -218,9 +218,8 @@ fn parse_phantom(rest: &str) -> Result<PhantomConfig> {
             _ => return Err(bad(format!("unknown option `{part}` (WxH@FPS, seed=N, convex, calipers, notext, nolesion)"))),
         }
     }
-    if cfg.fps == 0 {
-        return Err(bad("fps must be positive".into()));
-    }
+    // Sizes and rate are checked here, before a model is loaded for a source that cannot run.
+    cfg.validate().map_err(bad)?;
     Ok(cfg)
 }
 
