@@ -227,6 +227,46 @@ fn huge_numbers_name_their_limit() {
     assert!(!dir.join("run").exists());
 }
 
+/// What `torch.save({'x': torch.zeros(1).expand(1 << 20, 1 << 20)}, 'e.pth')` writes, built by
+/// hand (pickle protocol 2 in a zip, as PyTorch does): 1.6 KB that stand for 4 TiB of f32.
+fn expanded_pth() -> Vec<u8> {
+    let text = |out: &mut Vec<u8>, s: &str| {
+        out.push(b'X');
+        out.extend((s.len() as u32).to_le_bytes());
+        out.extend(s.as_bytes());
+    };
+    let mut pkl = vec![0x80, 0x02, b'}'];
+    text(&mut pkl, "x");
+    pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    text(&mut pkl, "storage");
+    pkl.extend(b"ctorch\nFloatStorage\n");
+    text(&mut pkl, "0");
+    text(&mut pkl, "cpu");
+    pkl.extend([b'K', 1, b't', b'Q', b'K', 0]); // numel 1, persistent id, storage offset 0
+    pkl.extend([b'(', b'J', 0, 0, 0x10, 0, b'J', 0, 0, 0x10, 0, b't']); // size (1 << 20, 1 << 20)
+    pkl.extend([b'(', b'K', 0, b'K', 0, b't', 0x89]); // stride (0, 0), requires_grad False
+    pkl.extend(b"ccollections\nOrderedDict\n)RtRs.");
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, data) in [("e/data.pkl", pkl), ("e/byteorder", b"little".to_vec()), ("e/data/0", vec![0u8; 4])] {
+        zip.start_file(name, options).unwrap();
+        std::io::Write::write_all(&mut zip, &data).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// Case 8: `convert` of a 1.6 KB file asked for 4 TB and aborted; now a clear refusal.
+#[test]
+fn convert_refuses_a_view_larger_than_its_file() {
+    let dir = scratch("trust-expand");
+    let (pth, out) = (dir.join("e.pth"), dir.join("e.safetensors"));
+    std::fs::write(&pth, expanded_pth()).unwrap();
+    assert!(std::fs::metadata(&pth).unwrap().len() < 2048);
+    let r = lightunet(&["convert", s(&pth), s(&out)]);
+    r.assert_clean_failure("tensor `x`: shape [1048576, 1048576] with strides [0, 0] needs 4.0 TiB");
+    assert!(!out.exists());
+}
+
 /// Case 9: a live source that never sends used to wait for ever; now the run fails after the
 /// first-frame timeout, naming the source.
 #[test]

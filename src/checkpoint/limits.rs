@@ -47,8 +47,8 @@ impl Budget {
     pub(super) fn take(&mut self, bytes: usize, what: &str) -> Reason<()> {
         if bytes > self.left {
             return Err(format!(
-                "{what} needs {}, more than this {} file can justify (a checkpoint's tensors add up to about its \
-                 own size; at most {} more is accepted)",
+                "{what} needs {}, more than a file of {} can justify (a checkpoint's tensors add up to about \
+                 its own size; at most {} more is accepted)",
                 human_bytes(bytes as f64),
                 human_bytes(self.file_len as f64),
                 human_bytes(MAX_EXPANSION_BYTES as f64)
