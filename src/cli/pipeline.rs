@@ -153,12 +153,15 @@ pub struct LiveArgs {
     /// Seconds between counter reports.
     #[arg(long, default_value_t = 5)]
     report_every: u64,
-    /// Finish when the source sends nothing for this many seconds.
+    /// Finish when the source sends nothing for this many seconds (after its first frame).
     #[arg(long, default_value_t = 10)]
     stall_timeout: u64,
+    /// Fail when the source sends no first frame within this many seconds; `never` waits forever.
+    #[arg(long, default_value = "30", value_parser = parse_wait)]
+    first_frame_timeout: Wait,
     /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
@@ -243,26 +246,41 @@ pub struct BenchPipelineArgs {
     processing: ProcessingOpts,
 }
 
+/// A wait in seconds, or `never`.
+#[derive(Debug, Clone, Copy)]
+struct Wait(Option<Duration>);
+
+fn parse_wait(s: &str) -> Result<Wait, String> {
+    if s == "never" {
+        return Ok(Wait(None));
+    }
+    parse_seconds(s).map(|d| Wait(Some(d)))
+}
+
+/// Seconds as a finite, non-negative number that fits a [`Duration`] (`inf` or `1e300` would
+/// panic in `Duration::from_secs_f64`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("`{s}`: seconds must be a finite number >= 0"));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("`{s}`: {e}"))
+}
+
 /// Live default: one waiting frame. When the model is slower than the source, every further
 /// frame the queue may hold adds a frame interval of latency (measured at 1280x720@30 on the
 /// 2-core machine: p99 100 ms with 1, 134 ms with 2), and none adds output frames.
 const LIVE_QUEUE: usize = 1;
 
-/// Ctrl-C: the first sets the flag (EOS, finalise), the second exits at once.
+/// How long a run may take to finish after Ctrl-C or SIGTERM before the process exits anyway:
+/// the frames already queued go through the model first (up to a queue and a batch: 8 frames by
+/// default, 4 s of U-net on a CPU), then the outputs are finalised.
+const FINISH_GRACE: Duration = Duration::from_secs(60);
+
+/// Ctrl-C / SIGTERM: the first sets the flag (EOS, finalise), the second exits at once, and
+/// the process exits anyway `FINISH_GRACE` after the first.
 fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let res = ctrlc::set_handler(move || {
-        if s.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting without finalising");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing (Ctrl-C again to exit at once)");
-    });
-    if let Err(e) = res {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
-    }
-    stop
+    super::interrupt::install("finishing: the output will be finalised", FINISH_GRACE)
 }
 
 fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
@@ -354,7 +372,8 @@ fn report_table(report: &Report) -> String {
         report.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, report.wall_s, report.fps_out
     );
     if let (Some(a), Some(b)) = report.rss_mb {
-        s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
+        let peak = report.peak_rss_mb.map(|p| format!(", peak {p:.0} MiB")).unwrap_or_default();
+        s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end{peak}\n"));
     }
     if report.batch > 1 {
         s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", report.batch));
@@ -412,8 +431,15 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
 
 pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     if args.list {
-        for p in NamedPipeline::list(&args.pipelines_dir)? {
+        let listing = NamedPipeline::list(&args.pipelines_dir)?;
+        for p in &listing.valid {
             println!("{:<20} {}", p.name, p.description);
+        }
+        for bad in &listing.invalid {
+            println!("{:<20} INVALID: {}", bad.name, bad.error);
+        }
+        if !listing.invalid.is_empty() {
+            bail!("{} of the pipelines in {} cannot be loaded (flagged above)", listing.invalid.len(), args.pipelines_dir.display());
         }
         return Ok(());
     }
@@ -458,6 +484,7 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     job.config.late_after = Duration::from_millis(args.late_ms);
     job.config.report_every = Duration::from_secs(args.report_every.max(1));
     job.config.stall_timeout = Duration::from_secs(args.stall_timeout.max(1));
+    job.config.first_frame_timeout = args.first_frame_timeout.0;
     job.config.validate()?;
     job.output.check()?;
     let (seg, _, _) = segmenter(&args.model)?;
@@ -466,7 +493,7 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
         let stop = job.stop.clone();
         // Detached on purpose: it only sets a flag and ends with the process.
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs_f64(d.max(0.0)));
+            std::thread::sleep(d);
             stop.store(true, Ordering::SeqCst);
         });
     }
@@ -512,6 +539,10 @@ pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most timed model-only runs of `bench pipeline` (each keeps its time; 10000 runs of the
+/// fastest model take minutes).
+const MAX_MODEL_RUNS: usize = 10_000;
+
 /// Median model-only time per frame (ms) and frames/s, running `batch` frames at a time.
 fn time_model(net: &lightunet::model::InferenceNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
     let x = Tensor::rand(0f32, 1f32, (batch, 3, size.1, size.0), device)?;
@@ -536,6 +567,9 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     };
     if args.frames == 0 {
         bail!("--frames must be at least 1");
+    }
+    if !(1..=MAX_MODEL_RUNS).contains(&args.model_runs) {
+        bail!("--model-runs must be 1 to {MAX_MODEL_RUNS}, got {}", args.model_runs);
     }
     if let Some(p) = &args.plot {
         if p.exists() && !args.overwrite {
@@ -579,7 +613,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         "pipeline_batch": batch,
         "model_only_at_batch": batched.map(|(ms, fps)| serde_json::json!({ "batch": batch, "median_ms_per_frame": ms, "fps": fps })),
         "pipeline_fps_out": report.fps_out, "pipeline_over_model": report.fps_out / model_fps,
-        "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb,
+        "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb, "peak_rss_mb": report.peak_rss_mb,
         "latency_ms": report.latency_ms.iter().map(|(n, p)| (n.to_string(), serde_json::to_value(p).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "end_to_end_first_third_ms": thirds.map(|t| t.0), "end_to_end_last_third_ms": thirds.map(|t| t.1),
         "input_error": report.input_error,

@@ -57,28 +57,41 @@ pub struct PredictArgs {
     no_overlays: bool,
 }
 
-/// Variant and input size from a config.json next to the weights, if there is one.
+/// Where the weights' configuration may be: `<stem>.config.json` beside them (how weights are
+/// shipped: `lighter_at1_busi.safetensors` and `lighter_at1_busi.config.json`), then the run
+/// directory's `config.json` (how `train` writes them).
+fn sidecar_paths(weights: &Path) -> Vec<PathBuf> {
+    let mut paths = Vec::new();
+    if let Some(stem) = weights.file_stem() {
+        paths.push(weights.with_file_name(format!("{}.config.json", stem.to_string_lossy())));
+    }
+    paths.push(weights.with_file_name("config.json"));
+    paths
+}
+
+/// Variant and input size from the weights' configuration (see [`sidecar_paths`]), if there is one.
 fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
-    let path = weights.with_file_name("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return (None, None) };
+    let Some((path, text)) = sidecar_paths(weights).into_iter().find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t))) else {
+        return (None, None);
+    };
     let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
         tracing::warn!("{} is not valid JSON; ignored", path.display());
         return (None, None);
     };
     let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
-    let size = json["preprocessing"]["size"].as_u64().map(|s| s as usize);
+    let size = json["preprocessing"]["size"].as_u64().and_then(|s| usize::try_from(s).ok());
+    tracing::info!("{}: variant {}, input size {}", path.display(), variant.map_or("?".into(), |v: Variant| v.to_string()), size.map_or("?".into(), |s| s.to_string()));
     (variant, size)
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let (side_variant, side_size) = sidecar(&args.weights);
     let Some(variant) = args.model.or(side_variant) else {
-        bail!("--model is required (no config.json with a variant next to {})", args.weights.display());
+        let looked: Vec<String> = sidecar_paths(&args.weights).iter().map(|p| p.display().to_string()).collect();
+        bail!("--model is required (no configuration with a variant beside the weights: looked for {})", looked.join(" and "));
     };
     let size = args.size.or(side_size).unwrap_or(256);
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
+    lightunet::model::check_input(args.batch, size, size).context("--size and --batch")?;
     if !(0.0..1.0).contains(&args.threshold) {
         bail!("--threshold must be in [0, 1), got {}", args.threshold);
     }

@@ -68,8 +68,17 @@ pub enum PipelineError {
     #[error("cannot start the {thread} thread: {source}")]
     ThreadSpawn { thread: &'static str, source: std::io::Error },
 
-    #[error("the {thread} thread panicked")]
-    ThreadPanicked { thread: &'static str },
+    /// A worker thread panicked (a bug, or a segmenter that panics); the run ends with this.
+    #[error("the {thread} thread panicked: {message}")]
+    ThreadPanicked { thread: &'static str, message: String },
+
+    /// A live source sent no frame within the first-frame timeout.
+    #[error("no frame from the source `{input}` within {waited_s:.0} s: is it sending? (--first-frame-timeout sets the wait; `never` waits forever)")]
+    NoFirstFrame { input: String, waited_s: f64 },
+
+    /// The appsink callback panicked on a frame (reported instead of taking the process down).
+    #[error("the capture callback failed at frame {seq}: {message}")]
+    CallbackPanicked { seq: u64, message: String },
 
     /// A worker thread ended while its input was still open (its own error is reported at join).
     #[error("the {thread} thread stopped")]

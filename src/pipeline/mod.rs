@@ -39,7 +39,10 @@ pub mod run;
 pub mod sink;
 pub mod source;
 
-pub use config::{Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, ProcessConfig, Roi, SinkSpec, SourceSpec};
+pub use config::{
+    FramePattern, InvalidPipeline, Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, PipelineListing, ProcessConfig,
+    Roi, SinkSpec, SourceSpec,
+};
 pub use error::{PipelineError, Result};
 pub use frame::FrameLayout;
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
