@@ -236,9 +236,8 @@ impl LatestMask {
     /// Stops the worker (an input still waiting is dropped), joins it, and returns the counters
     /// or the worker's error.
     pub fn stop(mut self) -> Result<LatestCounters> {
-        let counters = self.counters();
         self.shutdown()?;
-        Ok(counters)
+        Ok(self.counters())
     }
 
     fn shutdown(&mut self) -> Result<()> {
