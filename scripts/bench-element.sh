@@ -7,8 +7,9 @@
 #   scripts/bench-element.sh [clip] [rounds]
 # Default clip: ../shared/data/video/sonosite-anon-eye1-video.mp4 (960x720, 100 frames); 3 rounds.
 # Both run on the CPU with the shipped weights and the whole frame as ROI. The element's line has
-# a `queue` after it, as a GStreamer user would write it: the encoder then runs beside the model
-# (`process` has its own threads for that).
+# a `queue` before and after it, as a GStreamer user would write it: decoding and encoding then run
+# beside the model (`process` has its own threads for that). `process` runs its default batch of
+# 4 frames per model call; the element, a filter, runs one frame at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clip=${1:-../shared/data/video/sonosite-anon-eye1-video.mp4}
@@ -29,14 +30,14 @@ for r in $(seq "$rounds"); do
     target/release/lightunet process "$clip" -o "$out/process.mp4" --overwrite --weights "$weights" --device cpu 2>"$out/process.log"
     cli+=("$(python3 -c "print($(now) - $t)")")
     t=$(now)
-    gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! videoconvert \
+    gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! queue ! videoconvert \
         ! lightunet weights="$weights" device=cpu ! queue ! videoconvert \
         ! x264enc speed-preset=veryfast bframes=0 ! h264parse ! mp4mux ! filesink location="$out/element.mp4" >"$out/element.log"
     element+=("$(python3 -c "print($(now) - $t)")")
     echo "round $r: process ${cli[-1]:0:6} s, element ${element[-1]:0:6} s"
 done
 # Both outputs must hold every frame, or the times compare different work.
-count() { gst-launch-1.0 -q filesrc location="$1" ! qtdemux ! h264parse ! avdec_h264 ! fakesink sync=false silent=false -v 2>/dev/null | grep -c "fakesink0: last-message = chain" || true; }
+count() { gst-launch-1.0 filesrc location="$1" ! qtdemux ! h264parse ! avdec_h264 ! fakesink sync=false silent=false -v 2>/dev/null | grep -c "fakesink0: last-message = chain" || true; }
 echo "frames: process $(count "$out/process.mp4"), element $(count "$out/element.mp4")"
 python3 - "${cli[*]}" "${element[*]}" <<'PY'
 import sys, statistics as st
