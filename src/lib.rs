@@ -13,6 +13,7 @@
 //! - [`predict`]: offline inference and evaluation on image files.
 //! - [`train`]: training with the original recipe.
 //! - [`device`]: `--device`/`--dtype` names; [`atomic_write`]: files written atomically.
+//! - [`pixel`]: the packed frame formats (BGR, BGRx, RGB, RGBx) the pipeline and the element take.
 
 pub mod atomic_write;
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod percentile;
 pub mod phantom;
 pub mod pipeline;
+pub mod pixel;
 pub mod postprocess;
 pub mod predict;
 pub mod preprocess;
