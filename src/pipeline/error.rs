@@ -86,9 +86,24 @@ pub enum PipelineError {
 }
 
 impl PipelineError {
+    /// A thread's panic, with the text of its payload (`panic!("...")` gives a `&str` or a
+    /// `String`).
+    pub(crate) fn panicked(thread: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        PipelineError::ThreadPanicked { thread, message: panic_message(payload) }
+    }
+
     pub(crate) fn gst(side: &'static str, e: impl std::fmt::Display) -> Self {
         PipelineError::Gst { side, message: e.to_string() }
     }
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}

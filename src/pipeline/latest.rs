@@ -245,7 +245,7 @@ impl LatestMask {
         let Some(handle) = self.handle.take() else { return Ok(()) };
         match handle.join() {
             Ok(r) => r.map(|_| ()),
-            Err(_) => Err(PipelineError::ThreadPanicked { thread: THREAD }),
+            Err(payload) => Err(PipelineError::panicked(THREAD, payload.as_ref())),
         }
     }
 }

@@ -25,7 +25,7 @@ use gst::prelude::*;
 use serde::Serialize;
 
 use super::config::{Mode, ProcessConfig, Roi, SinkSpec, SourceSpec};
-use super::error::{PipelineError, Result};
+use super::error::{panic_message, PipelineError, Result};
 use super::inference::Segmenter;
 use super::frame::Frame;
 use super::latency::{Collector, Counters, FrameRecord, Percentiles, Stamps};
@@ -285,24 +285,15 @@ fn spawn<T: Send + 'static>(
         .name(format!("lightunet-{thread}"))
         .spawn(move || {
             let result = catch_unwind(AssertUnwindSafe(f))
-                .unwrap_or_else(|payload| Err(PipelineError::ThreadPanicked { thread, message: panic_message(payload.as_ref()) }));
+                .unwrap_or_else(|payload| Err(PipelineError::panicked(thread, payload.as_ref())));
             on_exit();
             result
         })
         .map_err(|source| PipelineError::ThreadSpawn { thread, source })
 }
 
-/// The text of a panic's payload (`panic!("...")` gives a `&str` or a `String`).
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "no message".into())
-}
-
 fn join<T>(h: JoinHandle<Result<T>>, thread: &'static str) -> Result<T> {
-    h.join().map_err(|payload| PipelineError::ThreadPanicked { thread, message: panic_message(payload.as_ref()) })?
+    h.join().map_err(|payload| PipelineError::panicked(thread, payload.as_ref()))?
 }
 
 /// The first error on a pipeline's bus, for a failed state change.
