@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod convert;
 mod model_cmds;
+mod outputs;
 mod predict;
 mod train;
 mod pipeline;

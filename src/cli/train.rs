@@ -10,11 +10,31 @@ use anyhow::{bail, Context};
 use clap::Args;
 use lightunet::device::parse_device;
 use lightunet::model::Variant;
+use lightunet::output::{OutputError, OutputPlan, PendingDir, Staged};
 use lightunet::percentile::{percentile, percentile_sorted};
 use lightunet::train::loss::LossKind;
 use lightunet::train::optim::OptimizerKind;
 use lightunet::train::data::Batch;
+use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
 use lightunet::train::{Outcome, TrainConfig, Trainer};
+
+use super::outputs::input_file;
+
+/// What a run writes into its folder.
+const RUN_FILES: [&str; 5] = [CHECKPOINT_FILE, BEST_FILE, CONFIG_FILE, LOG_FILE, CURVES_FILE];
+
+/// A run folder apart from the data (not it, not inside it, not around it) and, with `--init`,
+/// not about to write over the weights it starts from. The run's own rule (an existing
+/// checkpoint means --resume) is checked by the trainer.
+fn check_run_folder(out: &Path, data: &Path, init: Option<&Path>, out_role: &str) -> anyhow::Result<()> {
+    let mut plan = OutputPlan::new();
+    plan.input_folder("data", data);
+    if let Some(w) = init {
+        plan.input("--init weights", w);
+    }
+    plan.folder(out_role, out, &RUN_FILES, true);
+    Ok(plan.check()?)
+}
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -102,6 +122,18 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     if args.size < 16 {
         bail!("--size must be at least 16");
     }
+    // Apart from the data, and new or without the splits it writes: train has no --overwrite.
+    let mut plan = OutputPlan::new();
+    plan.input_folder("--data", data).folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
+    match plan.check() {
+        Err(OutputError::FolderHolds { path, found, .. }) => {
+            bail!("--write-resized {} already holds {}: give a new or empty folder", path.display(), found.display())
+        }
+        other => other?,
+    }
+    // Written into a temporary folder beside (or inside) DEST and moved into place at the end:
+    // a failed or interrupted copy leaves nothing half-written.
+    let staging = PendingDir::folder("--write-resized", dest, false)?;
     let layout = lightunet::train::DataLayout {
         root: data.clone(),
         train: args.train_dir.clone(),
@@ -116,10 +148,13 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
         for w in &d.warnings {
             tracing::warn!("{split}: {w}");
         }
-        let (to_images, to_masks) = (dest.join(split).join(&layout.images), dest.join(split).join(&layout.masks));
-        d.write_png(&to_images, &to_masks).with_context(|| format!("writing {}", dest.join(split).display()))?;
+        let at = staging.path().join(split);
+        d.write_png(&at.join(&layout.images), &at.join(&layout.masks)).with_context(|| format!("writing {}", dest.join(split).display()))?;
         println!("{split}: {} pairs at {}x{} -> {}", d.len(), args.size, args.size, dest.join(split).display());
     }
+    let mut staged = Staged::new();
+    staged.push(staging);
+    staged.commit()?;
     Ok(())
 }
 
@@ -192,9 +227,28 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         None => {
             let (cfg, out) = config(&args)?;
+            if let Some(w) = &cfg.init {
+                input_file("--init", w)?;
+            }
+            check_run_folder(&out, &cfg.data.root, cfg.init.as_deref(), "--out")?;
             (Trainer::new(cfg, &out, device).context("setting up training")?, out)
         }
     };
+    if args.resume.is_some() {
+        // Known once the checkpoint is read, and still before anything is written: the run's
+        // files must not land among the data's images or masks. (Only that: a run made before
+        // the rule above may lie inside its data folder, and resuming it destroys nothing.)
+        let cfg = trainer.config();
+        let run = std::fs::canonicalize(&out).with_context(|| format!("--resume {}", out.display()))?;
+        for split in [&cfg.data.train, &cfg.data.val] {
+            let (images, masks) = cfg.data.dirs(split);
+            for dir in [images, masks] {
+                if std::fs::canonicalize(&dir).is_ok_and(|d| d == run) {
+                    bail!("--resume {} is the data folder {}: the run's files would land among the data; move the run's files to a folder of their own and resume there", out.display(), dir.display());
+                }
+            }
+        }
+    }
     let mut trainer = trainer.with_progress(!args.quiet);
     let outcome = trainer.run(&stop)?;
     let s = trainer.state();

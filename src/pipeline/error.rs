@@ -1,6 +1,6 @@
 //! The pipeline's error type: every variant says which side (input, output, model, a thread) failed
 //! and carries GStreamer's own message where there is one. Kinds a caller can act on have their
-//! own variant (a missing input, an existing output, a file that cannot be written, a stopped
+//! own variant (a missing input, an output that would destroy data or cannot be written, a stopped
 //! thread, a buffer too small for its frame); [`PipelineError::Config`] is only for settings the
 //! user got wrong.
 
@@ -25,11 +25,13 @@ pub enum PipelineError {
     #[error("{} is not a file", .0.display())]
     InputNotAFile(PathBuf),
 
-    #[error("output {} already exists (pass --overwrite to replace it)", .0.display())]
-    OutputExists(PathBuf),
-
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+
+    /// An output that would destroy data, cannot be written where asked, or could not be moved
+    /// into place (see [`crate::output`]).
+    #[error(transparent)]
+    Output(#[from] crate::output::OutputError),
 
     /// The `--metadata` file failed part-way (the video outputs were finalised).
     #[error("writing metadata: {}: {source}", path.display())]

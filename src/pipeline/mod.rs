@@ -45,4 +45,4 @@ pub use frame::FrameLayout;
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
 pub use latency::{end_to_end_thirds, Counters, FrameRecord, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;
-pub use run::{run, Job, Report};
+pub use run::{run, run_staged, Job, Report};
