@@ -95,6 +95,7 @@ impl ProcessingOpts {
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
+    /// `file:NAME` is always a file; a name starting with `-` goes after `--`.
     input: String,
     /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), or frames_%05d.png.
     #[arg(short, long)]
@@ -108,10 +109,11 @@ pub struct ProcessArgs {
     /// Latency and counter report (JSON) written at the end.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Replace existing outputs.
+    /// Replace existing outputs (never an input: an output that is an input, by any name, is
+    /// always refused).
     #[arg(long)]
     overwrite: bool,
-    /// Stop after this many frames (required for the endless phantom unless given).
+    /// Stop after this many frames, at least 1 (required for the endless phantom).
     #[arg(long)]
     frames: Option<u64>,
     /// Frames the input queue holds.
@@ -126,11 +128,12 @@ pub struct ProcessArgs {
 #[derive(Debug, Args)]
 pub struct LiveArgs {
     /// Input: a gst-launch description ending in a video pad, `phantom[:WxH@FPS]`, or a file
-    /// (played in real time).
+    /// (played in real time). An existing path is a file; `file:NAME` always is.
     #[arg(long, conflicts_with = "pipeline")]
     source: Option<String>,
-    /// Output: a gst-launch description starting with a sink pad, or a file name (encoder by
-    /// extension). Default: a window.
+    /// Output: a gst-launch description starting with a sink pad (text with `!`, or an element
+    /// name alone or with `property=value`), or else a file name (encoder by extension; `file:NAME`
+    /// always is one). Default: a window.
     #[arg(long, conflicts_with = "pipeline")]
     sink: Option<String>,
     /// A named pipeline from the pipelines folder (see pipelines/README.md).

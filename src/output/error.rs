@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+// The I/O errors are fields named `error`, not `source`: they are part of the message, and a
+// `source` would print twice in an anyhow chain.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     /// An output that is an input or another output (the same path, a symbolic or a hard link).
@@ -43,8 +45,8 @@ pub enum OutputError {
     #[error("the {role} {} does not name a file", path.display())]
     NotAFileName { role: String, path: PathBuf },
 
-    #[error("the {role} {}: cannot write in the folder {}: {source}", path.display(), folder.display())]
-    NotWritable { role: String, path: PathBuf, folder: PathBuf, source: std::io::Error },
+    #[error("the {role} {}: cannot write in the folder {}: {error}", path.display(), folder.display())]
+    NotWritable { role: String, path: PathBuf, folder: PathBuf, error: std::io::Error },
 
     /// GStreamer takes file names as UTF-8 strings.
     #[error("the {role} {} is not valid UTF-8, which GStreamer needs for file names: rename it", path.display())]
@@ -55,12 +57,12 @@ pub enum OutputError {
     #[error("the {role} {} appeared while this run was writing it (another run?): it was left as it was and this run's outputs were discarded", path.display())]
     AppearedMeanwhile { role: String, path: PathBuf },
 
-    #[error("the {role} {}: {source}", path.display())]
-    Io { role: String, path: PathBuf, source: std::io::Error },
+    #[error("the {role} {}: {error}", path.display())]
+    Io { role: String, path: PathBuf, error: std::io::Error },
 }
 
 impl OutputError {
-    pub(crate) fn io(role: &str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        OutputError::Io { role: role.to_string(), path: path.into(), source }
+    pub(crate) fn io(role: &str, path: impl Into<PathBuf>, error: std::io::Error) -> Self {
+        OutputError::Io { role: role.to_string(), path: path.into(), error }
     }
 }

@@ -69,9 +69,17 @@ fn parent_of(path: &Path) -> &Path {
     path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-/// A symbolic link (or a chain of them) followed to the name it points at, existing or not: an
-/// output written through a link replaces the link's target, as writing to it always did.
+/// A symbolic link followed to the name it points at, existing or not: an output written
+/// through a link replaces the link's target, as writing to it always did. The kernel resolves
+/// links that lead somewhere (`/dev/stdout` goes through `/proc` links that only it can follow);
+/// a dangling chain is followed by hand.
 fn follow_links(path: &Path) -> PathBuf {
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return path.to_path_buf();
+    }
+    if let Ok(target) = std::fs::canonicalize(path) {
+        return target;
+    }
     let mut p = path.to_path_buf();
     for _ in 0..40 {
         match std::fs::read_link(&p) {
@@ -141,20 +149,21 @@ impl PendingFile {
     /// Creates the temporary file for `dest` (in `dest`'s folder). An existing special file (a
     /// FIFO, `/dev/stdout`) is opened for writing instead and written in place.
     pub fn create(role: &str, dest: impl AsRef<Path>, overwrite: bool) -> Result<Self> {
-        let dest = follow_links(dest.as_ref());
-        if let Ok(m) = std::fs::metadata(&dest) {
+        let given = dest.as_ref();
+        if let Ok(m) = std::fs::metadata(given) {
             if !m.is_file() && !m.is_dir() {
-                let f = std::fs::OpenOptions::new().write(true).open(&dest).map_err(|e| OutputError::io(role, &dest, e))?;
-                return Ok(PendingFile { role: role.into(), dest, overwrite, inner: Inner::Direct(f), _registered: None });
+                let f = std::fs::OpenOptions::new().write(true).open(given).map_err(|e| OutputError::io(role, given, e))?;
+                return Ok(PendingFile { role: role.into(), dest: given.to_path_buf(), overwrite, inner: Inner::Direct(f), _registered: None });
             }
         }
+        let dest = follow_links(given);
         let name = dest.file_name().ok_or_else(|| OutputError::NotAFileName { role: role.into(), path: dest.clone() })?;
         let folder = parent_of(&dest);
         let mut prefix = String::new();
         let tmp = temp_builder(name, &mut prefix)
             .permissions(std::fs::Permissions::from_mode(0o666)) // then the umask, as File::create
             .tempfile_in(folder)
-            .map_err(|source| OutputError::NotWritable { role: role.into(), path: dest.clone(), folder: folder.to_path_buf(), source })?;
+            .map_err(|error| OutputError::NotWritable { role: role.into(), path: dest.clone(), folder: folder.to_path_buf(), error })?;
         let registered = Registered::new(tmp.path());
         Ok(PendingFile { role: role.into(), dest, overwrite, inner: Inner::Temp(tmp), _registered: Some(registered) })
     }
@@ -232,7 +241,7 @@ impl PendingDir {
         let tmp = temp_builder(name, &mut prefix)
             .permissions(std::fs::Permissions::from_mode(0o777))
             .tempdir_in(inside)
-            .map_err(|source| OutputError::NotWritable { role: role.into(), path: dest.to_path_buf(), folder: inside.to_path_buf(), source })?;
+            .map_err(|error| OutputError::NotWritable { role: role.into(), path: dest.to_path_buf(), folder: inside.to_path_buf(), error })?;
         let registered = Registered::new(tmp.path());
         Ok(PendingDir { role: role.into(), dest: dest.to_path_buf(), overwrite, tmp, whole, _registered: registered })
     }
@@ -515,6 +524,26 @@ mod tests {
         s.push(p);
         s.commit().unwrap();
         assert_eq!(names(&d), [long]);
+    }
+
+    #[test]
+    fn written_through_a_link_to_its_target() {
+        let d = scratch("link");
+        let (target, link, dangling) = (d.join("target.json"), d.join("link.json"), d.join("dangling.json"));
+        std::fs::write(&target, b"old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        std::os::unix::fs::symlink(d.join("new.json"), &dangling).unwrap();
+        let mut s = Staged::new();
+        for (p, bytes) in [(&link, b"via link"), (&dangling, b"via dang")] {
+            let mut f = PendingFile::create("--report", p, true).unwrap();
+            f.write_all(bytes).unwrap();
+            s.push(f);
+        }
+        s.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"via link");
+        assert_eq!(std::fs::read(d.join("new.json")).unwrap(), b"via dang");
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
     }
 
     #[test]

@@ -82,13 +82,24 @@ impl OutputPlan {
         self.push(role, path.as_ref(), Kind::Folder(writes), overwrite, false)
     }
 
-    /// Checks every rule; the first problem found, in the order the entries were added, is the
-    /// error. Reads only metadata (and creates and removes one probe file per output folder to
-    /// learn that it takes files).
+    /// Checks every rule. A clash (an output that is an input or another output) is reported
+    /// before an output that merely exists, so that the message names the real danger; else the
+    /// first problem in the order the entries were added. Reads only metadata (and creates and
+    /// removes one probe file per output folder to learn that it takes files).
     pub fn check(&self) -> Result<()> {
         let mut seen: Vec<(&Entry, Location)> = Vec::new();
+        let mut exists: Option<OutputError> = None;
         for e in &self.entries {
-            let Some(at) = (if e.input { locate_input(e) } else { Some(locate_output(e)?) }) else { continue };
+            let at = if e.input {
+                locate_input(e)
+            } else {
+                let (at, existing) = locate_output(e)?;
+                if exists.is_none() {
+                    exists = existing;
+                }
+                Some(at)
+            };
+            let Some(at) = at else { continue };
             for (other, other_at) in &seen {
                 let clash = if e.input {
                     // An input after an output: the same checks with the output first.
@@ -102,7 +113,7 @@ impl OutputPlan {
             }
             seen.push((e, at));
         }
-        Ok(())
+        exists.map_or(Ok(()), Err)
     }
 }
 
@@ -278,8 +289,8 @@ fn parent_of(path: &Path) -> &Path {
 }
 
 fn probe_writable(e: &Entry, folder: &Path) -> Result<()> {
-    tempfile::Builder::new().prefix(".lightunet-probe-").tempfile_in(folder).map(drop).map_err(|source| {
-        OutputError::NotWritable { role: e.role.clone(), path: e.path.clone(), folder: folder.to_path_buf(), source }
+    tempfile::Builder::new().prefix(".lightunet-probe-").tempfile_in(folder).map(drop).map_err(|error| {
+        OutputError::NotWritable { role: e.role.clone(), path: e.path.clone(), folder: folder.to_path_buf(), error }
     })
 }
 
@@ -301,7 +312,9 @@ fn output_folder(e: &Entry, target: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(folder).map_err(|err| OutputError::io(&e.role, folder, err))
 }
 
-fn locate_output(e: &Entry) -> Result<Location> {
+/// Where an output goes, and whether it would replace something without `--overwrite` (that
+/// error is held back until the clashes are checked).
+fn locate_output(e: &Entry) -> Result<(Location, Option<OutputError>)> {
     let not_a_name = || OutputError::NotAFileName { role: e.role.clone(), path: e.path.clone() };
     match &e.kind {
         Kind::File => {
@@ -310,23 +323,22 @@ fn locate_output(e: &Entry) -> Result<Location> {
             match std::fs::metadata(&e.path) {
                 Ok(m) if m.is_dir() => Err(OutputError::IsFolder { role: e.role.clone(), path: e.path.clone() }),
                 Ok(m) if !m.is_file() => {
-                    let canon = std::fs::canonicalize(&e.path).map_err(|err| OutputError::io(&e.role, &e.path, err))?;
-                    Ok(Location { canon, id: file_id(&m), special: true })
+                    // `/dev/stdout` on a pipe resolves to no path at all: keep it as given.
+                    let canon = std::fs::canonicalize(&e.path).unwrap_or_else(|_| e.path.clone());
+                    Ok((Location { canon, id: file_id(&m), special: true }, None))
                 }
                 Ok(m) => {
-                    if !e.overwrite {
-                        return Err(OutputError::Exists { role: e.role.clone(), path: e.path.clone() });
-                    }
-                    output_folder(e, &e.path)?;
+                    let exists = (!e.overwrite).then(|| OutputError::Exists { role: e.role.clone(), path: e.path.clone() });
                     let canon = std::fs::canonicalize(&e.path).map_err(|err| OutputError::io(&e.role, &e.path, err))?;
-                    Ok(Location { canon, id: file_id(&m), special: false })
+                    output_folder(e, &canon)?;
+                    Ok((Location { canon, id: file_id(&m), special: false }, exists))
                 }
                 Err(_) if text.ends_with('/') => Err(not_a_name()),
                 Err(err) if err.kind() == ErrorKind::NotFound => {
                     let target = through_dangling_links(&e.path);
                     let name = target.file_name().unwrap_or(name).to_os_string();
                     let folder = output_folder(e, &target)?;
-                    Ok(Location { canon: folder.join(name), id: None, special: false })
+                    Ok((Location { canon: folder.join(name), id: None, special: false }, None))
                 }
                 Err(err) if err.kind() == ErrorKind::NotADirectory => Err(OutputError::ParentNotFolder {
                     role: e.role.clone(),
@@ -339,6 +351,7 @@ fn locate_output(e: &Entry) -> Result<Location> {
         Kind::Sequence => {
             let pattern = e.path.file_name().ok_or_else(not_a_name)?.to_string_lossy().into_owned();
             let folder = output_folder(e, &e.path)?;
+            let mut exists = None;
             if !e.overwrite {
                 let rd = std::fs::read_dir(&folder).map_err(|err| OutputError::io(&e.role, &folder, err))?;
                 let mut found: Vec<PathBuf> = rd
@@ -347,14 +360,16 @@ fn locate_output(e: &Entry) -> Result<Location> {
                     .map(|d| d.path())
                     .collect();
                 found.sort();
-                if let Some(first) = found.into_iter().next() {
-                    return Err(OutputError::Exists { role: e.role.clone(), path: parent_of(&e.path).join(first.file_name().unwrap_or_default()) });
-                }
+                exists = found.into_iter().next().map(|first| OutputError::Exists {
+                    role: e.role.clone(),
+                    path: parent_of(&e.path).join(first.file_name().unwrap_or_default()),
+                });
             }
-            Ok(Location { canon: folder.join(pattern), id: None, special: false })
+            Ok((Location { canon: folder.join(pattern), id: None, special: false }, exists))
         }
         Kind::Folder(writes) => match std::fs::metadata(&e.path) {
             Ok(m) if m.is_dir() => {
+                let mut exists = None;
                 if !e.overwrite {
                     for w in writes {
                         let p = e.path.join(w);
@@ -364,13 +379,14 @@ fn locate_output(e: &Entry) -> Result<Location> {
                             Err(_) => false,
                         };
                         if holds {
-                            return Err(OutputError::FolderHolds { role: e.role.clone(), path: e.path.clone(), found: p });
+                            exists = Some(OutputError::FolderHolds { role: e.role.clone(), path: e.path.clone(), found: p });
+                            break;
                         }
                     }
                 }
                 probe_writable(e, &e.path)?;
                 let canon = std::fs::canonicalize(&e.path).map_err(|err| OutputError::io(&e.role, &e.path, err))?;
-                Ok(Location { canon, id: file_id(&m), special: false })
+                Ok((Location { canon, id: file_id(&m), special: false }, exists))
             }
             Ok(_) => Err(OutputError::NotFolder { role: e.role.clone(), path: e.path.clone() }),
             Err(err) if err.kind() == ErrorKind::NotFound => {
@@ -379,7 +395,7 @@ fn locate_output(e: &Entry) -> Result<Location> {
                     return Err(OutputError::ParentNotFolder { role: e.role.clone(), path: e.path.clone(), folder: ancestor });
                 }
                 probe_writable(e, &ancestor)?;
-                Ok(Location { canon, id: None, special: false })
+                Ok((Location { canon, id: None, special: false }, None))
             }
             Err(err) if err.kind() == ErrorKind::NotADirectory => Err(OutputError::NotFolder { role: e.role.clone(), path: e.path.clone() }),
             Err(err) => Err(OutputError::io(&e.role, &e.path, err)),
@@ -479,8 +495,8 @@ mod tests {
         std::fs::hard_link(&input, &hard).unwrap();
         let e = check(&hard, true).unwrap_err().to_string();
         assert!(e.contains("hard link"), "{e}");
-        // Without --overwrite the existing output is refused first, but still refused.
-        assert!(check(&hard, false).is_err());
+        // Without --overwrite the clash is still what is reported (not "already exists").
+        assert!(matches!(check(&hard, false).unwrap_err(), OutputError::SameFile { .. }));
         // Another name is fine.
         check(&d.join("other.mp4"), false).unwrap();
     }
