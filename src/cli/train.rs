@@ -23,13 +23,23 @@ use super::outputs::input_file;
 /// What a run writes into its folder.
 const RUN_FILES: [&str; 5] = [CHECKPOINT_FILE, BEST_FILE, CONFIG_FILE, LOG_FILE, CURVES_FILE];
 
-/// A run folder apart from the data (not it, not inside it, not around it) and, with `--init`,
-/// not about to write over the weights it starts from. The run's own rule (an existing
-/// checkpoint means --resume) is checked by the trainer.
-fn check_run_folder(out: &Path, data: &Path, init: Option<&Path>, out_role: &str) -> anyhow::Result<()> {
+/// The data's image and mask folders, the folders no output may be, contain or lie inside (a
+/// run folder or a copy beside `train/` and `val/` in the data root is fine: it overwrites
+/// nothing there).
+fn data_folders(plan: &mut OutputPlan, layout: &lightunet::train::DataLayout) {
+    for split in [&layout.train, &layout.val] {
+        let (images, masks) = layout.dirs(split);
+        plan.input_folder("data folder", images).input_folder("data folder", masks);
+    }
+}
+
+/// A run folder apart from the data's folders and, with `--init`, not about to write over the
+/// weights it starts from. The run's own rule (an existing checkpoint means --resume) is
+/// checked by the trainer.
+fn check_run_folder(out: &Path, cfg: &TrainConfig, out_role: &str) -> anyhow::Result<()> {
     let mut plan = OutputPlan::new();
-    plan.input_folder("data", data);
-    if let Some(w) = init {
+    data_folders(&mut plan, &cfg.data);
+    if let Some(w) = &cfg.init {
         plan.input("--init weights", w);
     }
     plan.folder(out_role, out, &RUN_FILES, true);
@@ -122,9 +132,18 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     if args.size < 16 {
         bail!("--size must be at least 16");
     }
-    // Apart from the data, and new or without the splits it writes: train has no --overwrite.
+    let layout = lightunet::train::DataLayout {
+        root: data.clone(),
+        train: args.train_dir.clone(),
+        val: args.val_dir.clone(),
+        images: args.images_dir.clone(),
+        masks: args.masks_dir.clone(),
+    };
+    // Apart from the data's folders, and new or without the splits it writes: train has no
+    // --overwrite.
     let mut plan = OutputPlan::new();
-    plan.input_folder("--data", data).folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
+    data_folders(&mut plan, &layout);
+    plan.folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
     match plan.check() {
         Err(OutputError::FolderHolds { path, found, .. }) => {
             bail!("--write-resized {} already holds {}: give a new or empty folder", path.display(), found.display())
@@ -134,13 +153,6 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     // Written into a temporary folder beside (or inside) DEST and moved into place at the end:
     // a failed or interrupted copy leaves nothing half-written.
     let staging = PendingDir::folder("--write-resized", dest, false)?;
-    let layout = lightunet::train::DataLayout {
-        root: data.clone(),
-        train: args.train_dir.clone(),
-        val: args.val_dir.clone(),
-        images: args.images_dir.clone(),
-        masks: args.masks_dir.clone(),
-    };
     for split in [&layout.train, &layout.val] {
         let (images, masks) = layout.dirs(split);
         let d = lightunet::train::data::Dataset::load(&images, &masks, args.size)
@@ -230,24 +242,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             if let Some(w) = &cfg.init {
                 input_file("--init", w)?;
             }
-            check_run_folder(&out, &cfg.data.root, cfg.init.as_deref(), "--out")?;
+            check_run_folder(&out, &cfg, "--out")?;
             (Trainer::new(cfg, &out, device).context("setting up training")?, out)
         }
     };
     if args.resume.is_some() {
-        // Known once the checkpoint is read, and still before anything is written: the run's
-        // files must not land among the data's images or masks. (Only that: a run made before
-        // the rule above may lie inside its data folder, and resuming it destroys nothing.)
-        let cfg = trainer.config();
-        let run = std::fs::canonicalize(&out).with_context(|| format!("--resume {}", out.display()))?;
-        for split in [&cfg.data.train, &cfg.data.val] {
-            let (images, masks) = cfg.data.dirs(split);
-            for dir in [images, masks] {
-                if std::fs::canonicalize(&dir).is_ok_and(|d| d == run) {
-                    bail!("--resume {} is the data folder {}: the run's files would land among the data; move the run's files to a folder of their own and resume there", out.display(), dir.display());
-                }
-            }
-        }
+        // The data's folders are known once the checkpoint is read, still before anything is
+        // written.
+        check_run_folder(&out, trainer.config(), "--resume")?;
     }
     let mut trainer = trainer.with_progress(!args.quiet);
     let outcome = trainer.run(&stop)?;

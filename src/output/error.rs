@@ -66,3 +66,5 @@ impl OutputError {
         OutputError::Io { role: role.to_string(), path: path.into(), error }
     }
 }
+
+pub type Result<T, E = OutputError> = std::result::Result<T, E>;

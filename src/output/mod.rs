@@ -33,8 +33,6 @@ mod error;
 mod pending;
 mod plan;
 
-pub use error::OutputError;
+pub use error::{OutputError, Result};
 pub use pending::{discard_pending, Pending, PendingDir, PendingFile, Staged};
 pub use plan::{pattern_matches, OutputPlan};
-
-pub type Result<T, E = OutputError> = std::result::Result<T, E>;

@@ -12,8 +12,7 @@ use std::sync::Mutex;
 
 use tempfile::{NamedTempFile, TempDir, TempPath};
 
-use super::error::OutputError;
-use super::Result;
+use super::error::{OutputError, Result};
 
 /// Temporary files and folders of this process not yet moved into place or removed, for
 /// [`discard_pending`].

@@ -4,8 +4,7 @@
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
-use super::error::OutputError;
-use super::Result;
+use super::error::{OutputError, Result};
 
 #[derive(Clone, Debug)]
 enum Kind {
