@@ -221,14 +221,16 @@ pub enum SinkSpec {
 }
 
 impl SinkSpec {
-    /// Reads a sink argument: `file:PATH` (taken literally), an existing path, a gst-launch
-    /// description ([`is_launch_description`]: `fakesink`, `x264enc ! ...`), or else a file name
-    /// (`out.mp4`, `my clip.mp4`, `frames_%05d.png`).
+    /// Reads a sink argument: `file:PATH` (taken literally); text that does not read as a
+    /// gst-launch description ([`is_launch_description`]): a file name (`out.mp4`, `my clip.mp4`,
+    /// `frames_%05d.png`: an output file always has an extension, so it never reads as a bare
+    /// element); text with a `!` that names an existing file: that file; else the description
+    /// (`fakesink` is the element even beside a file of that name; `file:fakesink` is the file).
     pub fn parse(s: &str, overwrite: bool) -> SinkSpec {
         if let Some(p) = s.strip_prefix("file:") {
             return SinkSpec::File { path: PathBuf::from(p), overwrite };
         }
-        if Path::new(s).exists() || !is_launch_description(s) {
+        if !is_launch_description(s) || (s.contains('!') && Path::new(s).exists()) {
             return SinkSpec::File { path: PathBuf::from(s), overwrite };
         }
         SinkSpec::Launch(s.trim().to_string())
@@ -294,8 +296,8 @@ pub fn first_pattern_file(pattern: &str) -> PathBuf {
 }
 
 impl SinkSpec {
-    /// Adds a file output to `plan` as `role` (a `%d` pattern as a sequence); a description
-    /// writes nothing this tool can check.
+    /// Adds a file output to `plan` as `role` (a `%d` pattern as a sequence), to be checked with
+    /// the run's other inputs and outputs; a description writes nothing this tool can check.
     pub fn plan(&self, plan: &mut OutputPlan, role: &str) -> Result<()> {
         if let SinkSpec::File { path, overwrite } = self {
             if OutputFormat::from_path(path)? == OutputFormat::PngSequence {
@@ -305,14 +307,6 @@ impl SinkSpec {
             }
         }
         Ok(())
-    }
-
-    /// A file sink alone: its folder exists and takes files, and it is not replaced without
-    /// permission (see [`OutputPlan::check`]; a run checks all its outputs together).
-    pub fn check(&self) -> Result<()> {
-        let mut plan = OutputPlan::new();
-        self.plan(&mut plan, "output")?;
-        Ok(plan.check()?)
     }
 }
 

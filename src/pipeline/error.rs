@@ -29,9 +29,10 @@ pub enum PipelineError {
     Io { path: PathBuf, source: std::io::Error },
 
     /// An output that would destroy data, cannot be written where asked, or could not be moved
-    /// into place (see [`crate::output`]).
+    /// into place (see [`crate::output`]). Boxed: its paths and roles would double the size of
+    /// every `Result` of the pipeline.
     #[error(transparent)]
-    Output(#[from] crate::output::OutputError),
+    Output(Box<crate::output::OutputError>),
 
     /// The `--metadata` file failed part-way (the video outputs were finalised).
     #[error("writing metadata: {}: {source}", path.display())]
@@ -76,6 +77,12 @@ pub enum PipelineError {
     /// A worker thread ended while its input was still open (its own error is reported at join).
     #[error("the {thread} thread stopped")]
     ThreadStopped { thread: &'static str },
+}
+
+impl From<crate::output::OutputError> for PipelineError {
+    fn from(e: crate::output::OutputError) -> Self {
+        PipelineError::Output(Box::new(e))
+    }
 }
 
 impl PipelineError {
