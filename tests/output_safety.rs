@@ -422,3 +422,40 @@ fn convert_and_train_keep_their_inputs() {
     let o = train(&["--write-resized", s(&small), "--size", "16"]);
     refused(&o, &["already holds", "new or empty folder"]);
 }
+
+#[test]
+fn a_second_interrupt_leaves_no_temporary_files() {
+    let dir = scratch("safety-interrupt");
+    let (out, meta, masks) = (dir.join("out.mp4"), dir.join("m.jsonl"), dir.join("m_%05d.png"));
+    let child = Command::new(env!("CARGO_BIN_EXE_lightunet"))
+        .args(["process", "phantom:160x120@25", "--frames", "100000", "-o", s(&out), "--metadata", s(&meta), "--masks", s(&masks)])
+        .args(FAST)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Writing is under way: the temporary files exist.
+    let t = std::time::Instant::now();
+    while !listing(&dir).iter().any(|n| n.contains(".lightunet-")) && t.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(listing(&dir).iter().any(|n| n.contains(".lightunet-")), "{:?}", listing(&dir));
+    // Two signals sent back to back can merge into one: a short pause between them.
+    for _ in 0..2 {
+        let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(kill.success());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    if o.status.code() == Some(130) {
+        assert_eq!(listing(&dir), Vec::<String>::new(), "{err}");
+    } else {
+        // The first interrupt finished the run before the second arrived: whole files, no temporaries.
+        assert!(listing(&dir).iter().all(|n| !n.contains(".lightunet-")), "{:?}", listing(&dir));
+        assert!(decode(&out).is_ok(), "{err}");
+    }
+}

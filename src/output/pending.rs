@@ -46,7 +46,22 @@ impl Drop for Registered {
 /// skips destructors (a second Ctrl-C calls it before `exit`).
 pub fn discard_pending() {
     for path in pending().values() {
-        let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        if !path.is_dir() {
+            let _ = std::fs::remove_file(path);
+            continue;
+        }
+        // A writer (multifilesink) may still be adding files: moved aside first, the folder
+        // takes no new ones (they are opened by path), so the removal cannot race a new file.
+        let mut aside = path.clone().into_os_string();
+        aside.push(".discard");
+        let aside = PathBuf::from(aside);
+        let target = if std::fs::rename(path, &aside).is_ok() { aside } else { path.clone() };
+        for _ in 0..10 {
+            if std::fs::remove_dir_all(&target).is_ok() || !target.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
