@@ -451,11 +451,11 @@ fn a_second_interrupt_leaves_no_temporary_files() {
     let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
-    if o.status.code() == Some(130) {
-        assert_eq!(listing(&dir), Vec::<String>::new(), "{err}");
-    } else {
-        // The first interrupt finished the run before the second arrived: whole files, no temporaries.
-        assert!(listing(&dir).iter().all(|n| !n.contains(".lightunet-")), "{:?}", listing(&dir));
-        assert!(decode(&out).is_ok(), "{err}");
-    }
+    assert!(!o.status.success(), "an interrupted run is not a success: {err}");
+    // Whatever the timing (the second signal before, during or after the final moves, which it
+    // waits for; the run may also stop on its own error once its temporaries are gone): no
+    // temporary file, and either nothing or every output whole.
+    let names = listing(&dir);
+    assert!(names.iter().all(|n| !n.contains(".lightunet-")), "{names:?} {err}");
+    assert!(names.is_empty() || (decode(&out).is_ok() && meta.exists() && names.iter().any(|n| n.starts_with("m_"))), "{names:?} {:?} {err}", o.status);
 }

@@ -18,6 +18,9 @@ use super::error::{OutputError, Result};
 /// [`discard_pending`].
 static PENDING: Mutex<BTreeMap<u64, PathBuf>> = Mutex::new(BTreeMap::new());
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+/// Held while a [`Staged::commit`] moves outputs into place, and by [`discard_pending`]: an exit
+/// during a commit waits for it, so that a run's outputs are all in place or none are.
+static COMMITTING: Mutex<()> = Mutex::new(());
 
 fn pending() -> std::sync::MutexGuard<'static, BTreeMap<u64, PathBuf>> {
     // A poisoned registry only means a thread panicked while holding it; the map is still whole.
@@ -43,8 +46,10 @@ impl Drop for Registered {
 }
 
 /// Removes every temporary output of this process that is not yet in place: for an exit that
-/// skips destructors (a second Ctrl-C calls it before `exit`).
+/// skips destructors (a second Ctrl-C calls it before `exit`). A commit under way is waited for
+/// (it moves outputs, it does not encode: short).
 pub fn discard_pending() {
+    let _committing = COMMITTING.lock().unwrap_or_else(|e| e.into_inner());
     for path in pending().values() {
         if !path.is_dir() {
             let _ = std::fs::remove_file(path);
@@ -415,6 +420,7 @@ impl Staged {
     /// already moved that replaced nothing are taken back and the rest are removed, so the
     /// error leaves the folders as they were (with `--overwrite`, replaced files stay replaced).
     pub fn commit(self) -> Result<()> {
+        let _committing = COMMITTING.lock().unwrap_or_else(|e| e.into_inner());
         let mut undo = Undo::default();
         for item in self.items {
             let done = match item {
