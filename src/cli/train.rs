@@ -152,6 +152,13 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     }
     // Written into a temporary folder beside (or inside) DEST and moved into place at the end:
     // a failed or interrupted copy leaves nothing half-written.
+    // Ctrl-C: remove the half-written copy (the default would leave its temporary folder).
+    ctrlc::set_handler(|| {
+        eprintln!("interrupted: nothing was written");
+        lightunet::output::discard_pending();
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
     let staging = PendingDir::folder("--write-resized", dest, false)?;
     for split in [&layout.train, &layout.val] {
         let (images, masks) = layout.dirs(split);

@@ -34,7 +34,8 @@ pub enum PipelineError {
     #[error(transparent)]
     Output(Box<crate::output::OutputError>),
 
-    /// The `--metadata` file failed part-way (the video outputs were finalised).
+    /// The `--metadata` file failed part-way (the video outputs were finalised, then discarded
+    /// with it: a failed run leaves nothing behind).
     #[error("writing metadata: {}: {source}", path.display())]
     Metadata { path: PathBuf, source: std::io::Error },
 
