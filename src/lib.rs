@@ -13,6 +13,8 @@
 //! - [`predict`]: offline inference and evaluation on image files.
 //! - [`train`]: training with the original recipe.
 //! - [`device`]: `--device`/`--dtype` names; [`atomic_write`]: files written atomically.
+//! - [`output`]: output safety: no output may be an input or another output; outputs written
+//!   under temporary names and moved into place at the end.
 //! - [`pixel`]: the packed frame formats (BGR, BGRx, RGB, RGBx) the pipeline and the element take.
 
 pub mod atomic_write;
@@ -22,6 +24,7 @@ pub mod error;
 pub mod image_io;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod percentile;
 pub mod phantom;
 pub mod pipeline;

@@ -17,19 +17,26 @@ pub fn install(finishing: &'static str, grace: Duration) -> Arc<AtomicBool> {
     let flag = stop.clone();
     let res = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting at once");
-            std::process::exit(INTERRUPTED);
+            eprintln!("second interrupt: exiting at once (the unfinished outputs are removed)");
+            exit_now();
         }
         eprintln!("interrupt: {finishing} (Ctrl-C again to exit at once)");
         // Detached on purpose: it ends the process if nothing else does first.
         let _ = std::thread::Builder::new().name("lightunet-interrupt-watchdog".into()).spawn(move || {
             std::thread::sleep(grace);
-            eprintln!("still running {} s after the interrupt: exiting", grace.as_secs());
-            std::process::exit(INTERRUPTED);
+            eprintln!("still running {} s after the interrupt: exiting (the unfinished outputs are removed)", grace.as_secs());
+            exit_now();
         });
     });
     if let Err(e) = res {
         tracing::warn!("cannot install the Ctrl-C handler: {e}");
     }
     stop
+}
+
+/// Ends the process at once, removing the temporary files of outputs not yet moved into place
+/// (a half-written output never appears under its name, nor lingers under a temporary one).
+pub fn exit_now() -> ! {
+    lightunet::output::discard_pending();
+    std::process::exit(INTERRUPTED)
 }

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 mod convert;
 mod interrupt;
 mod model_cmds;
+mod outputs;
 mod predict;
 mod train;
 mod pipeline;

@@ -3,7 +3,7 @@
 //! output is finalised, and a second Ctrl-C exits at once.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +15,12 @@ use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
 use lightunet::pipeline::{
-    run, write_phantom_clip, Job, Mode, NamedPipeline, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
-    SourceSpec, UNetSegmenter,
+    run_staged, write_phantom_clip, Job, Mode, NamedPipeline, OverlayStyle, ProcessConfig, Report, Roi, Segmenter,
+    SinkSpec, SourceSpec, UNetSegmenter,
 };
 
 use super::model_cmds::load_or_random;
+use super::outputs::{input_file, pending, stage_json};
 
 /// The project's trained weights (shipped when present).
 const SHIPPED_WEIGHTS: &str = "pretrained_models/lighter_at1_busi.safetensors";
@@ -94,6 +95,7 @@ impl ProcessingOpts {
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
+    /// `file:NAME` is always a file; a name starting with `-` goes after `--`.
     input: String,
     /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), or frames_%05d.png.
     #[arg(short, long)]
@@ -107,10 +109,11 @@ pub struct ProcessArgs {
     /// Latency and counter report (JSON) written at the end.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Replace existing outputs.
+    /// Replace existing outputs (never an input: an output that is an input, by any name, is
+    /// always refused).
     #[arg(long)]
     overwrite: bool,
-    /// Stop after this many frames (required for the endless phantom unless given).
+    /// Stop after this many frames, at least 1 (required for the endless phantom).
     #[arg(long)]
     frames: Option<u64>,
     /// Frames the input queue holds.
@@ -125,11 +128,12 @@ pub struct ProcessArgs {
 #[derive(Debug, Args)]
 pub struct LiveArgs {
     /// Input: a gst-launch description ending in a video pad, `phantom[:WxH@FPS]`, or a file
-    /// (played in real time).
+    /// (played in real time). An existing path is a file; `file:NAME` always is.
     #[arg(long, conflicts_with = "pipeline")]
     source: Option<String>,
-    /// Output: a gst-launch description starting with a sink pad, or a file name (encoder by
-    /// extension). Default: a window.
+    /// Output: a gst-launch description starting with a sink pad (text with `!`, or an element
+    /// name alone or with `property=value`), or else a file name (encoder by extension; `file:NAME`
+    /// always is one). Default: a window.
     #[arg(long, conflicts_with = "pipeline")]
     sink: Option<String>,
     /// A named pipeline from the pipelines folder (see pipelines/README.md).
@@ -290,9 +294,7 @@ fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
             return Ok(None);
         }
         let p = PathBuf::from(w);
-        if !p.is_file() {
-            bail!("weights {} do not exist", p.display());
-        }
+        input_file("--weights", &p)?;
         return Ok(Some(p));
     }
     let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
@@ -344,26 +346,6 @@ fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-fn sink_spec(s: &str, overwrite: bool) -> SinkSpec {
-    let p = Path::new(s);
-    let looks_like_file = !s.contains('!') && !s.contains(' ') && p.extension().is_some_and(|e| e != "toml");
-    if looks_like_file {
-        SinkSpec::File { path: p.to_path_buf(), overwrite }
-    } else {
-        SinkSpec::Launch(s.to_string())
-    }
-}
-
-fn write_report(path: &Option<PathBuf>, value: &serde_json::Value, overwrite: bool) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        if p.exists() && !overwrite {
-            bail!("report {} already exists (pass --overwrite)", p.display());
-        }
-        std::fs::write(p, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
 /// The human summary of a run: counters and one row per stage (`--report` has the same as JSON).
 fn report_table(report: &Report) -> String {
     let c = &report.counters;
@@ -400,6 +382,9 @@ fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
 }
 
 pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
+    if args.frames == Some(0) {
+        bail!("--frames 0 would write nothing: give at least 1, or leave it out for the whole input");
+    }
     let source = SourceSpec::parse(&args.input, args.frames)?;
     if let SourceSpec::Launch(_) = source {
         bail!("input {} does not exist (process takes a file or phantom[:WxH@FPS]; use `live --source` for pipelines)", args.input);
@@ -415,16 +400,21 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     job.max_frames = args.frames;
     job.config = args.processing.config(Mode::Recorded, args.queue);
     job.config.validate()?;
-    job.output.check()?;
+    // Every output checked against the input and each other before the model loads.
+    let mut plan = job.output_plan()?;
     if let Some(r) = &args.report {
-        if r.exists() && !args.overwrite {
-            bail!("report {} already exists (pass --overwrite)", r.display());
-        }
+        plan.file("report", r, args.overwrite);
     }
+    plan.check()?;
+    let report_file = pending("report", &args.report, args.overwrite)?;
     let (seg, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
-    let report = run(job, seg).context("process")?;
-    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    let (report, mut staged) = run_staged(job, seg).context("process")?;
+    if report.counters.frames_out == 0 {
+        bail!("no frame reached the output: nothing was written");
+    }
+    stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
+    staged.commit()?;
     eprintln!("wrote {}", args.output.display());
     finish(&report, true)
 }
@@ -473,8 +463,11 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
              a network sink or fakesink."
         );
     }
+    if args.frames == Some(0) {
+        bail!("--frames 0 would process nothing: give at least 1, or leave it out to run until stopped");
+    }
     let source = SourceSpec::parse(&source, args.frames)?;
-    let mut job = Job::new(source, sink_spec(&sink, args.overwrite));
+    let mut job = Job::new(source, SinkSpec::parse(&sink, args.overwrite));
     job.metadata = args.metadata;
     job.overwrite = args.overwrite;
     job.max_frames = args.frames;
@@ -486,7 +479,13 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     job.config.stall_timeout = Duration::from_secs(args.stall_timeout.max(1));
     job.config.first_frame_timeout = args.first_frame_timeout.0;
     job.config.validate()?;
-    job.output.check()?;
+    let mut plan = job.output_plan()?;
+    if let Some(r) = &args.report {
+        plan.file("report", r, args.overwrite);
+    }
+    plan.check()?;
+    let writes_files = matches!(job.output, SinkSpec::File { .. }) || job.metadata.is_some() || args.report.is_some();
+    let report_file = pending("report", &args.report, args.overwrite)?;
     let (seg, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
     if let Some(d) = args.duration {
@@ -497,8 +496,13 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
             stop.store(true, Ordering::SeqCst);
         });
     }
-    let report = run(job, seg).context("live")?;
-    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    let (report, mut staged) = run_staged(job, seg).context("live")?;
+    if report.counters.frames_out == 0 && writes_files {
+        eprint!("{}", report_table(&report));
+        bail!("no frame reached the output: nothing was written");
+    }
+    stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
+    staged.commit()?;
     finish(&report, false)
 }
 
@@ -571,19 +575,24 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     if !(1..=MAX_MODEL_RUNS).contains(&args.model_runs) {
         bail!("--model-runs must be 1 to {MAX_MODEL_RUNS}, got {}", args.model_runs);
     }
-    if let Some(p) = &args.plot {
-        if p.exists() && !args.overwrite {
-            bail!("plot {} already exists (pass --overwrite)", p.display());
-        }
-    }
     let source = SourceSpec::parse(&args.source, Some(args.frames))?;
-    let mut job = Job::new(source, sink_spec(&args.sink, args.overwrite));
+    let mut job = Job::new(source, SinkSpec::parse(&args.sink, args.overwrite));
     job.overwrite = args.overwrite;
     job.max_frames = Some(args.frames);
     job.keep_records = true;
     let queue = args.queue.unwrap_or(if mode == Mode::Live { LIVE_QUEUE } else { 4 });
     job.config = args.processing.config(mode, queue);
     job.config.validate()?;
+    let mut plan = job.output_plan()?;
+    if let Some(r) = &args.report {
+        plan.file("report", r, args.overwrite);
+    }
+    if let Some(p) = &args.plot {
+        plan.file("plot", p, args.overwrite);
+    }
+    plan.check()?;
+    let report_file = pending("report", &args.report, args.overwrite)?;
+    let plot_file = pending("plot", &args.plot, args.overwrite)?;
     let (seg, net, device) = segmenter(&args.model)?;
     // The ratio the pipeline is judged by is against the model one frame at a time; when recorded
     // mode batches, the model at that batch is timed too, so that both ratios are shown. Each is
@@ -595,7 +604,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let time = |b: usize| time_model(&net, &device, model_size, b, half);
     let before = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     job.stop = stop_flag();
-    let report = run(job, seg).context("bench pipeline")?;
+    let (report, mut staged) = run_staged(job, seg).context("bench pipeline")?;
     let after = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     drop(net);
     let mean = |a: (f64, f64), b: (f64, f64)| {
@@ -618,9 +627,13 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         "end_to_end_first_third_ms": thirds.map(|t| t.0), "end_to_end_last_third_ms": thirds.map(|t| t.1),
         "input_error": report.input_error,
     });
-    write_report(&args.report, &json, args.overwrite)?;
+    stage_json(report_file, &json, &mut staged)?;
+    if let Some(f) = plot_file {
+        lightunet::pipeline::plot::latency_plot(&report.records, f.path()).with_context(|| format!("writing {}", f.dest().display()))?;
+        staged.push(f);
+    }
+    staged.commit()?;
     if let Some(p) = &args.plot {
-        lightunet::pipeline::plot::latency_plot(&report.records, p).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("plot: {}", p.display());
     }
     if args.json {

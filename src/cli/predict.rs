@@ -7,6 +7,9 @@
 //! OUT/metrics.csv         the same, one row per image and a final `mean` row
 //! ```
 //! Unreadable images, images without a mask and masks without an image are listed, not fatal.
+//! OUT may not be, contain or lie inside the images or masks folders; everything is written into
+//! a temporary folder and moved into OUT at the end (an earlier run's results there only with
+//! --overwrite), so a failed run leaves OUT as it was.
 
 use std::path::{Path, PathBuf};
 
@@ -17,9 +20,15 @@ use lightunet::device::parse_device;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::metrics::{Metrics, Summary};
 use lightunet::model::{InferenceNet, Variant};
+use lightunet::output::{discard_pending, OutputPlan, PendingDir, Staged};
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
+
+use super::outputs::input_file;
+
+/// What predict writes into --out.
+const WRITES: [&str; 4] = ["masks", "overlays", "metrics.json", "metrics.csv"];
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
@@ -55,6 +64,9 @@ pub struct PredictArgs {
     /// Do not write overlays.
     #[arg(long)]
     no_overlays: bool,
+    /// Replace an earlier run's results in --out (masks, overlays, metrics).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 /// Where the weights' configuration may be: `<stem>.config.json` beside them (how weights are
@@ -85,6 +97,7 @@ fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
+    input_file("--weights", &args.weights)?;
     let (side_variant, side_size) = sidecar(&args.weights);
     let Some(variant) = args.model.or(side_variant) else {
         let looked: Vec<String> = sidecar_paths(&args.weights).iter().map(|p| p.display().to_string()).collect();
@@ -103,6 +116,20 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             bail!("--masks {} is not a folder", m.display());
         }
     }
+    let mut plan = OutputPlan::new();
+    plan.input("--weights", &args.weights).input_folder("--images", &args.images);
+    if let Some(m) = &args.masks {
+        plan.input_folder("--masks", m);
+    }
+    plan.folder("--out", &args.out, &WRITES, args.overwrite);
+    plan.check()?;
+    // Ctrl-C: remove the half-written temporary folder (the default would leave it).
+    ctrlc::set_handler(|| {
+        eprintln!("interrupted: nothing was written");
+        discard_pending();
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
     let device = parse_device(&args.device)?;
     let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
@@ -111,11 +138,13 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     if pairing.pairs.is_empty() {
         bail!("no images in {} (expected .png, .jpg, .bmp or .tif files)", args.images.display());
     }
-    let mask_dir = args.out.join("masks");
-    let overlay_dir = args.out.join("overlays");
-    for d in [&mask_dir, &overlay_dir] {
+    let staging = PendingDir::folder("--out", &args.out, args.overwrite)?;
+    let mask_dir = staging.path().join("masks");
+    let overlay_dir = staging.path().join("overlays");
+    for d in [&mask_dir, &overlay_dir].into_iter().take(if args.no_overlays { 1 } else { 2 }) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    let mut written = 0usize;
 
     let mut rows = Vec::new();
     let mut all_metrics = Vec::new();
@@ -149,6 +178,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             row.height = img.height;
             row.predicted_area_px = pred.mask.count();
             save_png(&mask_dir.join(format!("{key}.png")), &pred.mask.to_u8(), img.width, img.height, PngColor::Grey)?;
+            written += 1;
             if !args.no_overlays {
                 let mut bgr = img.data.clone();
                 draw_contour_rgb(&mut bgr, img.width, img.height, img.stride(), &pred.mask, [0, 0, 255], 2)
@@ -193,8 +223,11 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         summary: Summary::from(all_metrics.as_slice()),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    write_atomic(&args.out.join("metrics.json"), json.as_bytes())?;
-    write_atomic(&args.out.join("metrics.csv"), report_csv(&report).as_bytes())?;
+    write_atomic(&staging.path().join("metrics.json"), json.as_bytes())?;
+    write_atomic(&staging.path().join("metrics.csv"), report_csv(&report).as_bytes())?;
+    let mut staged = Staged::new();
+    staged.push(staging);
+    staged.commit()?;
     print!("{}", report_table(&report));
     let list = |what: &str, v: &[PathBuf]| {
         if !v.is_empty() {
@@ -207,6 +240,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     list("images without a mask", &report.images_without_mask);
     list("masks without an image", &report.masks_without_image);
     list("files ignored (same name as another)", &report.duplicates);
-    println!("wrote {} masks to {} (metrics.json, metrics.csv)", report.images.len(), args.out.display());
+    let skipped = report.images.len() - written;
+    let skipped = if skipped > 0 { format!("; {skipped} unreadable images skipped") } else { String::new() };
+    println!("wrote {written} masks to {} (metrics.json, metrics.csv){skipped}", args.out.display());
     Ok(())
 }

@@ -8,11 +8,41 @@ use anyhow::{bail, Context};
 use clap::Args;
 use lightunet::device::parse_device;
 use lightunet::model::Variant;
+use lightunet::output::{OutputError, OutputPlan, PendingDir, Staged};
 use lightunet::percentile::{percentile, percentile_sorted};
 use lightunet::train::loss::LossKind;
 use lightunet::train::optim::OptimizerKind;
 use lightunet::train::data::Batch;
+use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
 use lightunet::train::{Outcome, TrainConfig, Trainer};
+
+use super::outputs::input_file;
+
+/// What a run writes into its folder.
+const RUN_FILES: [&str; 5] = [CHECKPOINT_FILE, BEST_FILE, CONFIG_FILE, LOG_FILE, CURVES_FILE];
+
+/// The data's image and mask folders, the folders no output may be, contain or lie inside (a
+/// run folder or a copy beside `train/` and `val/` in the data root is fine: it overwrites
+/// nothing there).
+fn data_folders(plan: &mut OutputPlan, layout: &lightunet::train::DataLayout) {
+    for split in [&layout.train, &layout.val] {
+        let (images, masks) = layout.dirs(split);
+        plan.input_folder("data folder", images).input_folder("data folder", masks);
+    }
+}
+
+/// A run folder apart from the data's folders and, with `--init`, not about to write over the
+/// weights it starts from. The run's own rule (an existing checkpoint means --resume) is
+/// checked by the trainer.
+fn check_run_folder(out: &Path, cfg: &TrainConfig, out_role: &str) -> anyhow::Result<()> {
+    let mut plan = OutputPlan::new();
+    data_folders(&mut plan, &cfg.data);
+    if let Some(w) = &cfg.init {
+        plan.input("--init weights", w);
+    }
+    plan.folder(out_role, out, &RUN_FILES, true);
+    Ok(plan.check()?)
+}
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -110,6 +140,27 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
         images: args.images_dir.clone(),
         masks: args.masks_dir.clone(),
     };
+    // Apart from the data's folders, and new or without the splits it writes: train has no
+    // --overwrite.
+    let mut plan = OutputPlan::new();
+    data_folders(&mut plan, &layout);
+    plan.folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
+    match plan.check() {
+        Err(OutputError::FolderHolds { path, found, .. }) => {
+            bail!("--write-resized {} already holds {}: give a new or empty folder", path.display(), found.display())
+        }
+        other => other?,
+    }
+    // Written into a temporary folder beside (or inside) DEST and moved into place at the end:
+    // a failed or interrupted copy leaves nothing half-written.
+    // Ctrl-C: remove the half-written copy (the default would leave its temporary folder).
+    ctrlc::set_handler(|| {
+        eprintln!("interrupted: nothing was written");
+        lightunet::output::discard_pending();
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
+    let staging = PendingDir::folder("--write-resized", dest, false)?;
     for split in [&layout.train, &layout.val] {
         let (images, masks) = layout.dirs(split);
         let d = lightunet::train::data::Dataset::load(&images, &masks, args.size)
@@ -117,10 +168,13 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
         for w in &d.warnings {
             tracing::warn!("{split}: {w}");
         }
-        let (to_images, to_masks) = (dest.join(split).join(&layout.images), dest.join(split).join(&layout.masks));
-        d.write_png(&to_images, &to_masks).with_context(|| format!("writing {}", dest.join(split).display()))?;
+        let at = staging.path().join(split);
+        d.write_png(&at.join(&layout.images), &at.join(&layout.masks)).with_context(|| format!("writing {}", dest.join(split).display()))?;
         println!("{split}: {} pairs at {}x{} -> {}", d.len(), args.size, args.size, dest.join(split).display());
     }
+    let mut staged = Staged::new();
+    staged.push(staging);
+    staged.commit()?;
     Ok(())
 }
 
@@ -184,9 +238,18 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
         None => {
             let (cfg, out) = config(&args)?;
+            if let Some(w) = &cfg.init {
+                input_file("--init", w)?;
+            }
+            check_run_folder(&out, &cfg, "--out")?;
             (Trainer::new(cfg, &out, device).context("setting up training")?, out)
         }
     };
+    if args.resume.is_some() {
+        // The data's folders are known once the checkpoint is read, still before anything is
+        // written.
+        check_run_folder(&out, trainer.config(), "--resume")?;
+    }
     let mut trainer = trainer.with_progress(!args.quiet);
     let outcome = trainer.run(&stop).map_err(|e| {
         // A failed run writes nothing more: say what is left to continue from.

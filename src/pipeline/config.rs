@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{PipelineError, Result};
+use crate::output::OutputPlan;
 use crate::phantom::{PhantomConfig, Probe};
 
 /// Recorded: every frame, blocking queues, original timestamps. Live: the capture side never
@@ -158,23 +159,32 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
-    /// `phantom`, `phantom:WxH`, `phantom:WxH@FPS` (also `,convex`, `,seed=N`, `,calipers`),
-    /// an existing file, or else a gst-launch description.
+    /// Reads a source argument, deciding in this order (see [`is_launch_description`]):
+    /// 1. `phantom` or `phantom:OPTIONS` (`WxH@FPS`, `convex`, `seed=N`, ...): the phantom;
+    /// 2. `file:PATH`: the file PATH, taken literally (for a name that would read otherwise);
+    /// 3. a path that exists, exactly as typed (spaces, any characters): that file;
+    /// 4. a gst-launch description: text with a `!`, or an element name alone or followed by
+    ///    `property=value` (`videotestsrc`, `v4l2src device=/dev/video0`);
+    /// 5. anything else: a file that does not exist, an error.
+    ///
+    /// So a file name is never taken for a description; `./phantom` names a file called phantom.
     pub fn parse(s: &str, frames: Option<u64>) -> Result<SourceSpec> {
         let t = s.trim();
         if t == "phantom" || t.starts_with("phantom:") {
             return Ok(SourceSpec::Phantom { config: parse_phantom(t.strip_prefix("phantom").unwrap_or(""))?, frames });
         }
-        let p = Path::new(t);
-        if !t.contains('!') && !t.contains(' ') {
-            if p.exists() {
-                return Ok(SourceSpec::File(p.to_path_buf()));
-            }
-            if p.extension().is_some() || t.contains('/') {
-                return Err(PipelineError::MissingInput(p.to_path_buf()));
-            }
+        if let Some(p) = s.strip_prefix("file:") {
+            let p = PathBuf::from(p);
+            return if p.exists() { Ok(SourceSpec::File(p)) } else { Err(PipelineError::MissingInput(p)) };
         }
-        Ok(SourceSpec::Launch(t.to_string()))
+        let p = Path::new(s);
+        if p.exists() {
+            return Ok(SourceSpec::File(p.to_path_buf()));
+        }
+        if is_launch_description(t) {
+            return Ok(SourceSpec::Launch(t.to_string()));
+        }
+        Err(PipelineError::MissingInput(p.to_path_buf()))
     }
 }
 
@@ -187,6 +197,23 @@ impl std::fmt::Display for SourceSpec {
             SourceSpec::Phantom { config, .. } => write!(f, "phantom:{}x{}@{}", config.width, config.height, config.fps),
         }
     }
+}
+
+/// Whether a text reads as a gst-launch description: it has a `!`, or it is an element name
+/// (ASCII letters, digits, `_`, `-`; no `.` or `/`) alone or followed by `property=value`.
+/// `my clip.mp4`, `clip.mp4` and `out/x.mp4` do not; `fakesink`, `autovideosink sync=false` do.
+pub fn is_launch_description(text: &str) -> bool {
+    let t = text.trim();
+    if t.contains('!') {
+        return true;
+    }
+    let ident = |w: &str| {
+        w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut words = t.split_whitespace();
+    let Some(first) = words.next() else { return false };
+    ident(first) && words.next().is_none_or(|w| w.split_once('=').is_some_and(|(k, _)| ident(k)))
 }
 
 fn parse_phantom(rest: &str) -> Result<PhantomConfig> {
@@ -230,6 +257,23 @@ pub enum SinkSpec {
     File { path: PathBuf, overwrite: bool },
     /// A gst-launch description whose first element has an unlinked sink pad.
     Launch(String),
+}
+
+impl SinkSpec {
+    /// Reads a sink argument: `file:PATH` (taken literally); text that does not read as a
+    /// gst-launch description ([`is_launch_description`]): a file name (`out.mp4`, `my clip.mp4`,
+    /// `frames_%05d.png`: an output file always has an extension, so it never reads as a bare
+    /// element); text with a `!` that names an existing file: that file; else the description
+    /// (`fakesink` is the element even beside a file of that name; `file:fakesink` is the file).
+    pub fn parse(s: &str, overwrite: bool) -> SinkSpec {
+        if let Some(p) = s.strip_prefix("file:") {
+            return SinkSpec::File { path: PathBuf::from(p), overwrite };
+        }
+        if !is_launch_description(s) || (s.contains('!') && Path::new(s).exists()) {
+            return SinkSpec::File { path: PathBuf::from(s), overwrite };
+        }
+        SinkSpec::Launch(s.trim().to_string())
+    }
 }
 
 /// Output encodings chosen by file extension.
@@ -370,18 +414,14 @@ pub fn check_printf_location(element: &str, location: &str) -> Result<()> {
 }
 
 impl SinkSpec {
-    /// A file sink must not overwrite without permission and needs an existing folder.
-    pub fn check(&self) -> Result<()> {
+    /// Adds a file output to `plan` as `role` (a `%d` pattern as a sequence), to be checked with
+    /// the run's other inputs and outputs; a description writes nothing this tool can check.
+    pub fn plan(&self, plan: &mut OutputPlan, role: &str) -> Result<()> {
         if let SinkSpec::File { path, overwrite } = self {
-            let format = OutputFormat::from_path(path)?;
-            let probe = if format == OutputFormat::PngSequence { first_pattern_file(&path.to_string_lossy()) } else { path.clone() };
-            if probe.exists() && !overwrite {
-                return Err(PipelineError::OutputExists(probe));
-            }
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(PipelineError::Config(format!("output folder {} does not exist", dir.display())));
-                }
+            if OutputFormat::from_path(path)? == OutputFormat::PngSequence {
+                plan.sequence(role, path, *overwrite);
+            } else {
+                plan.file(role, path, *overwrite);
             }
         }
         Ok(())
@@ -537,6 +577,32 @@ mod tests {
     }
 
     #[test]
+    fn files_are_never_descriptions() {
+        let d = std::env::temp_dir().join(format!("lightunet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ["my clip.mp4", "fakesink", "-dash.mp4", "é ü.mp4", "a ! b.mp4"] {
+            let p = d.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            let text = p.to_str().unwrap();
+            assert!(matches!(SourceSpec::parse(text, None), Ok(SourceSpec::File(f)) if f == p), "{name}");
+            assert!(matches!(SinkSpec::parse(text, false), SinkSpec::File { path, .. } if path == p), "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        // Missing files stay files: an error for a source, a new file for a sink.
+        assert!(matches!(SourceSpec::parse("my clip.mp4", None), Err(PipelineError::MissingInput(_))));
+        assert!(matches!(SourceSpec::parse("out/clip.mp4", None), Err(PipelineError::MissingInput(_))));
+        assert!(matches!(SinkSpec::parse("my out.mp4", false), SinkSpec::File { .. }));
+        assert!(matches!(SinkSpec::parse("file:fakesink", false), SinkSpec::File { path, .. } if path == Path::new("fakesink")));
+        // Descriptions.
+        for d in ["videotestsrc", "v4l2src device=/dev/video0", "videotestsrc ! videoconvert", "filesrc location=\"a b.mp4\" ! decodebin"] {
+            assert!(matches!(SourceSpec::parse(d, None), Ok(SourceSpec::Launch(_))), "{d}");
+        }
+        for d in ["fakesink", "autovideosink sync=false", "x264enc ! mp4mux ! filesink location=o.mp4"] {
+            assert!(matches!(SinkSpec::parse(d, false), SinkSpec::Launch(_)), "{d}");
+        }
+    }
+
+    #[test]
     fn patterns_and_formats() {
         assert_eq!(first_pattern_file("out/f_%05d.png"), PathBuf::from("out/f_00000.png"));
         assert!(OutputFormat::from_path(Path::new("a.png")).is_err());
@@ -575,7 +641,8 @@ mod tests {
         for bad in ["fr_%s.png", "x/%n.png"] {
             let e = OutputFormat::from_path(Path::new(bad)).unwrap_err().to_string();
             assert!(e.contains("file pattern"), "{e}");
-            assert!(SinkSpec::File { path: bad.into(), overwrite: false }.check().is_err());
+            let mut plan = OutputPlan::new();
+            assert!(SinkSpec::File { path: bad.into(), overwrite: false }.plan(&mut plan, "-o").is_err());
         }
         assert!(check_printf_location("multifilesink", "%05d").is_ok());
         assert!(check_printf_location("multifilesink", "f_%s").unwrap_err().to_string().starts_with("multifilesink: "));

@@ -1,6 +1,6 @@
 //! The pipeline's error type: every variant says which side (input, output, model, a thread) failed
 //! and carries GStreamer's own message where there is one. Kinds a caller can act on have their
-//! own variant (a missing input, an existing output, a file that cannot be written, a stopped
+//! own variant (a missing input, an output that would destroy data or cannot be written, a stopped
 //! thread, a buffer too small for its frame); [`PipelineError::Config`] is only for settings the
 //! user got wrong.
 
@@ -25,13 +25,17 @@ pub enum PipelineError {
     #[error("{} is not a file", .0.display())]
     InputNotAFile(PathBuf),
 
-    #[error("output {} already exists (pass --overwrite to replace it)", .0.display())]
-    OutputExists(PathBuf),
-
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
-    /// The `--metadata` file failed part-way (the video outputs were finalised).
+    /// An output that would destroy data, cannot be written where asked, or could not be moved
+    /// into place (see [`crate::output`]). Boxed: its paths and roles would double the size of
+    /// every `Result` of the pipeline.
+    #[error(transparent)]
+    Output(Box<crate::output::OutputError>),
+
+    /// The `--metadata` file failed part-way (the video outputs were finalised, then discarded
+    /// with it: a failed run leaves nothing behind).
     #[error("writing metadata: {}: {source}", path.display())]
     Metadata { path: PathBuf, source: std::io::Error },
 
@@ -83,6 +87,12 @@ pub enum PipelineError {
     /// A worker thread ended while its input was still open (its own error is reported at join).
     #[error("the {thread} thread stopped")]
     ThreadStopped { thread: &'static str },
+}
+
+impl From<crate::output::OutputError> for PipelineError {
+    fn from(e: crate::output::OutputError) -> Self {
+        PipelineError::Output(Box::new(e))
+    }
 }
 
 impl PipelineError {

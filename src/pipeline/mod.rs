@@ -55,4 +55,4 @@ pub use latest::{HeldMask, LatestCounters, LatestInput, LatestMask, MaskResult};
 pub use overlay::{draw_mask, FrameProcessor, MaskStage};
 pub use latency::{end_to_end_thirds, Counters, FrameRecord, LesionStats, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;
-pub use run::{run, Job, Report};
+pub use run::{run, run_staged, Job, Report};

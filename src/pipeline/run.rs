@@ -12,6 +12,8 @@
 //! queue; the inference thread drains it and closes its queue; the pusher sends EOS into the
 //! outputs; the run ends when every output has posted EOS. An error aborts: outputs go to `Null`
 //! first, which unblocks the pusher, whose exit unblocks the inference thread, and so on upstream.
+//! File outputs (and `--metadata`) are written under temporary names ([`crate::output`]) and moved
+//! into place only after every output has posted EOS and gone to `Null`; a failed run removes them.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -32,6 +34,7 @@ use super::latency::{Collector, Counters, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
 use super::sink::Outputs;
 use super::source::{build_input, capture_bgr, init, Captured};
+use crate::output::{OutputPlan, PendingFile, Staged};
 
 /// One run of the pipeline.
 pub struct Job {
@@ -66,6 +69,23 @@ impl Job {
             stop: Arc::new(AtomicBool::new(false)),
             keep_records: false,
         }
+    }
+
+    /// The run's input and outputs, with their roles, for [`OutputPlan::check`]; a caller with
+    /// outputs of its own (a report) adds them before checking.
+    pub fn output_plan(&self) -> Result<OutputPlan> {
+        let mut plan = OutputPlan::new();
+        if let SourceSpec::File(p) = &self.source {
+            plan.input("input", p);
+        }
+        self.output.plan(&mut plan, "video output")?;
+        if let Some(m) = &self.masks {
+            m.plan(&mut plan, "masks output")?;
+        }
+        if let Some(m) = &self.metadata {
+            plan.file("metadata output", m, self.overwrite);
+        }
+        Ok(plan)
     }
 }
 
@@ -131,22 +151,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `job` to the end with `segmenter` as the inference step.
+/// Runs `job` to the end with `segmenter` as the inference step, and moves its file outputs
+/// into place.
 pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
+    let (report, staged) = run_staged(job, segmenter)?;
+    staged.commit()?;
+    Ok(report)
+}
+
+/// [`run`], leaving the file outputs (video, masks, metadata) under their temporary names for
+/// the caller to commit with outputs of its own (a report), or to drop. The job's outputs are
+/// checked first ([`Job::output_plan`]). When no frame reached the outputs nothing is staged.
+pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, Staged)> {
     job.config.validate()?;
-    job.output.check()?;
-    if let Some(m) = &job.masks {
-        m.check()?;
+    if job.max_frames == Some(0) {
+        return Err(PipelineError::Config("--frames must be at least 1 (0 frames would write nothing)".into()));
     }
-    let metadata = match &job.metadata {
-        None => None,
-        Some(p) => {
-            if p.exists() && !job.overwrite {
-                return Err(PipelineError::OutputExists(p.clone()));
-            }
-            let f = std::fs::File::create(p).map_err(|e| PipelineError::Io { path: p.clone(), source: e })?;
-            Some((p.clone(), f))
-        }
+    job.output_plan()?.check()?;
+    let metadata_file = job.metadata.as_ref().map(|p| PendingFile::create("metadata output", p, job.overwrite)).transpose()?;
+    let metadata = match (&job.metadata, &metadata_file) {
+        (Some(p), Some(f)) => Some((p.clone(), f.handle()?)),
+        _ => None,
     };
     init()?;
     let mode = job.config.mode;
@@ -158,7 +183,11 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let collector = Arc::new(Mutex::new(Collector::new(start, late_ms, metadata)));
 
     let input = build_input(&job.source, live)?;
-    let outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
+    let mut outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
+    let mut staged = outputs.take_staged();
+    if let Some(f) = metadata_file {
+        staged.push(f);
+    }
     let default_roi = input.phantom.as_ref().map(|p| {
         let (x, y, w, h) = p.image_rect();
         Roi { x, y, w, h }
@@ -185,7 +214,6 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let processor = Processor::new(job.config.clone(), default_roi, outputs.masks.is_some());
     let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
     let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
-    let files: Vec<PathBuf> = outputs.iter().filter_map(|o| o.file.clone()).collect();
     let workers = Workers {
         inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
         pusher: spawn_pusher(ctx.clone(), outputs, out_rx)?,
@@ -230,10 +258,8 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         return Err(e);
     }
     if c.counters.frames_out == 0 {
-        // Nothing decoded: do not leave an empty or unplayable file behind.
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
+        // Nothing decoded: no empty or unplayable file is left behind.
+        staged = Staged::new();
         if let Some(e) = outcome.input_error {
             return Err(PipelineError::Stream { side: "input", message: format!("no video frame could be decoded: {e}"), debug: None });
         }
@@ -241,7 +267,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let counters = c.counters;
     let first = c.records().next().map(|r| r.t_s).unwrap_or(0.0);
     let span = last_push.map(|t| t.saturating_duration_since(start).as_secs_f64() - first).unwrap_or(0.0);
-    Ok(Report {
+    let report = Report {
         mode: if live { "live" } else { "recorded" },
         batch: largest_batch.max(1),
         counters,
@@ -253,7 +279,8 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         input_error: outcome.input_error,
         stopped: outcome.stopped,
         records: if job.keep_records { c.records().cloned().collect() } else { Vec::new() },
-    })
+    };
+    Ok((report, staged))
 }
 
 /// `VmRSS` from /proc/self/status, in MiB.

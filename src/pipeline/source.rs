@@ -86,7 +86,11 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
             }
             let p = launch(&format!("filesrc name=lightunet_file ! decodebin ! {tail}"), &path.display().to_string())?;
             let src = p.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("input", "filesrc missing"))?;
-            src.set_property("location", path.to_string_lossy().as_ref());
+            // GStreamer takes file names as UTF-8: a lossy name would open another file or none.
+            let location = path.to_str().ok_or_else(|| {
+                PipelineError::Config(format!("input {}: the name is not valid UTF-8, which GStreamer needs for file names: rename it", path.display()))
+            })?;
+            src.set_property("location", location);
             (p, None)
         }
         SourceSpec::Launch(desc) => (launch(&format!("{desc} ! {tail}"), desc)?, None),
