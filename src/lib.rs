@@ -13,7 +13,10 @@
 //! - [`predict`]: offline inference and evaluation on image files.
 //! - [`train`]: training with the original recipe.
 //! - [`device`]: `--device`/`--dtype` names; [`atomic_write`]: files written atomically.
+//! - [`assets`]: the default weights and the named pipelines, embedded, and the folders that
+//!   override them (one lookup order for every subcommand and the GStreamer element).
 
+pub mod assets;
 pub mod atomic_write;
 pub mod checkpoint;
 pub mod device;

@@ -302,9 +302,15 @@ impl NamedPipeline {
                 PipelineError::Io { path: path.clone(), source: e }
             }
         })?;
-        let mut p: NamedPipeline =
-            toml::from_str(&text).map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
-        p.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::from_toml(&name, &path.display().to_string(), &text)
+    }
+
+    /// A pipeline from the text of its TOML file (a file, or one embedded in the binary:
+    /// `crate::assets::pipelines`); `origin` names it in errors.
+    pub fn from_toml(name: &str, origin: &str, text: &str) -> Result<NamedPipeline> {
+        let mut p: NamedPipeline = toml::from_str(text).map_err(|e| PipelineError::Config(format!("{origin}: {e}")))?;
+        p.name = name.to_string();
         Ok(p)
     }
 
