@@ -7,6 +7,7 @@ mod model_cmds;
 mod predict;
 mod train;
 mod pipeline;
+mod weights;
 
 #[derive(Debug, Parser)]
 #[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]

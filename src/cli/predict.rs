@@ -8,7 +8,7 @@
 //! ```
 //! Unreadable images, images without a mask and masks without an image are listed, not fatal.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -16,19 +16,25 @@ use lightunet::atomic_write::write_atomic;
 use lightunet::device::parse_device;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::metrics::{Metrics, Summary};
-use lightunet::model::{InferenceNet, Variant};
+use lightunet::model::Variant;
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
 
+use super::weights::Chosen;
+
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Variant (unet, light, lighter@C); read from config.json next to the weights when absent.
+    /// Variant (unet, light, lighter@C); read from the config.json beside the weights
+    /// (`<name>.config.json` or `config.json`) when absent.
     #[arg(long)]
     model: Option<Variant>,
-    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors.
-    #[arg(long)]
-    weights: PathBuf,
+    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors. Default:
+    /// $LIGHTUNET_WEIGHTS, else weights.safetensors in $XDG_CONFIG_HOME/lightunet
+    /// (~/.config/lightunet), else in /usr/share/lightunet, else the embedded Lighter U-net@1
+    /// trained on BUSI.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Folder of images (PNG, JPEG, BMP, TIFF; grey or colour; 8 or 16 bit).
     #[arg(long)]
     images: PathBuf,
@@ -57,25 +63,13 @@ pub struct PredictArgs {
     no_overlays: bool,
 }
 
-/// Variant and input size from a config.json next to the weights, if there is one.
-fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
-    let path = weights.with_file_name("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return (None, None) };
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-        tracing::warn!("{} is not valid JSON; ignored", path.display());
-        return (None, None);
-    };
-    let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
-    let size = json["preprocessing"]["size"].as_u64().map(|s| s as usize);
-    (variant, size)
-}
-
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    let (side_variant, side_size) = sidecar(&args.weights);
-    let Some(variant) = args.model.or(side_variant) else {
-        bail!("--model is required (no config.json with a variant next to {})", args.weights.display());
+    let chosen = Chosen::new(args.weights.as_deref(), args.model, None)?;
+    let variant = chosen.variant;
+    let size = match args.size {
+        Some(size) => size,
+        None => chosen.input_size()?.unwrap_or(256),
     };
-    let size = args.size.or(side_size).unwrap_or(256);
     if args.batch == 0 {
         bail!("--batch must be at least 1");
     }
@@ -91,7 +85,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     let device = parse_device(&args.device)?;
-    let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let net = chosen.load(&device)?;
+    tracing::info!("model {variant}, weights: {}", chosen.describe());
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
     let predictor = Predictor::new(net, size, post)?;
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
@@ -170,7 +165,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 
     let report = Report {
         model: variant.to_string(),
-        weights: args.weights.clone(),
+        weights: chosen.describe(),
         size,
         post,
         images: rows,
