@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use super::{Origin, Source};
+use super::source::{Origin, Source};
 use crate::pipeline::{NamedPipeline, PipelineError, Result};
 
 // `EMBEDDED: &[(&str, &str)]`: (name, TOML text) for each pipelines/*.toml, sorted by name.
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(got.hides, vec![Source::Embedded]);
 
         let full = Catalog::new(vec![
-            (env.clone(), Origin::Env(super::super::PIPELINES_ENV)),
+            (env.clone(), Origin::Env("LIGHTUNET_PIPELINES")),
             (user.clone(), Origin::User),
             (system.clone(), Origin::System),
         ]);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use super::{Origin, Source};
+use super::source::{Origin, Source};
 use crate::model::{InferenceNet, Variant};
 use crate::{Error, Result};
 
