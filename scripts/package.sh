@@ -136,7 +136,9 @@ if [ "$plugin" = 1 ]; then
   echo " The GStreamer element \`lightunet\` is included." >> "$stage/DEBIAN/control"
 fi
 
-dpkg-deb --root-owner-group --build "$stage" "$deb" >/dev/null
+# gzip, not dpkg-deb's default xz: measured on the 2-core machine under load, xz took 25 s and
+# gave 10.7 MB, gzip 0.7 s and 12.2 MB (the weights barely compress either way).
+dpkg-deb -Zgzip --root-owner-group --build "$stage" "$deb" >/dev/null
 echo "package: binary $bin: $bin_bytes bytes ($((bin_bytes / 1000000)) MB)"
 [ "$plugin" = 1 ] && echo "package: plugin $so: $(stat -c %s "$so") bytes"
 echo "package: $deb: $(stat -c %s "$deb") bytes ($(( $(stat -c %s "$deb") / 1000000 )) MB), installed $installed_kb KiB"

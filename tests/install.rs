@@ -132,6 +132,24 @@ fn runs_on_embedded_weights_and_pipelines_from_anywhere() {
     assert!(help.contains("LIGHTUNET_WEIGHTS") && help.contains("embedded"), "{help}");
 }
 
+/// `predict` without --weights runs the embedded weights, its variant and input size from their
+/// built-in config.json, and its report says so.
+#[test]
+fn predict_defaults_to_the_embedded_weights() {
+    let inst = Installed::new("predict");
+    let images = inst.work.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    let disk: Vec<u8> = (0..48 * 40).map(|i| if ((i % 48) as i32 - 24).pow(2) + ((i / 48) as i32 - 20).pow(2) < 100 { 40 } else { 160 }).collect();
+    lightunet::image_io::save_png(&images.join("a.png"), &disk, 48, 40, lightunet::image_io::PngColor::Grey).unwrap();
+    let o = inst.run(&["predict", "--images", "images", "--out", "out"], &[]);
+    let err = ok(&o);
+    assert!(err.contains("model lighter@1, weights: embedded lighter_at1_busi.safetensors"), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(inst.work.join("out/metrics.json")).unwrap()).unwrap();
+    assert_eq!(report["weights"], "embedded lighter_at1_busi.safetensors");
+    assert_eq!((report["model"].as_str(), report["size"].as_u64()), (Some("lighter@1"), Some(256)));
+    assert!(inst.work.join("out/masks/a.png").is_file());
+}
+
 /// --weights, then LIGHTUNET_WEIGHTS, then the user folder, each hiding the ones after it; a
 /// variable naming a missing file is an error, not a step skipped.
 #[test]
