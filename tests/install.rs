@@ -139,7 +139,7 @@ fn predict_defaults_to_the_embedded_weights() {
     let inst = Installed::new("predict");
     let images = inst.work.join("images");
     std::fs::create_dir_all(&images).unwrap();
-    let disk: Vec<u8> = (0..48 * 40).map(|i| if ((i % 48) as i32 - 24).pow(2) + ((i / 48) as i32 - 20).pow(2) < 100 { 40 } else { 160 }).collect();
+    let disk: Vec<u8> = (0..48 * 40).map(|i: i32| if (i % 48 - 24).pow(2) + (i / 48 - 20).pow(2) < 100 { 40 } else { 160 }).collect();
     lightunet::image_io::save_png(&images.join("a.png"), &disk, 48, 40, lightunet::image_io::PngColor::Grey).unwrap();
     let o = inst.run(&["predict", "--images", "images", "--out", "out"], &[]);
     let err = ok(&o);

@@ -227,6 +227,17 @@ mod tests {
         assert!(err.contains("no pipeline named `nope`") && err.contains("mine") && err.contains(name), "{err}");
     }
 
+    /// `--pipeline some/file.toml` reads that file, whatever the folders hold.
+    #[test]
+    fn a_path_is_read_as_it_is() {
+        let root = scratch("path");
+        let file = root.join("my-scanner.toml");
+        std::fs::write(&file, pipeline("by path")).unwrap();
+        let got = Catalog::new(vec![(root.join("missing"), Origin::User)]).get(file.to_str().unwrap()).unwrap();
+        assert_eq!((got.pipeline.name.as_str(), got.pipeline.description.as_str()), ("my-scanner", "by path"));
+        assert_eq!(got.source, Source::File { path: file, origin: Origin::Option("--pipeline") });
+    }
+
     /// A folder asked for by option or variable must exist; a broken file is an error naming it.
     #[test]
     fn missing_folder_and_broken_file() {
