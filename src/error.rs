@@ -18,6 +18,10 @@ pub enum Error {
     #[error("weights do not fit {variant}: tensor `{name}`: {problem}")]
     Weights { variant: String, name: String, problem: String },
 
+    /// A weights file named by `--weights` or `LIGHTUNET_WEIGHTS` (`origin`) that is not there.
+    #[error("weights {} (from {origin}) do not exist", path.display())]
+    MissingWeights { path: PathBuf, origin: String },
+
     #[error("cannot read checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
 

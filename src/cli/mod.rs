@@ -9,6 +9,7 @@ mod outputs;
 mod predict;
 mod train;
 mod pipeline;
+mod weights;
 
 #[derive(Debug, Parser)]
 #[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]

@@ -3,7 +3,7 @@
 //! output is finalised, and a second Ctrl-C exits at once.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,30 +11,29 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use lightunet::assets::{Catalog, Lookup, Source};
 use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
 use lightunet::pipeline::{
-    run_staged, write_phantom_clip, Job, Mode, NamedPipeline, OverlayStyle, ProcessConfig, Report, Roi, Segmenter,
-    SinkSpec, SourceSpec, UNetSegmenter,
+    run_staged, write_phantom_clip, Job, Mode, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
+    SourceSpec, UNetSegmenter,
 };
 
-use super::model_cmds::load_or_random;
-use super::outputs::{input_file, pending, stage_json};
-
-/// The project's trained weights (shipped when present).
-const SHIPPED_WEIGHTS: &str = "pretrained_models/lighter_at1_busi.safetensors";
-/// A reference Lighter@1 trained on BUSI (PyTorch names), present only on the team's machines.
-const REFERENCE_WEIGHTS: &str = "../shared/anchors/torch_lighter_at1_busi_f16.safetensors";
+use super::outputs::{pending, stage_json};
+use super::weights::Chosen;
 
 #[derive(Debug, Args, Clone)]
 pub struct ModelOpts {
-    /// Variant (unet, light, lighter@C).
-    #[arg(long, default_value = "lighter@1")]
-    model: Variant,
-    /// Weights (safetensors, PyTorch names). Default: pretrained_models/lighter_at1_busi.safetensors,
-    /// else the reference weights in ../shared when present; `random` for a plumbing run.
+    /// Variant (unet, light, lighter@C). Default: the weights' config.json (`<name>.config.json`
+    /// or `config.json` beside them; built in for the embedded weights), else lighter@1.
     #[arg(long)]
+    model: Option<Variant>,
+    /// Weights (safetensors, PyTorch names), or `random` for a plumbing run. Default:
+    /// $LIGHTUNET_WEIGHTS, else weights.safetensors in $XDG_CONFIG_HOME/lightunet
+    /// (~/.config/lightunet), else in /usr/share/lightunet, else the embedded Lighter U-net@1
+    /// trained on BUSI. The run says which it used.
+    #[arg(long, value_name = "FILE")]
     weights: Option<String>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
@@ -142,10 +141,13 @@ pub struct LiveArgs {
     /// Values for a named pipeline's ${var} placeholders, e.g. --set port=5000.
     #[arg(long = "set", value_name = "VAR=VALUE")]
     set: Vec<String>,
-    /// Folder of named pipelines.
-    #[arg(long, default_value = "pipelines")]
-    pipelines_dir: PathBuf,
-    /// List the named pipelines and exit.
+    /// A folder of named pipelines looked in first (default: $LIGHTUNET_PIPELINES); then
+    /// $XDG_CONFIG_HOME/lightunet/pipelines (~/.config/lightunet/pipelines),
+    /// /usr/share/lightunet/pipelines, and the pipelines embedded in the binary. A file hides the
+    /// pipeline of the same name further down.
+    #[arg(long, value_name = "DIR")]
+    pipelines_dir: Option<PathBuf>,
+    /// List the named pipelines, where each comes from and what it overrides, and exit.
     #[arg(long)]
     list: bool,
     /// Frames the queue holds before the oldest is dropped (default 1: the lowest latency).
@@ -287,51 +289,26 @@ fn stop_flag() -> Arc<AtomicBool> {
     super::interrupt::install("finishing: the output will be finalised", FINISH_GRACE)
 }
 
-fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
-    if let Some(w) = opt {
-        if w == "random" {
-            tracing::warn!("random weights: the masks are meaningless (plumbing and timing only)");
-            return Ok(None);
-        }
-        let p = PathBuf::from(w);
-        input_file("--weights", &p)?;
-        return Ok(Some(p));
-    }
-    let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
-    for root in &roots {
-        let p = root.join(SHIPPED_WEIGHTS);
-        if p.is_file() {
-            return Ok(Some(p));
-        }
-    }
-    for root in &roots {
-        let p = root.join(REFERENCE_WEIGHTS);
-        if p.is_file() {
-            tracing::warn!(
-                "{SHIPPED_WEIGHTS} is not there yet: using the reference weights {} (for comparison only; never shipped)",
-                p.display()
-            );
-            return Ok(Some(p));
-        }
-    }
-    bail!("no weights: {SHIPPED_WEIGHTS} is missing; pass --weights <file.safetensors> (or --weights random for a plumbing run)")
-}
-
-fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::InferenceNet, Device)> {
+/// The model: its segmenter, the network itself (for `bench pipeline`'s model-only timing), the
+/// device, and the weights and variant chosen.
+fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::InferenceNet, Device, Chosen)> {
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
         bail!("the CPU path runs in f32 only");
     }
-    let weights = resolve_weights(&opts.weights)?;
-    let net = load_or_random(opts.model, weights.as_ref(), &device)?.to_device_dtype(&device, dtype)?;
+    let chosen = match opts.weights.as_deref() {
+        Some("random") => Chosen::random(opts.model.unwrap_or(Variant::Lighter(1))),
+        file => Chosen::new(file.map(Path::new), opts.model, Some(Variant::Lighter(1)))?,
+    };
+    let net = chosen.load(&device)?.to_device_dtype(&device, dtype)?;
     tracing::info!(
-        "model {} on {} ({})",
-        opts.model,
+        "model {} on {}, weights: {}",
+        chosen.variant,
         if device.is_cuda() { "cuda" } else { "cpu" },
-        weights.as_ref().map_or("random weights".into(), |p| p.display().to_string())
+        chosen.describe()
     );
-    Ok((Box::new(UNetSegmenter::new(net.clone())), net, device))
+    Ok((Box::new(UNetSegmenter::new(net.clone())), net, device, chosen))
 }
 
 /// Whether a sink description shows video in a window (autovideosink, xvimagesink, glimagesink...).
@@ -407,7 +384,7 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     }
     plan.check()?;
     let report_file = pending("report", &args.report, args.overwrite)?;
-    let (seg, _, _) = segmenter(&args.model)?;
+    let (seg, _, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
     let (report, mut staged) = run_staged(job, seg).context("process")?;
     if report.counters.frames_out == 0 {
@@ -420,16 +397,12 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
 }
 
 pub fn live(args: LiveArgs) -> anyhow::Result<()> {
+    let catalog = Lookup::from_env().pipelines(args.pipelines_dir.as_deref());
     if args.list {
-        let listing = NamedPipeline::list(&args.pipelines_dir)?;
-        for p in &listing.valid {
-            println!("{:<20} {}", p.name, p.description);
-        }
-        for bad in &listing.invalid {
-            println!("{:<20} INVALID: {}", bad.name, bad.error);
-        }
-        if !listing.invalid.is_empty() {
-            bail!("{} of the pipelines in {} cannot be loaded (flagged above)", listing.invalid.len(), args.pipelines_dir.display());
+        let (text, invalid) = list_pipelines(&catalog)?;
+        print!("{text}");
+        if invalid > 0 {
+            bail!("{invalid} of the pipelines cannot be loaded (flagged INVALID above)");
         }
         return Ok(());
     }
@@ -437,7 +410,9 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     let mut roi = args.processing.roi;
     let (source, sink) = match &args.pipeline {
         Some(name) => {
-            let p = NamedPipeline::load(&args.pipelines_dir, name)?;
+            let found = catalog.get(name)?;
+            tracing::info!("pipeline `{name}` from {}", found.source);
+            let p = found.pipeline;
             let mut vars = BTreeMap::new();
             for kv in &args.set {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected VAR=VALUE"))?;
@@ -486,7 +461,7 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     plan.check()?;
     let writes_files = matches!(job.output, SinkSpec::File { .. }) || job.metadata.is_some() || args.report.is_some();
     let report_file = pending("report", &args.report, args.overwrite)?;
-    let (seg, _, _) = segmenter(&args.model)?;
+    let (seg, _, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
     if let Some(d) = args.duration {
         let stop = job.stop.clone();
@@ -504,6 +479,35 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
     staged.commit()?;
     finish(&report, false)
+}
+
+/// `live --list`: each pipeline with its description, where it comes from and what it hides,
+/// then the folders looked in.
+fn list_pipelines(catalog: &Catalog) -> anyhow::Result<(String, usize)> {
+    let mut s = String::new();
+    let listing = catalog.list()?;
+    for p in &listing.valid {
+        s.push_str(&format!("{:<20} {}\n", p.pipeline.name, p.pipeline.description));
+        let mut from = format!("{:<20} from {}", "", p.source);
+        if p.same_as_embedded {
+            from.push_str(", the same as the embedded one");
+        } else if !p.hides.is_empty() {
+            let hidden: Vec<String> = p.hides.iter().map(|h| if *h == Source::Embedded { "the embedded one".into() } else { h.to_string() }).collect();
+            from.push_str(&format!(", overrides {}", hidden.join(" and ")));
+        }
+        s.push_str(&from);
+        s.push('\n');
+    }
+    for bad in &listing.invalid {
+        s.push_str(&format!("{:<20} INVALID: {}\n", bad.name, bad.error));
+    }
+    let folders: Vec<String> = catalog.folders().iter().map(|(d, o)| format!("{} ({o})", d.display())).collect();
+    s.push_str(&format!(
+        "\nlooked in: {}{}the pipelines embedded in the binary (a folder that does not exist is skipped)\n",
+        folders.join(", "),
+        if folders.is_empty() { "" } else { ", then " }
+    ));
+    Ok((s, listing.invalid.len()))
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -593,7 +597,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     plan.check()?;
     let report_file = pending("report", &args.report, args.overwrite)?;
     let plot_file = pending("plot", &args.plot, args.overwrite)?;
-    let (seg, net, device) = segmenter(&args.model)?;
+    let (seg, net, device, chosen) = segmenter(&args.model)?;
     // The ratio the pipeline is judged by is against the model one frame at a time; when recorded
     // mode batches, the model at that batch is timed too, so that both ratios are shown. Each is
     // timed before and after the run and the two medians averaged: on a shared machine the speed
@@ -615,7 +619,8 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let batched = before.1.zip(after.1).map(|(a, b)| mean(a, b));
     let thirds = lightunet::pipeline::end_to_end_thirds(&report.records);
     let json = serde_json::json!({
-        "source": args.source, "sink": args.sink, "mode": report.mode, "variant": args.model.model.to_string(),
+        "source": args.source, "sink": args.sink, "mode": report.mode, "variant": chosen.variant.to_string(),
+        "weights": chosen.describe(),
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
         "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs,
                         "median_ms_before": before.0 .0, "median_ms_after": after.0 .0 },

@@ -11,7 +11,7 @@
 //! a temporary folder and moved into OUT at the end (an earlier run's results there only with
 //! --overwrite), so a failed run leaves OUT as it was.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -19,25 +19,29 @@ use lightunet::atomic_write::write_atomic;
 use lightunet::device::parse_device;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::metrics::{Metrics, Summary};
-use lightunet::model::{InferenceNet, Variant};
+use lightunet::model::Variant;
 use lightunet::output::{discard_pending, OutputPlan, PendingDir, Staged};
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
 
-use super::outputs::input_file;
+use super::weights::Chosen;
 
 /// What predict writes into --out.
 const WRITES: [&str; 4] = ["masks", "overlays", "metrics.json", "metrics.csv"];
 
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Variant (unet, light, lighter@C); read from config.json next to the weights when absent.
+    /// Variant (unet, light, lighter@C); read from the config.json beside the weights
+    /// (`<name>.config.json` or `config.json`) when absent.
     #[arg(long)]
     model: Option<Variant>,
-    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors.
-    #[arg(long)]
-    weights: PathBuf,
+    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors. Default:
+    /// $LIGHTUNET_WEIGHTS, else weights.safetensors in $XDG_CONFIG_HOME/lightunet
+    /// (~/.config/lightunet), else in /usr/share/lightunet, else the embedded Lighter U-net@1
+    /// trained on BUSI.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Folder of images (PNG, JPEG, BMP, TIFF; grey or colour; 8 or 16 bit).
     #[arg(long)]
     images: PathBuf,
@@ -69,41 +73,13 @@ pub struct PredictArgs {
     overwrite: bool,
 }
 
-/// Where the weights' configuration may be: `<stem>.config.json` beside them (how weights are
-/// shipped: `lighter_at1_busi.safetensors` and `lighter_at1_busi.config.json`), then the run
-/// directory's `config.json` (how `train` writes them).
-fn sidecar_paths(weights: &Path) -> Vec<PathBuf> {
-    let mut paths = Vec::new();
-    if let Some(stem) = weights.file_stem() {
-        paths.push(weights.with_file_name(format!("{}.config.json", stem.to_string_lossy())));
-    }
-    paths.push(weights.with_file_name("config.json"));
-    paths
-}
-
-/// Variant and input size from the weights' configuration (see [`sidecar_paths`]), if there is one.
-fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
-    let Some((path, text)) = sidecar_paths(weights).into_iter().find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t))) else {
-        return (None, None);
-    };
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-        tracing::warn!("{} is not valid JSON; ignored", path.display());
-        return (None, None);
-    };
-    let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
-    let size = json["preprocessing"]["size"].as_u64().and_then(|s| usize::try_from(s).ok());
-    tracing::info!("{}: variant {}, input size {}", path.display(), variant.map_or("?".into(), |v: Variant| v.to_string()), size.map_or("?".into(), |s| s.to_string()));
-    (variant, size)
-}
-
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    input_file("--weights", &args.weights)?;
-    let (side_variant, side_size) = sidecar(&args.weights);
-    let Some(variant) = args.model.or(side_variant) else {
-        let looked: Vec<String> = sidecar_paths(&args.weights).iter().map(|p| p.display().to_string()).collect();
-        bail!("--model is required (no configuration with a variant beside the weights: looked for {})", looked.join(" and "));
+    let chosen = Chosen::new(args.weights.as_deref(), args.model, None)?;
+    let variant = chosen.variant;
+    let size = match args.size {
+        Some(size) => size,
+        None => chosen.input_size()?.unwrap_or(256),
     };
-    let size = args.size.or(side_size).unwrap_or(256);
     lightunet::model::check_input(args.batch, size, size).context("--size and --batch")?;
     if !(0.0..1.0).contains(&args.threshold) {
         bail!("--threshold must be in [0, 1), got {}", args.threshold);
@@ -117,7 +93,10 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         }
     }
     let mut plan = OutputPlan::new();
-    plan.input("--weights", &args.weights).input_folder("--images", &args.images);
+    if let Some(w) = chosen.weights.as_ref().and_then(|w| w.path()) {
+        plan.input("--weights", w);
+    }
+    plan.input_folder("--images", &args.images);
     if let Some(m) = &args.masks {
         plan.input_folder("--masks", m);
     }
@@ -131,7 +110,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     })
     .context("installing the Ctrl-C handler")?;
     let device = parse_device(&args.device)?;
-    let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let net = chosen.load(&device)?;
+    tracing::info!("model {variant}, weights: {}", chosen.describe());
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
     let predictor = Predictor::new(net, size, post)?;
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
@@ -213,7 +193,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 
     let report = Report {
         model: variant.to_string(),
-        weights: args.weights.clone(),
+        weights: chosen.describe(),
         size,
         post,
         images: rows,

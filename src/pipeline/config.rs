@@ -494,13 +494,14 @@ impl NamedPipeline {
                 PipelineError::Io { path: path.clone(), source: e }
             }
         })?;
-        Self::parse(&text, stem, &path)
+        Self::from_toml(stem, &path.display().to_string(), &text)
     }
 
-    /// A pipeline from the text of its file; also checks its `queue` and `roi`, so that a bad
-    /// value is found when the file is read, not when a run starts.
-    fn parse(text: &str, name: &str, path: &Path) -> Result<NamedPipeline> {
-        let bad = |m: String| PipelineError::Config(format!("{}: {m}", path.display()));
+    /// A pipeline from the text of its TOML file (a file, or one embedded in the binary:
+    /// `crate::assets::pipelines`); `origin` names it in errors. Also checks its `queue` and
+    /// `roi`, so that a bad value is found when the file is read, not when a run starts.
+    pub fn from_toml(name: &str, origin: &str, text: &str) -> Result<NamedPipeline> {
+        let bad = |m: String| PipelineError::Config(format!("{origin}: {m}"));
         let mut p: NamedPipeline = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         p.name = name.to_string();
         if let Some(q) = p.queue {
@@ -526,7 +527,7 @@ impl NamedPipeline {
             let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let loaded = std::fs::read_to_string(&path)
                 .map_err(|e| PipelineError::Io { path: path.clone(), source: e })
-                .and_then(|text| Self::parse(&text, &name, &path));
+                .and_then(|text| Self::from_toml(&name, &path.display().to_string(), &text));
             match loaded {
                 Ok(p) => listing.valid.push(p),
                 Err(e) => listing.invalid.push(InvalidPipeline { name, path, error: e.to_string() }),

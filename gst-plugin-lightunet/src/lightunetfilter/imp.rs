@@ -58,7 +58,7 @@ use lightunet::pipeline::{
     PipelineError, PixelFormat, ProcessConfig, Roi, Segmenter, UNetSegmenter,
 };
 
-use super::weights::default_weights;
+use lightunet::assets::Lookup;
 use super::{Mode, Overlay};
 
 /// The element message's structure name.
@@ -589,12 +589,24 @@ fn load_net(weights: Option<&str>, asked: Option<Variant>, device: &Device) -> R
     }
     let path = match weights {
         Some(p) => std::path::PathBuf::from(p),
-        None => default_weights().ok_or_else(|| {
-            gst::error_msg!(
-                gst::ResourceError::NotFound,
-                ("lightunet: no default weights ({} not found); set the `weights` property", super::weights::SHIPPED_WEIGHTS)
-            )
-        })?,
+        // The lookup every subcommand uses: LIGHTUNET_WEIGHTS, the user's and the system's
+        // folders, then the weights embedded in the library.
+        None => {
+            let w = Lookup::from_env()
+                .weights(None)
+                .map_err(|e| gst::error_msg!(gst::ResourceError::NotFound, ("lightunet: default weights: {e}")))?;
+            match w.path() {
+                // A user's or the system's weights file: loaded like any file below.
+                Some(p) => p.to_path_buf(),
+                None => {
+                    let variant = match asked {
+                        Some(v) => v,
+                        None => w.config().map_err(|e| settings_err(e.to_string()))?.variant.unwrap_or(Variant::Lighter(1)),
+                    };
+                    return w.load(variant, device).map_err(|e| settings_err(format!("weights {w}: {e}")));
+                }
+            }
+        }
     };
     if !path.is_file() {
         return Err(gst::error_msg!(gst::ResourceError::NotFound, ("lightunet: weights {} do not exist", path.display())));

@@ -5,7 +5,6 @@ use gst::glib;
 use gst::prelude::*;
 
 mod imp;
-mod weights;
 
 pub use imp::{MASK_PARAMS, MESSAGE_NAME, ROI_TYPE};
 
