@@ -288,3 +288,49 @@ fn defaults_train_as_the_original_recipe() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
+
+/// The train flags reach the run's recipe; with a step schedule --min-epochs defaults to
+/// --epochs; a warm-up without a step schedule, --augment with --no-augment, and a recipe
+/// flag on --resume are refused.
+#[test]
+fn train_cli_options_reach_the_recipe() {
+    use std::process::Command;
+    let root = temp_dir("recipes-cli");
+    write_dataset(&root, 4, 2, 32);
+    let train = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_lightunet"))
+            .args(["train", "--model", "lighter@1", "--size", "32", "--batch", "2", "--quiet", "--data"])
+            .arg(&root)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let run = root.join("run");
+    let out = train(&[
+        "--out", run.to_str().unwrap(), "--epochs", "3", "--max-steps", "1", "--loss", "bce-dice", "--schedule", "cosine",
+        "--warmup-epochs", "1", "--ema", "0.99", "--augment", "us",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, meta) = load_tensors(&run.join(CHECKPOINT_FILE)).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&meta["config"]).unwrap();
+    assert_eq!(cfg["loss"], "bce-dice");
+    assert_eq!(cfg["schedule"], "cosine");
+    assert_eq!(cfg["warmup_epochs"], 1);
+    assert_eq!(cfg["ema"], 0.99);
+    assert_eq!(cfg["augment_set"], "us");
+    assert_eq!(cfg["min_epochs"], 3);
+    let state: serde_json::Value = serde_json::from_str(&meta["state"]).unwrap();
+    assert_eq!(state["step_schedule"]["total_steps"], 6);
+
+    let stderr = |o: std::process::Output| {
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = stderr(train(&["--out", root.join("b").to_str().unwrap(), "--warmup-epochs", "1"]));
+    assert!(e.contains("--schedule cosine or one-cycle"), "{e}");
+    let e = stderr(train(&["--out", root.join("c").to_str().unwrap(), "--augment", "us", "--no-augment"]));
+    assert!(e.contains("cannot be used with"), "{e}");
+    let e = stderr(Command::new(env!("CARGO_BIN_EXE_lightunet")).args(["train", "--ema", "0.5", "--resume"]).arg(&run).output().unwrap());
+    assert!(e.contains("cannot be used with"), "{e}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -66,7 +66,7 @@ pub struct TrainArgs {
     write_resized: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped (the recipe comes from its
     /// checkpoint; only --epochs and --max-steps may be changed).
-    #[arg(long, conflicts_with_all = ["data", "model", "out", "schedule", "warmup_epochs", "ema", "augment", "min_epochs"])]
+    #[arg(long, conflicts_with_all = ["data", "model", "out", "schedule", "warmup_epochs", "ema", "augment"])]
     resume: Option<PathBuf>,
     /// Start from these weights (safetensors, PyTorch names, e.g. a shipped model) instead of a
     /// fresh initialisation: fine-tuning. The optimizer and schedule start fresh.
