@@ -37,10 +37,13 @@ pub mod pointwise_train;
 mod separable;
 #[cfg(target_arch = "x86_64")]
 mod separable_cpu;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod train_cpu;
 mod upsample;
 
 pub use grouped_conv::{conv3x3_bias_act, grouped_conv3x3, WIDE_GROUP};
 pub use input::ConvInput;
+pub(crate) use input::up_padding;
 pub use pointwise::{bias_act, pointwise};
 pub use separable::{double_separable_fused, separable_cuda, separable_fused, SeparableWeights};
 pub use upsample::upsample2x;
