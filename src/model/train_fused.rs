@@ -44,7 +44,7 @@ use super::arch::{Arch, BlockKind};
 use super::capabilities::Capabilities;
 use super::layers::{BatchNorm, ConvParams, SeparableConv};
 use super::ops::train_cpu::{
-    ac_taps, act_axpy, act_row, block, cpu_f32, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint, pool_row,
+    ac_taps, act_axpy, act_row, block, cpu_f32, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint_sums, pool_row, prefetch,
     shifted_chunk_sums, stencil3x3, stencil3x3_exact, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, OutPtr, UpChunk, KC,
     MR, NR, NT_COLS, STAT_CHUNK,
 };
@@ -80,7 +80,8 @@ pub(super) fn runs(arch: &Arch, sets: &[SetRef], x: &Tensor) -> Result<bool> {
         if !(caps.avx512 && caps.cpu_train_fused && x.device().is_cpu() && x.dtype() == DType::F32) {
             return Ok(false);
         }
-        if !super::ops::train_cpu::available() || arch.head().c_out >= MR {
+        // The head's gradient path takes one output channel (the family's only head).
+        if !super::ops::train_cpu::available() || arch.head().c_out != 1 {
             return Ok(false);
         }
         for s in sets {
@@ -329,6 +330,9 @@ pub(super) struct Workspace {
     g: Vec<Vec<f32>>,
     /// Per-task partial 1x1 weight gradients.
     partial: Vec<f32>,
+    /// Per set: BatchNorm's backward sums per channel (`grad_sums`), left by the pass that
+    /// completed the set's output gradient.
+    sums: Vec<Vec<[f64; 3]>>,
 }
 
 /// Grows `v` to `len` (buffers are reused from step to step; new parts start zeroed).
@@ -425,7 +429,7 @@ impl CustomOp3 for TrainStep {
         if slices[3].len() != plan.n * plan.head_co * plan.hw(plan.sets.len() - 1) {
             candle_core::bail!("fused training: gradient {:?}", grad.dims());
         }
-        let dp = backward(plan, ws, slices[0], slices[1], slices[2], slices[3]);
+        let dp = backward(plan, ws, slices[0], slices[1], slices[2], slices[3])?;
         let dp = Tensor::from_vec(dp, params.dims(), params.device())?;
         Ok((None, None, Some(dp)))
     }
@@ -447,11 +451,43 @@ impl Src<'_> {
         }
     }
 
+    /// The memory [`src_row`] reads for row `y` of channel `cc` of image `ni`: start and
+    /// length in floats (for prefetching).
+    fn run(&self, ni: usize, cc: usize, y: usize, (h, w): (usize, usize)) -> (*const f32, usize) {
+        match *self {
+            Src::Image { data, c } => (data.as_ptr().wrapping_add(((ni * c + cc) * h + y) * w), w),
+            Src::Act { z, c, .. } => (z.as_ptr().wrapping_add(((ni * c + cc) * h + y) * w), w),
+            Src::Pool { z, c, h: ih, w: iw, .. } => (z.as_ptr().wrapping_add((ni * c + cc) * ih * iw + 2 * y * iw), 2 * iw),
+            Src::Up { z, c, h: sh, w: sw, top, .. } => {
+                if y < top || y >= top + 2 * sh {
+                    return (z.as_ptr(), 0);
+                }
+                let (r0, r1, _) = ac_taps(y - top, sh);
+                (z.as_ptr().wrapping_add((ni * c + cc) * sh * sw + r0 * sw), (r1 + 1 - r0) * sw)
+            }
+        }
+    }
+
     fn up_table(&self) -> Option<Vec<UpChunk>> {
         match *self {
             Src::Up { w, .. } => Some(up_chunks(w)),
             _ => None,
         }
+    }
+}
+
+/// `(source, channel within it)` for every input channel, in order.
+fn channel_list(srcs: &[Src]) -> Vec<(usize, usize)> {
+    srcs.iter().enumerate().flat_map(|(i, s)| (0..s.channels()).map(move |cc| (i, cc))).collect()
+}
+
+/// Prefetches the memory of row `y` of input channel `ch + 1` (if any): each channel's rows
+/// are a short run of a map far bigger than the caches, which the hardware prefetcher barely
+/// sees.
+fn prefetch_next(srcs: &[Src], chans: &[(usize, usize)], ch: usize, ni: usize, y: usize, hw: (usize, usize)) {
+    if let Some(&(si, cc)) = chans.get(ch + 1) {
+        let (p, len) = srcs[si].run(ni, cc, y, hw);
+        prefetch(p, len);
     }
 }
 
@@ -620,6 +656,7 @@ fn forward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32]) 
     ws.stats.resize_with(ns, Stats::default);
     ws.dx.resize_with(ns, Vec::new);
     ws.g.resize_with(ns, Vec::new);
+    ws.sums.resize_with(ns, Vec::new);
     for s in 0..ns {
         let mut z = std::mem::take(&mut ws.z[s]);
         let stats = {
@@ -647,7 +684,7 @@ fn forward_set(plan: &Plan, s: usize, srcs: &[Src], wt: &SetParams, z: &mut Vec<
     let bands = h.div_ceil(rows);
     let per_band = (rows * w).div_ceil(STAT_CHUNK);
     let ups: Vec<Option<Vec<UpChunk>>> = srcs.iter().map(Src::up_table).collect();
-    let band = BandFwd { h, w, ci, co, srcs, ups: &ups, wt, zero_bias: &vec![0f32; co] };
+    let band = BandFwd { h, w, ci, co, srcs, ups: &ups, wt, zero_bias: &vec![0f32; co], chans: channel_list(srcs) };
     // The shift: the first value of each channel (image 0, pixel 0), from the first row
     // computed alone; the band that computes it again gets the same bits.
     let mut first = vec![0f32; co * w];
@@ -716,6 +753,7 @@ struct BandFwd<'a> {
     ups: &'a [Option<Vec<UpChunk>>],
     wt: &'a SetParams<'a>,
     zero_bias: &'a [f32],
+    chans: Vec<(usize, usize)>,
 }
 
 impl BandFwd<'_> {
@@ -731,23 +769,21 @@ impl BandFwd<'_> {
         sc.rows_for(w);
         grow(&mut sc.rows, (nr + 2) * w);
         grow(&mut sc.d, ci * px);
-        let mut c = 0;
-        for (src, up) in self.srcs.iter().zip(self.ups) {
-            for cc in 0..src.channels() {
-                sc.ptrs.clear();
-                for i in 0..nr + 2 {
-                    let y = (y0 + i) as isize - 1;
-                    if y < 0 || y >= h as isize {
-                        sc.ptrs.push(sc.zero.as_ptr());
-                    } else {
-                        let dst = sc.rows.as_mut_ptr().add(i * w);
-                        let row = src_row(src, up.as_deref(), ni, cc, y as usize, (h, w), dst, &mut sc.tmp);
-                        sc.ptrs.push(row);
-                    }
+        for (c, &(si, cc)) in self.chans.iter().enumerate() {
+            let (src, up) = (&self.srcs[si], &self.ups[si]);
+            sc.ptrs.clear();
+            for i in 0..nr + 2 {
+                let y = (y0 + i) as isize - 1;
+                if y < 0 || y >= h as isize {
+                    sc.ptrs.push(sc.zero.as_ptr());
+                } else {
+                    prefetch_next(self.srcs, &self.chans, c, ni, y as usize, (h, w));
+                    let dst = sc.rows.as_mut_ptr().add(i * w);
+                    let row = src_row(src, up.as_deref(), ni, cc, y as usize, (h, w), dst, &mut sc.tmp);
+                    sc.ptrs.push(row);
                 }
-                stencil3x3_exact(&sc.ptrs, nr, w, kernel(self.wt.dw_w, c), self.wt.dw_b[c], sc.d.as_mut_ptr().add(c * px), w);
-                c += 1;
             }
+            stencil3x3_exact(&sc.ptrs, nr, w, kernel(self.wt.dw_w, c), self.wt.dw_b[c], sc.d.as_mut_ptr().add(c * px), w);
         }
         let mut p0 = 0;
         while p0 < px {
@@ -806,7 +842,7 @@ impl DySrc<'_> {
     }
 }
 
-fn backward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32], g: &[f32]) -> Vec<f32> {
+fn backward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32], g: &[f32]) -> candle_core::Result<Vec<f32>> {
     let mut dp = vec![0f32; plan.total_params()];
     let hb = plan.head_range(1);
     let hw0 = plan.hw(plan.sets.len() - 1);
@@ -814,23 +850,29 @@ fn backward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32],
         *d = (0..plan.n).map(|ni| g[(ni * plan.head_co + o) * hw0..][..hw0].iter().map(|&v| f64::from(v)).sum::<f64>()).sum::<f64>() as f32;
     }
     for s in (0..plan.sets.len()).rev() {
-        backward_set(plan, s, ws, x, keep, p, g, &mut dp);
+        backward_set(plan, s, ws, x, keep, p, g, &mut dp)?;
         route(plan, s, ws, keep);
     }
-    dp
+    Ok(dp)
 }
 
-/// One set's backward: its parameter gradients into `dp`, its input gradient into `ws.dx[s]`.
+/// One set's backward: its parameter gradients into `dp`, its input gradient into `ws.dx[s]`
+/// (and, for a Map input, the producer's BatchNorm sums into `ws.sums`).
 #[allow(clippy::too_many_arguments)]
-fn backward_set(plan: &Plan, s: usize, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32], g: &[f32], dp: &mut [f32]) {
+fn backward_set(plan: &Plan, s: usize, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32], g: &[f32], dp: &mut [f32]) -> candle_core::Result<()> {
     let mut dx = std::mem::take(&mut ws.dx[s]);
     let mut partial = std::mem::take(&mut ws.partial);
-    backward_set_in(plan, s, ws, (x, keep, p, g), &mut dx, &mut partial, dp);
+    let done = backward_set_in(plan, s, ws, (x, keep, p, g), &mut dx, &mut partial, dp);
     ws.dx[s] = dx;
     ws.partial = partial;
+    if let (Input::Map(pr), Some(sums)) = (plan.sets[s].input, done?) {
+        ws.sums[pr] = sums;
+    }
+    Ok(())
 }
 
-/// [`backward_set`] with the set's own buffers taken out of the workspace.
+/// [`backward_set`] with the set's own buffers taken out of the workspace; returns the sums of
+/// a Map input's producer.
 #[allow(clippy::too_many_arguments)]
 fn backward_set_in(
     plan: &Plan,
@@ -840,7 +882,7 @@ fn backward_set_in(
     dx: &mut Vec<f32>,
     partial: &mut Vec<f32>,
     dp: &mut [f32],
-) {
+) -> candle_core::Result<Option<Vec<[f64; 3]>>> {
     let sp = &plan.sets[s];
     let (n, (h, w)) = (plan.n, plan.sizes[sp.level]);
     let (ci, co, hw) = (sp.ci, sp.co, h * w);
@@ -853,23 +895,28 @@ fn backward_set_in(
         DyLoc::G { set: u } => DySrc::Map { data: &ws.g[u], img: co * hw, off: 0 },
     };
 
-    // BatchNorm's sums over the output gradient, per plane, added over images in order.
-    let sums: Vec<[f64; 3]> = (0..n * co)
-        .into_par_iter()
-        .map(|t| {
-            let (ni, o) = (t / co, t % co);
-            let (d, f) = dy.plane(ni, o, hw);
-            // SAFETY: AVX-512F (`runs`); planes of `hw` floats inside their maps.
-            unsafe { grad_sums(d, f, z.as_ptr().add((ni * co + o) * hw), hw, st.act(o)) }
-        })
-        .collect();
+    // BatchNorm's sums over the output gradient: from the pass that completed it, or (the
+    // head's gradient, never stored) here, per plane, added over images in order.
+    let totals: Vec<[f64; 3]> = if sp.dy == DyLoc::Head {
+        let sums: Vec<[f64; 3]> = (0..n * co)
+            .into_par_iter()
+            .map(|t| {
+                let (ni, o) = (t / co, t % co);
+                let (d, f) = dy.plane(ni, o, hw);
+                // SAFETY: AVX-512F (`runs`); planes of `hw` floats inside their maps.
+                unsafe { grad_sums(d, f, z.as_ptr().add((ni * co + o) * hw), hw, st.act(o)) }
+            })
+            .collect();
+        (0..co).map(|o| add_in_order((0..n).map(|ni| sums[ni * co + o]))).collect()
+    } else {
+        ws.sums[s].clone()
+    };
+    if totals.len() != co {
+        candle_core::bail!("fused training: set {s} has {} BatchNorm sums for {co} channels", totals.len());
+    }
     let m = (n * hw) as f64;
     let mut coef = Vec::with_capacity(co);
-    for o in 0..co {
-        let total = (0..n).fold([0f64; 3], |a, ni| {
-            let v = sums[ni * co + o];
-            [a[0] + v[0], a[1] + v[1], a[2] + v[2]]
-        });
+    for (o, total) in totals.iter().enumerate() {
         let invstd = f64::from(st.invstd[o]);
         let (dbeta, dgamma) = (total[0], total[1] * invstd);
         let a = f64::from(st.gamma[o]) * invstd;
@@ -896,6 +943,14 @@ fn backward_set_in(
     partial.par_iter_mut().for_each(|v| *v = 0.0);
     let mut pwb = vec![0f64; tasks * co];
     let mut dwg = vec![0f64; tasks * ci * 10];
+    // A Map input's producer gets its BatchNorm sums from the input gradient rows as they are
+    // written.
+    let emit_sums = match sp.input {
+        Input::Map(pr) => Some((ws.z[pr].as_slice(), &ws.stats[pr])),
+        _ => None,
+    };
+    let esum_len = if emit_sums.is_some() { ci } else { 0 };
+    let mut esum = vec![[0f64; 3]; tasks * esum_len];
     // 1x1 weight transposed: the input gradient's GEMM weight, [ci][co].
     let mut pw_t = vec![0f32; ci * co];
     for o in 0..co {
@@ -906,23 +961,29 @@ fn backward_set_in(
     let zero_ci = vec![0f32; ci];
     let srcs = sources(plan, s, ws, x, keep);
     let ups: Vec<Option<Vec<UpChunk>>> = srcs.iter().map(Src::up_table).collect();
+    let chans = channel_list(&srcs);
     let dxp = OutPtr(dx.as_mut_ptr());
     let geo = BandGeo { h, w, ci, co, nr, has_dx };
+    let mut esum_chunks: Vec<&mut [[f64; 3]]> =
+        if esum_len > 0 { esum.chunks_mut(esum_len).collect() } else { (0..tasks).map(|_| &mut [][..]).collect() };
     partial
         .par_chunks_mut(co * ci)
         .zip(pwb.par_chunks_mut(co))
         .zip(dwg.par_chunks_mut(ci * 10))
+        .zip(esum_chunks.par_iter_mut())
         .enumerate()
-        .for_each(|(t, ((dpw, dpwb), ddw))| {
+        .for_each(|(t, (((dpw, dpwb), ddw), es))| {
             let (ni, k) = (t / strips, t % strips);
             let (ys, ye) = (h * k / strips, h * (k + 1) / strips);
             SCRATCH.with_borrow_mut(|sc| {
-                let ctx = BandCtx { geo, ni, srcs: &srcs, ups: &ups, wt: &wt, pw_t: &pw_t, zero_ci: &zero_ci, coef: &coef, dy, z, dx: dxp };
+                let ctx = BandCtx { geo, ni, srcs: &srcs, ups: &ups, chans: &chans, wt: &wt, pw_t: &pw_t, zero_ci: &zero_ci, coef: &coef, dy, z, dx: dxp, emit_sums };
+                let out = Partials { dpw, dpwb, ddw, esum: es };
                 // SAFETY: AVX-512F (`runs`); buffers sized from the plan and in `Strip::new`;
                 // tasks write disjoint row ranges of `dx` and their own partial sums.
-                unsafe { Strip::new(sc, &ctx, ys, ye).run(sc, &ctx, ys, ye, dpw, dpwb, ddw) };
+                unsafe { Strip::new(sc, &ctx, ys, ye).run(sc, &ctx, ys, ye, out) };
             });
         });
+    drop(esum_chunks);
 
     // Per-task sums, added in task order.
     let pw = plan.range(s, 2);
@@ -944,6 +1005,21 @@ fn backward_set_in(
         }
         dp[dbr + c] = (0..tasks).map(|t| dwg[(t * ci + c) * 10 + 9]).sum::<f64>() as f32;
     }
+    Ok(emit_sums.map(|_| (0..ci).map(|c| add_in_order((0..tasks).map(|t| esum[t * ci + c]))).collect()))
+}
+
+/// Adds per-task (or per-plane) sums in the order given.
+fn add_in_order(parts: impl Iterator<Item = [f64; 3]>) -> [f64; 3] {
+    parts.fold([0f64; 3], |a, v| [a[0] + v[0], a[1] + v[1], a[2] + v[2]])
+}
+
+/// What one backward task adds up: its share of the 1x1 weight and bias gradients, of the
+/// depthwise weight and bias gradients (`[ci][10]`), and of the Map producer's BatchNorm sums.
+struct Partials<'a> {
+    dpw: &'a mut [f32],
+    dpwb: &'a mut [f64],
+    ddw: &'a mut [f64],
+    esum: &'a mut [[f64; 3]],
 }
 
 #[derive(Clone, Copy)]
@@ -961,6 +1037,7 @@ struct BandCtx<'a> {
     ni: usize,
     srcs: &'a [Src<'a>],
     ups: &'a [Option<Vec<UpChunk>>],
+    chans: &'a [(usize, usize)],
     wt: &'a SetParams<'a>,
     pw_t: &'a [f32],
     zero_ci: &'a [f32],
@@ -968,6 +1045,8 @@ struct BandCtx<'a> {
     dy: DySrc<'a>,
     z: &'a [f32],
     dx: OutPtr,
+    /// The Map producer's `Z` and statistics, for its BatchNorm sums.
+    emit_sums: Option<(&'a [f32], &'a Stats)>,
 }
 
 /// The state of one strip of the backward: which rows of the input and of `dD` are in the
@@ -997,21 +1076,20 @@ impl Strip {
         Strip { xlo: ys, xhi: ys, xs, lo: ys, hi: ys, cs, e: ys }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run(&mut self, sc: &mut Scratch, c: &BandCtx, ys: usize, ye: usize, dpw: &mut [f32], dpwb: &mut [f64], ddw: &mut [f64]) {
+    unsafe fn run(&mut self, sc: &mut Scratch, c: &BandCtx, ys: usize, ye: usize, mut out: Partials) {
         let g = c.geo;
         if g.has_dx && ys > 0 {
             self.lo = ys - 1;
             self.hi = ys - 1;
-            self.produce(sc, c, ys - 1, ys, None, dpw, dpwb, ddw);
+            self.produce(sc, c, ys - 1, ys, None, &mut out);
         }
         let mut y = ys;
         while y < ye {
             let y1 = (y + g.nr).min(ye);
             let extra = usize::from(g.has_dx && y1 == ye && ye < g.h);
-            self.produce(sc, c, y, y1 + extra, Some((y, y1)), dpw, dpwb, ddw);
+            self.produce(sc, c, y, y1 + extra, Some((y, y1)), &mut out);
             if g.has_dx {
-                self.emit(sc, c, ye);
+                self.emit(sc, c, ye, out.esum);
             }
             y = y1;
         }
@@ -1019,8 +1097,7 @@ impl Strip {
 
     /// `dZ` and `dD` for rows `[a, b)`; for the owned rows among them also the input rows, the
     /// depthwise output, and their share of the parameter gradients.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn produce(&mut self, sc: &mut Scratch, c: &BandCtx, a: usize, b: usize, owned: Option<(usize, usize)>, dpw: &mut [f32], dpwb: &mut [f64], ddw: &mut [f64]) {
+    unsafe fn produce(&mut self, sc: &mut Scratch, c: &BandCtx, a: usize, b: usize, owned: Option<(usize, usize)>, out: &mut Partials) {
         let g = c.geo;
         let (w, ci, co, hw) = (g.w, g.ci, g.co, g.h * g.w);
         // The window keeps the rows the next input gradient rows still need.
@@ -1034,24 +1111,29 @@ impl Strip {
         }
         debug_assert_eq!(a, self.hi);
         let px = (b - a) * w;
-        for (o, bias_grad) in dpwb.iter_mut().enumerate().take(co) {
+        for (o, bias_grad) in out.dpwb.iter_mut().enumerate().take(co) {
+            if o + 1 < co {
+                let (d, _) = c.dy.plane(c.ni, o + 1, hw);
+                prefetch(d.wrapping_add(a * w), px);
+                prefetch(c.z.as_ptr().wrapping_add((c.ni * co + o + 1) * hw + a * w), px);
+            }
             let (d, f) = c.dy.plane(c.ni, o, hw);
             let zp = c.z.as_ptr().add((c.ni * co + o) * hw);
-            let out = sc.dz.as_mut_ptr().add(o * px);
+            let dzo = sc.dz.as_mut_ptr().add(o * px);
             match owned {
                 Some((oa, ob)) => {
                     // Owned rows count towards the bias gradient; a halo row below does not.
                     let (h0, h1) = ((oa - a) * w, (ob - a) * w);
                     if h0 > 0 {
-                        dz_row(d.add(a * w), f, zp.add(a * w), h0, c.coef[o], out);
+                        dz_row(d.add(a * w), f, zp.add(a * w), h0, c.coef[o], dzo);
                     }
-                    *bias_grad += dz_row(d.add(oa * w), f, zp.add(oa * w), h1 - h0, c.coef[o], out.add(h0));
+                    *bias_grad += dz_row(d.add(oa * w), f, zp.add(oa * w), h1 - h0, c.coef[o], dzo.add(h0));
                     if px > h1 {
-                        dz_row(d.add(ob * w), f, zp.add(ob * w), px - h1, c.coef[o], out.add(h1));
+                        dz_row(d.add(ob * w), f, zp.add(ob * w), px - h1, c.coef[o], dzo.add(h1));
                     }
                 }
                 None => {
-                    dz_row(d.add(a * w), f, zp.add(a * w), px, c.coef[o], out);
+                    dz_row(d.add(a * w), f, zp.add(a * w), px, c.coef[o], dzo);
                 }
             }
         }
@@ -1062,26 +1144,26 @@ impl Strip {
                 let rows = self.x_rows(sc, ch, oa, ob, g);
                 stencil3x3(&rows, ob - oa, w, kernel(c.wt.dw_w, ch), c.wt.dw_b[ch], sc.d.as_mut_ptr().add(ch * own), w);
             }
-            gemm_nt(sc.dz.as_ptr().add((oa - a) * w), px, sc.d.as_ptr(), own, (co, ci, own), dpw.as_mut_ptr(), ci, &mut sc.packt);
+            gemm_nt(sc.dz.as_ptr().add((oa - a) * w), px, sc.d.as_ptr(), own, (co, ci, own), out.dpw.as_mut_ptr(), ci, &mut sc.packt);
         }
         // dD = W^T dZ into the window.
-        let out = sc.win.as_mut_ptr().add((a - self.lo) * w);
+        let dd = sc.win.as_mut_ptr().add((a - self.lo) * w);
         if ci % MR == 0 {
             let mut p0 = 0;
             while p0 < px {
-                let at = Block { x: sc.dz.as_ptr().add(p0), x_stride: px, out: out.add(p0), out_stride: self.cs };
+                let at = Block { x: sc.dz.as_ptr().add(p0), x_stride: px, out: dd.add(p0), out_stride: self.cs };
                 block(at, c.pw_t, c.zero_ci, co, 0..ci / MR, NR.min(px - p0), false, &mut sc.packed);
                 p0 += NR;
             }
         } else {
-            narrow_chunk(Block { x: sc.dz.as_ptr(), x_stride: px, out, out_stride: self.cs }, c.pw_t, c.zero_ci, co, 0, px, false);
+            narrow_chunk(Block { x: sc.dz.as_ptr(), x_stride: px, out: dd, out_stride: self.cs }, c.pw_t, c.zero_ci, co, 0, px, false);
         }
         self.hi = b;
         if let Some((oa, ob)) = owned {
             for ch in 0..ci {
                 let rows = self.x_rows(sc, ch, oa, ob, g);
                 let gp = sc.win.as_ptr().add(ch * self.cs + (oa - self.lo) * w);
-                let acc: &mut [f64; 10] = (&mut ddw[ch * 10..ch * 10 + 10]).try_into().unwrap_or_else(|_| unreachable!());
+                let acc: &mut [f64; 10] = (&mut out.ddw[ch * 10..ch * 10 + 10]).try_into().unwrap_or_else(|_| unreachable!());
                 dw_grad(&rows, gp, w, ob - oa, w, acc);
             }
         }
@@ -1103,17 +1185,15 @@ impl Strip {
             }
             from = self.xhi;
         }
-        let mut ch = 0;
-        for (src, up) in c.srcs.iter().zip(c.ups) {
-            for cc in 0..src.channels() {
-                for y in from..nb {
-                    let dst = sc.x.as_mut_ptr().add(ch * self.xs + (y - na) * w);
-                    let row = src_row(src, up.as_deref(), c.ni, cc, y, (g.h, g.w), dst, &mut sc.tmp);
-                    if !std::ptr::eq(row, dst) {
-                        std::ptr::copy_nonoverlapping(row, dst, w);
-                    }
+        for (ch, &(si, cc)) in c.chans.iter().enumerate() {
+            let (src, up) = (&c.srcs[si], &c.ups[si]);
+            for y in from..nb {
+                prefetch_next(c.srcs, c.chans, ch, c.ni, y, (g.h, g.w));
+                let dst = sc.x.as_mut_ptr().add(ch * self.xs + (y - na) * w);
+                let row = src_row(src, up.as_deref(), c.ni, cc, y, (g.h, g.w), dst, &mut sc.tmp);
+                if !std::ptr::eq(row, dst) {
+                    std::ptr::copy_nonoverlapping(row, dst, w);
                 }
-                ch += 1;
             }
         }
         self.xlo = na;
@@ -1134,7 +1214,7 @@ impl Strip {
     }
 
     /// Writes the input gradient rows whose `dD` neighbours are all in the window.
-    unsafe fn emit(&mut self, sc: &mut Scratch, c: &BandCtx, ye: usize) {
+    unsafe fn emit(&mut self, sc: &mut Scratch, c: &BandCtx, ye: usize, esum: &mut [[f64; 3]]) {
         let g = c.geo;
         let (w, hw) = (g.w, g.h * g.w);
         let limit = if self.hi == g.h { g.h } else { self.hi - 1 }.min(ye);
@@ -1156,6 +1236,13 @@ impl Strip {
                 .collect();
             let out = c.dx.get().add((c.ni * g.ci + ch) * hw + self.e * w);
             stencil3x3(&rows, nr, w, &flipped, 0.0, out, w);
+            if let (Some((zp, st)), Some(es)) = (c.emit_sums, esum.get_mut(ch)) {
+                let at = zp.as_ptr().add((c.ni * g.ci + ch) * hw + self.e * w);
+                let v = grad_sums(out, 1.0, at, nr * w, st.act(ch));
+                for (t, x) in es.iter_mut().zip(v) {
+                    *t += x;
+                }
+            }
         }
         self.e = limit;
     }
@@ -1175,14 +1262,17 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             let img_u = plan.sets[u].ci * ihw;
             let mut buf = std::mem::take(&mut ws.dx[u]);
             let (g, z, st) = (&ws.dx[s], &ws.z[p], &ws.stats[p]);
-            buf.par_chunks_mut(img_u).enumerate().for_each(|(ni, img)| {
-                img[off * ihw..(off + cp) * ihw].par_chunks_mut(ihw).enumerate().for_each(|(c, dyp)| {
+            let mut sums = vec![[0f64; 3]; n * cp];
+            buf.par_chunks_mut(img_u).zip(sums.par_chunks_mut(cp)).enumerate().for_each(|(ni, (img, sums))| {
+                img[off * ihw..(off + cp) * ihw].par_chunks_mut(ihw).zip(sums.par_iter_mut()).enumerate().for_each(|(c, (dyp, sum))| {
                     let gp = &g[(ni * cp + c) * hw..][..hw];
                     let zp = &z[(ni * cp + c) * ihw..][..ihw];
-                    pool_adjoint(gp, zp, ih, iw, st.act(c), dyp);
+                    // SAFETY: AVX-512F (`runs`); planes of the sizes the kernel takes.
+                    *sum = unsafe { pool_adjoint_sums(gp.as_ptr(), zp.as_ptr(), ih, iw, st.act(c), dyp.as_mut_ptr()) };
                 });
             });
             ws.dx[u] = buf;
+            ws.sums[p] = (0..cp).map(|c| add_in_order((0..n).map(|ni| sums[ni * cp + c]))).collect();
         }
         Input::Up { skip, x: q, dropout } => {
             let (cs, cx) = (plan.sets[skip].co, plan.sets[q].co);
@@ -1192,13 +1282,18 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             sized(&mut gq, n * cx * shw);
             let dx = &ws.dx[s];
             let xt: Vec<(usize, usize, f32)> = (0..2 * sw).map(|i| ac_taps(i, sw)).collect();
-            gq.par_chunks_mut(shw).enumerate().for_each_init(Vec::new, |tmp, (plane, out)| {
+            let (zq, st) = (&ws.z[q], &ws.stats[q]);
+            let mut sums = vec![[0f64; 3]; n * cx];
+            gq.par_chunks_mut(shw).zip(sums.par_iter_mut()).enumerate().for_each_init(Vec::new, |tmp, (plane, (out, sum))| {
                 let (ni, c) = (plane / cx, plane % cx);
                 let gp = &dx[(ni * sp.ci + cs + c) * hw..][..hw];
                 let kp = if dropout { Some(&keep[plane * shw..][..shw]) } else { None };
                 up_adjoint(gp, w, (sh, sw, top, left), kp, out, &xt, tmp);
+                // SAFETY: AVX-512F (`runs`); planes of `shw` floats.
+                *sum = unsafe { grad_sums(out.as_ptr(), 1.0, zq.as_ptr().add(plane * shw), shw, st.act(c)) };
             });
             ws.g[s] = gq;
+            ws.sums[q] = (0..cx).map(|c| add_in_order((0..n).map(|ni| sums[ni * cx + c]))).collect();
         }
     }
 }

@@ -25,6 +25,17 @@ pub(crate) fn available() -> bool {
     std::arch::is_x86_feature_detected!("avx512f")
 }
 
+/// Asks for the `n` floats from `p` in the L1 cache (a hint: never faults, whatever `p`).
+#[inline]
+pub(crate) fn prefetch(p: *const f32, n: usize) {
+    let mut i = 0;
+    while i < n {
+        // SAFETY: a prefetch is a hint; it does not access memory architecturally.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(i) as *const i8) };
+        i += 16;
+    }
+}
+
 /// The training BatchNorm and ReLU of one channel, as the op of `ops::batchnorm` computes them:
 /// `y = max((z - mean) * scale + beta, 0)`, separate multiply and add (no FMA), so that an
 /// activation recomputed here is the stored one bit for bit and the ReLU mask of the backward
@@ -36,10 +47,32 @@ pub(crate) struct ActCoef {
     pub beta: f32,
 }
 
+#[cfg(test)]
 impl ActCoef {
-    #[inline(always)]
-    pub(crate) fn apply(self, z: f32) -> f32 {
+    fn apply(self, z: f32) -> f32 {
         ((z - self.mean) * self.scale + self.beta).max(0.0)
+    }
+}
+
+/// [`ActCoef`] in vectors.
+#[derive(Clone, Copy)]
+struct ActV {
+    mean: __m512,
+    scale: __m512,
+    beta: __m512,
+}
+
+impl ActV {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn new(a: ActCoef) -> ActV {
+        ActV { mean: _mm512_set1_ps(a.mean), scale: _mm512_set1_ps(a.scale), beta: _mm512_set1_ps(a.beta) }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn apply(self, v: __m512) -> __m512 {
+        _mm512_max_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, self.mean), self.scale), self.beta), _mm512_setzero_ps())
     }
 }
 
@@ -343,37 +376,52 @@ pub(crate) unsafe fn gemm_nt(
             let kc = KC.min(k - k0);
             pack_transposed(b.add(j0 * ldb + k0), ldb, nj, kc, pk);
             for ob in 0..m / MR {
-                let o0 = ob * MR;
-                let mut acc = [[_mm512_setzero_ps(); 3]; MR];
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let cr = c.add((o0 + r) * ldc + j0);
-                    for (v, x) in row.iter_mut().enumerate() {
-                        *x = _mm512_maskz_loadu_ps(ms[v], cr.add(16 * v));
-                    }
-                }
-                let ab = a.add(o0 * lda + k0);
-                for p in 0..kc {
-                    let xr = pk.add(p * NT_COLS);
-                    let x0 = _mm512_loadu_ps(xr);
-                    let x1 = _mm512_loadu_ps(xr.add(16));
-                    let x2 = _mm512_loadu_ps(xr.add(32));
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let wv = _mm512_set1_ps(*ab.add(r * lda + p));
-                        row[0] = _mm512_fmadd_ps(wv, x0, row[0]);
-                        row[1] = _mm512_fmadd_ps(wv, x1, row[1]);
-                        row[2] = _mm512_fmadd_ps(wv, x2, row[2]);
-                    }
-                }
-                for (r, row) in acc.iter().enumerate() {
-                    let cr = c.add((o0 + r) * ldc + j0);
-                    for (v, x) in row.iter().enumerate() {
-                        _mm512_mask_storeu_ps(cr.add(16 * v), ms[v], *x);
-                    }
+                let (ab, cb) = (a.add(ob * MR * lda + k0), c.add(ob * MR * ldc + j0));
+                // As many vectors as the block has columns: a narrow last block (64 = 48 + 16
+                // columns, the widest layers' common case) costs no FMAs on empty lanes.
+                match nj.div_ceil(16) {
+                    1 => nt_block::<1>(pk, kc, ab, lda, cb, ldc, ms),
+                    2 => nt_block::<2>(pk, kc, ab, lda, cb, ldc, ms),
+                    _ => nt_block::<3>(pk, kc, ab, lda, cb, ldc, ms),
                 }
             }
             k0 += kc;
         }
         j0 += NT_COLS;
+    }
+}
+
+/// One block of [`gemm_nt`]: `MR` rows by `NV` vectors of columns over `kc` packed pixels,
+/// added into `c`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn nt_block<const NV: usize>(pk: *const f32, kc: usize, ab: *const f32, lda: usize, cb: *mut f32, ldc: usize, ms: [__mmask16; 3]) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    for (r, row) in acc.iter_mut().enumerate() {
+        let cr = cb.add(r * ldc);
+        for (v, x) in row.iter_mut().enumerate() {
+            *x = _mm512_maskz_loadu_ps(ms[v], cr.add(16 * v));
+        }
+    }
+    for p in 0..kc {
+        let xr = pk.add(p * NT_COLS);
+        let mut xv = [_mm512_setzero_ps(); NV];
+        for (v, x) in xv.iter_mut().enumerate() {
+            *x = _mm512_loadu_ps(xr.add(16 * v));
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            let wv = _mm512_set1_ps(*ab.add(r * lda + p));
+            for (x, xv) in row.iter_mut().zip(xv) {
+                *x = _mm512_fmadd_ps(wv, xv, *x);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        let cr = cb.add(r * ldc);
+        for (v, x) in row.iter().enumerate() {
+            _mm512_mask_storeu_ps(cr.add(16 * v), ms[v], *x);
+        }
     }
 }
 
@@ -488,8 +536,10 @@ pub(crate) unsafe fn grad_sums(dy: *const f32, dy_scale: f32, z: *const f32, n: 
 
 /// The backward of a 2x2 max-pool over activations: each window's gradient `g[oy][ox]` is added
 /// to `dy` at the window's first maximum (row-major, as PyTorch and `ops::maxpool`), the
-/// activations recomputed from `z` (`h x w`; the pooled plane is `h/2 x w/2`).
-pub(crate) fn pool_adjoint(g: &[f32], z: &[f32], h: usize, w: usize, a: ActCoef, dy: &mut [f32]) {
+/// activations recomputed from `z` (`h x w`; the pooled plane is `h/2 x w/2`). The plain
+/// version of [`pool_adjoint_sums`], its test's reference.
+#[cfg(test)]
+fn pool_adjoint(g: &[f32], z: &[f32], h: usize, w: usize, a: ActCoef, dy: &mut [f32]) {
     let (oh, ow) = (h / 2, w / 2);
     for oy in 0..oh {
         let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
@@ -506,6 +556,78 @@ pub(crate) fn pool_adjoint(g: &[f32], z: &[f32], h: usize, w: usize, a: ActCoef,
             dy[best.0] += g[oy * ow + ox];
         }
     }
+}
+
+/// [`pool_adjoint`] for one pair of rows, 16 windows at a time: `g` the `ow` pooled gradients of
+/// the pair, `z0`, `z1` the two rows of the map (at least `2 ow` floats), `d0`, `d1` the two
+/// rows of its gradient, added into.
+///
+/// # Safety
+/// AVX-512F; the rows readable (and `d0`, `d1` writable) for `2 ow` floats, `g` for `ow`.
+#[target_feature(enable = "avx512f")]
+unsafe fn pool_adjoint_pair(g: *const f32, z0: *const f32, z1: *const f32, ow: usize, a: ActCoef, d0: *mut f32, d1: *mut f32) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let il_lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let il_hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let av = ActV::new(a);
+    let act = |v: __m512| av.apply(v);
+    let mut x0 = 0;
+    while x0 < ow {
+        let n = (ow - x0).min(16);
+        let (m0, m1) = (lanes(2 * n), lanes((2 * n).saturating_sub(16)));
+        let (p0, p1) = (z0.add(2 * x0), z1.add(2 * x0));
+        let (a_lo, a_hi) = (act(_mm512_maskz_loadu_ps(m0, p0)), act(_mm512_maskz_loadu_ps(m1, p0.add(16))));
+        let (b_lo, b_hi) = (act(_mm512_maskz_loadu_ps(m0, p1)), act(_mm512_maskz_loadu_ps(m1, p1.add(16))));
+        let (ae, ao) = (_mm512_permutex2var_ps(a_lo, even, a_hi), _mm512_permutex2var_ps(a_lo, odd, a_hi));
+        let (be, bo) = (_mm512_permutex2var_ps(b_lo, even, b_hi), _mm512_permutex2var_ps(b_lo, odd, b_hi));
+        // The first maximum in row-major order: a later element wins only if strictly greater.
+        let k1 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(ao, ae);
+        let best = _mm512_mask_blend_ps(k1, ae, ao);
+        let k2 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(be, best);
+        let best = _mm512_mask_blend_ps(k2, best, be);
+        let k3 = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(bo, best);
+        let (s3, s2) = (k3, k2 & !k3);
+        let s1 = k1 & !k2 & !k3;
+        let s0 = !(k1 | k2 | k3);
+        let gv = _mm512_maskz_loadu_ps(lanes(n), g.add(x0));
+        let (g0, g1, g2, g3) = (_mm512_maskz_mov_ps(s0, gv), _mm512_maskz_mov_ps(s1, gv), _mm512_maskz_mov_ps(s2, gv), _mm512_maskz_mov_ps(s3, gv));
+        for (d, ge, go) in [(d0.add(2 * x0), g0, g1), (d1.add(2 * x0), g2, g3)] {
+            let lo = _mm512_permutex2var_ps(ge, il_lo, go);
+            let hi = _mm512_permutex2var_ps(ge, il_hi, go);
+            _mm512_mask_storeu_ps(d, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, d), lo));
+            _mm512_mask_storeu_ps(d.add(16), m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, d.add(16)), hi));
+        }
+        x0 += 16;
+    }
+}
+
+/// The backward of a 2x2 max-pool for one plane ([`pool_adjoint`], vectorised), then
+/// BatchNorm's backward sums ([`grad_sums`]) over the plane's completed gradient `dy`, row
+/// pair by row pair while the rows are in cache: `g` the pooled gradient (`h/2 x w/2`), `z` the
+/// map (`h x w`).
+///
+/// # Safety
+/// AVX-512F; `g`, `z` and `dy` sized as the shapes say.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn pool_adjoint_sums(g: *const f32, z: *const f32, h: usize, w: usize, a: ActCoef, dy: *mut f32) -> [f64; 3] {
+    let ow = w / 2;
+    let mut total = [0f64; 3];
+    let mut add = |s: [f64; 3]| {
+        for (t, v) in total.iter_mut().zip(s) {
+            *t += v;
+        }
+    };
+    for oy in 0..h / 2 {
+        let (r0, r1) = (2 * oy * w, (2 * oy + 1) * w);
+        pool_adjoint_pair(g.add(oy * ow), z.add(r0), z.add(r1), ow, a, dy.add(r0), dy.add(r1));
+        add(grad_sums(dy.add(r0), 1.0, z.add(r0), 2 * w, a));
+    }
+    if h % 2 == 1 {
+        let r = (h - 1) * w;
+        add(grad_sums(dy.add(r), 1.0, z.add(r), w, a));
+    }
+    total
 }
 
 /// The adjoint of the 2x align-corners upsampling of an `sh x sw` plane placed at (`top`,
@@ -641,6 +763,40 @@ mod tests {
             unsafe { gemm_nt(a.as_ptr(), lda, b.as_ptr(), ldb, (m, n, k), c.as_mut_ptr(), n, &mut packed) };
             let want: Vec<f32> = want.iter().map(|&v| v as f32).collect();
             close(&c, &want, 1e-4, &format!("gemm_nt {m}x{n}x{k}"));
+        }
+    }
+
+    /// The vectorised pool backward against the plain one, with ties (zeros after the ReLU and
+    /// repeated values) and odd sizes; the sums against a plain loop.
+    #[test]
+    fn pool_adjoint_vector_matches_plain() {
+        if !available() {
+            eprintln!("skipped: no AVX-512");
+            return;
+        }
+        let a = ActCoef { mean: 0.1, scale: 1.5, beta: -0.2 };
+        for &(h, w) in &[(2usize, 2usize), (5, 7), (4, 34), (9, 65), (1, 9)] {
+            // Rounded to tenths: many equal values within windows.
+            let z: Vec<f32> = data(h * w, 7).iter().map(|v| (v * 10.0).round() / 10.0).collect();
+            let g = data((h / 2) * (w / 2), 8);
+            let base = data(h * w, 9);
+            let mut want = base.clone();
+            pool_adjoint(&g, &z, h, w, a, &mut want);
+            let mut got = base.clone();
+            let sums = unsafe { pool_adjoint_sums(g.as_ptr(), z.as_ptr(), h, w, a, got.as_mut_ptr()) };
+            assert_eq!(got, want, "{h}x{w}");
+            let mut s = [0f64; 3];
+            for (&d, &zv) in want.iter().zip(&z) {
+                let xc = zv - a.mean;
+                let pre = xc * a.scale + a.beta;
+                let gp = if pre > 0.0 { d } else { 0.0 };
+                s[0] += f64::from(gp);
+                s[1] += f64::from(gp * xc);
+                s[2] += f64::from(d * pre.max(0.0));
+            }
+            for t in 0..3 {
+                assert!((sums[t] - s[t]).abs() < 1e-4 * (1.0 + s[t].abs()), "{h}x{w} sum {t}: {} vs {}", sums[t], s[t]);
+            }
         }
     }
 }
