@@ -635,13 +635,18 @@ fn forward_rows(ci: usize, h: usize, w: usize) -> usize {
 }
 
 /// Rows per band of the backward: the band's input rows, depthwise output, `dZ` and `dD`
-/// window together within about 1.5 MiB (most of the L2 cache; the rest spills to L3).
+/// window together within about 1.5 MiB (most of the L2 cache; the rest spills to L3), but at
+/// least 512 pixels: the 1x1 weight gradient adds each band's share into a `co x ci` block
+/// that goes through the cache once per band, which one-row bands of the deep layers (1024 x
+/// 512 floats for 32 pixels) made a stream of memory traffic (their backward took four times
+/// their forward).
 fn backward_rows(ci: usize, co: usize, h: usize, w: usize) -> usize {
     let budget = 384 * 1024 / w.max(1); // floats per row of pixels
     // x: ci (nr + 2), d: ci nr, dz: co (nr + 1), win: ci (nr + 3)
     let fixed = 5 * ci + co;
     let per_row = 3 * ci + co;
-    (budget.saturating_sub(fixed) / per_row).clamp(1, h.max(1))
+    let min_rows = 512usize.div_ceil(w.max(1));
+    (budget.saturating_sub(fixed) / per_row).max(min_rows).clamp(1, h.max(1))
 }
 
 /// Strips per image in the backward: each strip computes the `dD` rows next to it again, so
