@@ -41,6 +41,7 @@ mod layers;
 pub mod ops;
 pub mod parity;
 pub mod profile;
+#[cfg(target_arch = "x86_64")]
 mod train_fused;
 mod unet;
 mod variant;

@@ -45,7 +45,7 @@ use super::capabilities::Capabilities;
 use super::layers::{BatchNorm, ConvParams, SeparableConv};
 use super::ops::train_cpu::{
     ac_taps, act_axpy, act_row, block, cpu_f32, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint_sums, pool_row, prefetch,
-    shifted_chunk_sums, stencil3x3, stencil3x3_exact, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, OutPtr, UpChunk, KC,
+    shifted_chunk_sums, stencil3x3, stencil3x3_exact, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, UpAdjoint, OutPtr, UpChunk, KC,
     MR, NR, NT_COLS, STAT_CHUNK,
 };
 use super::ops::up_padding;
@@ -77,7 +77,8 @@ pub(super) fn runs(arch: &Arch, sets: &[SetRef], x: &Tensor) -> Result<bool> {
     #[cfg(target_arch = "x86_64")]
     {
         let caps = Capabilities::detect();
-        if !(caps.avx512 && caps.cpu_train_fused && x.device().is_cpu() && x.dtype() == DType::F32) {
+        // An input that wants its own gradient takes the graph (the op gives none for it).
+        if !(caps.avx512 && caps.cpu_train_fused && x.device().is_cpu() && x.dtype() == DType::F32) || x.track_op() {
             return Ok(false);
         }
         // The head's gradient path takes one output channel (the family's only head).
@@ -1286,16 +1287,18 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             let mut gq = std::mem::take(&mut ws.g[s]);
             sized(&mut gq, n * cx * shw);
             let dx = &ws.dx[s];
-            let xt: Vec<(usize, usize, f32)> = (0..2 * sw).map(|i| ac_taps(i, sw)).collect();
+            let taps = UpAdjoint::new(sw);
             let (zq, st) = (&ws.z[q], &ws.stats[q]);
             let mut sums = vec![[0f64; 3]; n * cx];
             gq.par_chunks_mut(shw).zip(sums.par_iter_mut()).enumerate().for_each_init(Vec::new, |tmp, (plane, (out, sum))| {
                 let (ni, c) = (plane / cx, plane % cx);
                 let gp = &dx[(ni * sp.ci + cs + c) * hw..][..hw];
                 let kp = if dropout { Some(&keep[plane * shw..][..shw]) } else { None };
-                up_adjoint(gp, w, (sh, sw, top, left), kp, out, &xt, tmp);
-                // SAFETY: AVX-512F (`runs`); planes of `shw` floats.
-                *sum = unsafe { grad_sums(out.as_ptr(), 1.0, zq.as_ptr().add(plane * shw), shw, st.act(c)) };
+                // SAFETY: AVX-512F (`runs`); planes of `hw` and `shw` floats, `taps` for `sw`.
+                *sum = unsafe {
+                    up_adjoint(gp, w, (sh, sw, top, left), kp, out, &taps, tmp);
+                    grad_sums(out.as_ptr(), 1.0, zq.as_ptr().add(plane * shw), shw, st.act(c))
+                };
             });
             ws.g[s] = gq;
             ws.sums[q] = (0..cx).map(|c| add_in_order((0..n).map(|ni| sums[ni * cx + c]))).collect();

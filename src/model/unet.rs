@@ -13,6 +13,7 @@ use candle_nn::VarBuilder;
 
 use super::arch::{Arch, BlockKind};
 use super::layers::{BatchNorm, ConvParams, ConvSet};
+#[cfg(target_arch = "x86_64")]
 use super::train_fused::{self, BufferPool, SetRef};
 use super::ops::{batchnorm, ConvInput};
 use super::profile::mark;
@@ -122,6 +123,7 @@ pub struct UNet {
     pub(super) up: Vec<Up>,
     pub(super) outc: ConvParams,
     /// The fused training step's buffers, reused from step to step (`train_fused`).
+    #[cfg(target_arch = "x86_64")]
     fused: BufferPool,
 }
 
@@ -140,6 +142,7 @@ impl UNet {
             down: down.collect::<Result<_>>()?,
             up: up.collect::<Result<_>>()?,
             outc: ConvParams::new(&vb.pp(head.name).pp("conv"), head.c_out, head.c_in, 1, head.c_in)?,
+            #[cfg(target_arch = "x86_64")]
             fused: BufferPool::default(),
         })
     }
@@ -184,6 +187,7 @@ impl UNet {
     /// [`UNet::logits_t`] with the dropout mask chosen by the caller.
     pub fn logits_t_with(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<Tensor> {
         let x = model_input(&self.arch, x, self.dtype())?;
+        #[cfg(target_arch = "x86_64")]
         if train {
             if let Some(sets) = self.separable_sets() {
                 if train_fused::runs(&self.arch, &sets, &x)? {
@@ -196,6 +200,7 @@ impl UNet {
     }
 
     /// The conv sets with their BatchNorms in network order, when all are separable.
+    #[cfg(target_arch = "x86_64")]
     fn separable_sets(&self) -> Option<Vec<SetRef<'_>>> {
         let blocks = std::iter::once(&self.inc)
             .chain(self.down.iter().map(|d| &d.maxpool_conv_1))
@@ -214,6 +219,7 @@ impl UNet {
 
     /// The dropout keep mask for the fused step: the caller's (checked against the bottleneck's
     /// shape), or drawn here as candle's dropout draws it.
+    #[cfg(target_arch = "x86_64")]
     fn keep_mask(&self, x: &Tensor, dropout: Dropout) -> Result<Tensor> {
         let (n, _, h, w) = x.dims4()?;
         let dims = self.arch.bottleneck_dims(n, h, w);
@@ -296,6 +302,7 @@ mod tests {
     use super::*;
     use crate::model::arch::expected_shapes;
     use candle_nn::VarMap;
+    #[cfg(target_arch = "x86_64")]
     use rand::{Rng, SeedableRng};
 
     /// The network built by `UNet::new` asks for exactly the keys and shapes of the table (the
@@ -315,8 +322,10 @@ mod tests {
         }
     }
 
-    /// A Lighter U-net@1 whose BatchNorm gammas and betas are random too (some gammas
-    /// negative), so that every ReLU mask and pooling window is exercised; `seed` picks them.
+    /// A Lighter U-net@1 with every variable drawn from `seed`: conv weights in PyTorch's
+    /// bounds, conv biases, BatchNorm gammas (0.8 to 1.2), betas and running statistics, so that
+    /// no two BatchNorms share coefficients.
+    #[cfg(target_arch = "x86_64")]
     fn random_net(seed: u64) -> candle_core::Result<(VarMap, UNet)> {
         let vm = VarMap::new();
         let net = UNet::new(Variant::Lighter(1), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).map_err(candle_core::Error::wrap)?;
@@ -342,6 +351,7 @@ mod tests {
         Ok((vm, net))
     }
 
+    #[cfg(target_arch = "x86_64")]
     fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
         let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-12);
         Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? / scale)
@@ -357,6 +367,7 @@ mod tests {
     /// the graph against itself, input scaled by 1 + 1e-7, differs by up to 1e-2 on these
     /// nets. Then the same step again: bit-identical.
     #[test]
+    #[cfg(target_arch = "x86_64")]
     fn fused_step_matches_graph() -> candle_core::Result<()> {
         let dev = Device::Cpu;
         for (n, h, w, seed) in [(2usize, 64usize, 64usize, 1u64), (1, 50, 38, 2), (3, 35, 81, 3), (2, 16, 16, 4)] {

@@ -630,35 +630,135 @@ pub(crate) unsafe fn pool_adjoint_sums(g: *const f32, z: *const f32, h: usize, w
     total
 }
 
+/// The taps of the 2x align-corners upsampling's adjoint along a row of `sw` source values:
+/// source `sx` receives `(1 - fx)` times outputs `s0[sx] .. s0[sx] + n0[sx]` and `fx` times
+/// outputs `s1[sx] .. s1[sx] + n1[sx]` (contiguous: both taps move monotonically with the
+/// output), at most `k` of each.
+pub(crate) struct UpAdjoint {
+    sw: usize,
+    s0: Vec<i32>,
+    n0: Vec<i32>,
+    s1: Vec<i32>,
+    n1: Vec<i32>,
+    /// Per output: `1 - fx` and `fx`.
+    w0: Vec<f32>,
+    w1: Vec<f32>,
+    k: usize,
+}
+
+impl UpAdjoint {
+    pub(crate) fn new(sw: usize) -> UpAdjoint {
+        let ow = 2 * sw;
+        let taps: Vec<(usize, usize, f32)> = (0..ow).map(|i| ac_taps(i, sw)).collect();
+        let range = |f: &dyn Fn(&(usize, usize, f32)) -> usize| -> (Vec<i32>, Vec<i32>) {
+            let (mut start, mut len) = (vec![0i32; sw], vec![0i32; sw]);
+            for (ox, t) in taps.iter().enumerate() {
+                let sx = f(t);
+                if len[sx] == 0 {
+                    start[sx] = ox as i32;
+                }
+                len[sx] += 1;
+            }
+            (start, len)
+        };
+        let (s0, n0) = range(&|t| t.0);
+        let (s1, n1) = range(&|t| t.1);
+        let k = n0.iter().chain(&n1).copied().max().unwrap_or(0) as usize;
+        let w0 = taps.iter().map(|t| 1.0 - t.2).collect();
+        let w1 = taps.iter().map(|t| t.2).collect();
+        UpAdjoint { sw, s0, n0, s1, n1, w0, w1, k }
+    }
+}
+
 /// The adjoint of the 2x align-corners upsampling of an `sh x sw` plane placed at (`top`,
 /// `left`) of an `h x w` plane: the gradient `g` of the big plane to `out` (`sh x sw`,
 /// overwritten), times `keep` where given (a dropout mask applied before the upsampling).
-/// Separable: along x into `tmp` per row, then into the two source rows.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn up_adjoint(
+/// Separable: first along y at the full width into `tmp` (`sh` rows of `2 sw`), then along x
+/// per source row, 16 sources at a time gathering the outputs each one feeds.
+///
+/// # Safety
+/// AVX-512F; `g` holds the `h x w` plane, `out` (and `keep`) `sh x sw`, `t` built for `sw`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn up_adjoint(
     g: &[f32],
     w: usize,
     (sh, sw, top, left): (usize, usize, usize, usize),
     keep: Option<&[f32]>,
     out: &mut [f32],
-    xt: &[(usize, usize, f32)],
+    t: &UpAdjoint,
     tmp: &mut Vec<f32>,
 ) {
-    out.fill(0.0);
-    tmp.resize(sw, 0.0);
+    let ow = 2 * sw;
+    debug_assert_eq!(t.sw, sw);
+    if tmp.len() < sh * ow {
+        tmp.resize(sh * ow, 0.0);
+    }
+    let tp = tmp.as_mut_ptr();
+    std::ptr::write_bytes(tp, 0, sh * ow);
     for oy in 0..2 * sh {
-        let row = &g[(top + oy) * w + left..][..2 * sw];
-        tmp.fill(0.0);
-        for (v, &(x0, x1, fx)) in row.iter().zip(xt) {
-            tmp[x0] += v * (1.0 - fx);
-            tmp[x1] += v * fx;
-        }
+        let row = g.as_ptr().add((top + oy) * w + left);
         let (y0, y1, fy) = ac_taps(oy, sh);
-        for (o, t) in out[y0 * sw..(y0 + 1) * sw].iter_mut().zip(tmp.iter()) {
-            *o += t * (1.0 - fy);
+        let (a, b) = (_mm512_set1_ps(1.0 - fy), _mm512_set1_ps(fy));
+        let (r0, r1) = (tp.add(y0 * ow), tp.add(y1 * ow));
+        let mut x = 0;
+        while x < ow {
+            let m = lanes(ow - x);
+            let v = _mm512_maskz_loadu_ps(m, row.add(x));
+            _mm512_mask_storeu_ps(r0.add(x), m, _mm512_fmadd_ps(v, a, _mm512_maskz_loadu_ps(m, r0.add(x))));
+            // Rows y0 and y1 may be one row (a single source row): added in turn.
+            _mm512_mask_storeu_ps(r1.add(x), m, _mm512_fmadd_ps(v, b, _mm512_maskz_loadu_ps(m, r1.add(x))));
+            x += 16;
         }
-        for (o, t) in out[y1 * sw..(y1 + 1) * sw].iter_mut().zip(tmp.iter()) {
-            *o += t * fy;
+    }
+    for y in 0..sh {
+        let r = tp.add(y * ow);
+        let dst = out.as_mut_ptr().add(y * sw);
+        let kp = keep.map(|k| k.as_ptr().add(y * sw));
+        let mut x0 = 0;
+        while x0 < sw {
+            let m = lanes(sw - x0);
+            let (s0, n0) = (_mm512_maskz_loadu_epi32(m, t.s0.as_ptr().add(x0)), _mm512_maskz_loadu_epi32(m, t.n0.as_ptr().add(x0)));
+            let (s1, n1) = (_mm512_maskz_loadu_epi32(m, t.s1.as_ptr().add(x0)), _mm512_maskz_loadu_epi32(m, t.n1.as_ptr().add(x0)));
+            let mut acc = _mm512_setzero_ps();
+            for k in 0..t.k as i32 {
+                let kv = _mm512_set1_epi32(k);
+                let m0 = _mm512_mask_cmpgt_epi32_mask(m, n0, kv);
+                let i0 = _mm512_add_epi32(s0, kv);
+                let u = _mm512_mul_ps(
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m0, i0, r as *const f32),
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m0, i0, t.w0.as_ptr()),
+                );
+                let m1 = _mm512_mask_cmpgt_epi32_mask(m, n1, kv);
+                let i1 = _mm512_add_epi32(s1, kv);
+                let v = _mm512_mul_ps(
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m1, i1, r as *const f32),
+                    _mm512_mask_i32gather_ps::<4>(_mm512_setzero_ps(), m1, i1, t.w1.as_ptr()),
+                );
+                acc = _mm512_add_ps(acc, _mm512_add_ps(u, v));
+            }
+            if let Some(kp) = kp {
+                acc = _mm512_mul_ps(acc, _mm512_maskz_loadu_ps(m, kp.add(x0)));
+            }
+            _mm512_mask_storeu_ps(dst.add(x0), m, acc);
+            x0 += 16;
+        }
+    }
+}
+
+/// The plain adjoint of the upsampling, [`up_adjoint`]'s test reference.
+#[cfg(test)]
+fn up_adjoint_plain(g: &[f32], w: usize, (sh, sw, top, left): (usize, usize, usize, usize), keep: Option<&[f32]>, out: &mut [f32]) {
+    out.fill(0.0);
+    for oy in 0..2 * sh {
+        let (y0, y1, fy) = ac_taps(oy, sh);
+        for ox in 0..2 * sw {
+            let v = f64::from(g[(top + oy) * w + left + ox]);
+            let (x0, x1, fx) = ac_taps(ox, sw);
+            let (fx, fy) = (f64::from(fx), f64::from(fy));
+            out[y0 * sw + x0] += (v * (1.0 - fy) * (1.0 - fx)) as f32;
+            out[y0 * sw + x1] += (v * (1.0 - fy) * fx) as f32;
+            out[y1 * sw + x0] += (v * fy * (1.0 - fx)) as f32;
+            out[y1 * sw + x1] += (v * fy * fx) as f32;
         }
     }
     if let Some(k) = keep {
@@ -796,6 +896,29 @@ mod tests {
             }
             for t in 0..3 {
                 assert!((sums[t] - s[t]).abs() < 1e-4 * (1.0 + s[t].abs()), "{h}x{w} sum {t}: {} vs {}", sums[t], s[t]);
+            }
+        }
+    }
+
+    /// The vectorised upsampling adjoint against the plain one: placements with padding,
+    /// single-row and single-column sources, a dropout mask.
+    #[test]
+    fn up_adjoint_matches_plain() {
+        if !available() {
+            eprintln!("skipped: no AVX-512");
+            return;
+        }
+        for &(sh, sw, top, left, extra_h, extra_w) in &[(1usize, 1usize, 0usize, 0usize, 0usize, 0usize), (2, 2, 0, 1, 1, 1), (3, 5, 1, 0, 2, 1), (17, 33, 0, 0, 1, 0), (8, 40, 1, 2, 3, 3)] {
+            let (h, w) = (2 * sh + extra_h, 2 * sw + extra_w);
+            let g = data(h * w, 21);
+            let keep: Vec<f32> = data(sh * sw, 22).iter().map(|&v| if v > 0.0 { 2.0 } else { 0.0 }).collect();
+            for k in [None, Some(keep.as_slice())] {
+                let mut want = vec![0f32; sh * sw];
+                up_adjoint_plain(&g, w, (sh, sw, top, left), k, &mut want);
+                let mut got = vec![1f32; sh * sw];
+                let t = UpAdjoint::new(sw);
+                unsafe { up_adjoint(&g, w, (sh, sw, top, left), k, &mut got, &t, &mut Vec::new()) };
+                close(&got, &want, 1e-5, &format!("up adjoint {sh}x{sw} at ({top}, {left})"));
             }
         }
     }
