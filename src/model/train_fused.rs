@@ -45,7 +45,7 @@ use super::capabilities::Capabilities;
 use super::layers::{BatchNorm, ConvParams, SeparableConv};
 use super::ops::train_cpu::{
     ac_taps, act_axpy, act_row, block, cpu_f32, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint_sums, pool_row, prefetch,
-    shifted_chunk_sums, stencil3x3, stencil3x3_exact, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, UpAdjoint, OutPtr, UpChunk, KC,
+    shifted_chunk_sums, stencil3x3, stencil3x3_exact, stencil3x3_out, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, UpAdjoint, OutPtr, UpChunk, KC,
     MR, NR, NT_COLS, STAT_CHUNK,
 };
 use super::ops::up_padding;
@@ -325,8 +325,9 @@ pub(super) struct Workspace {
     /// Per set: the 1x1 output before its bias, `[N, co, h, w]`.
     z: Vec<Vec<f32>>,
     stats: Vec<Stats>,
-    /// Per set: the gradient of its input `[N, ci, h, w]` (none for the image).
-    dx: Vec<Vec<f32>>,
+    /// Per set: the gradient of its input `[N, ci, h, w]` (none for the image), aligned for
+    /// non-temporal stores.
+    dx: Vec<AlignedBuf>,
     /// Per Up set: the gradient of the upsampled producer's activations.
     g: Vec<Vec<f32>>,
     /// Per-task partial 1x1 weight gradients.
@@ -334,6 +335,38 @@ pub(super) struct Workspace {
     /// Per set: BatchNorm's backward sums per channel (`grad_sums`), left by the pass that
     /// completed the set's output gradient.
     sums: Vec<Vec<[f64; 3]>>,
+}
+
+/// A float buffer aligned to a cache line.
+#[derive(Default)]
+struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl AlignedBuf {
+    /// `len` floats (reused from step to step; new parts start zeroed).
+    fn resize(&mut self, len: usize) {
+        let lines = len.div_ceil(16);
+        if self.lines.len() < lines {
+            self.lines.resize(lines, Line([0.0; 16]));
+        }
+        self.len = len;
+    }
+
+    fn as_slice(&self) -> &[f32] {
+        // SAFETY: `lines` holds at least `len` initialised floats, `Line` is 16 floats.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const f32, self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [f32] {
+        // SAFETY: as `as_slice`, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut f32, self.len) }
+    }
 }
 
 /// Grows `v` to `len` (buffers are reused from step to step; new parts start zeroed).
@@ -660,7 +693,7 @@ fn forward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32]) 
     let ns = plan.sets.len();
     ws.z.resize_with(ns, Vec::new);
     ws.stats.resize_with(ns, Stats::default);
-    ws.dx.resize_with(ns, Vec::new);
+    ws.dx.resize_with(ns, AlignedBuf::default);
     ws.g.resize_with(ns, Vec::new);
     ws.sums.resize_with(ns, Vec::new);
     for s in 0..ns {
@@ -885,7 +918,7 @@ fn backward_set_in(
     s: usize,
     ws: &Workspace,
     (x, keep, p, g): (&[f32], &[f32], &[f32], &[f32]),
-    dx: &mut Vec<f32>,
+    dx: &mut AlignedBuf,
     partial: &mut Vec<f32>,
     dp: &mut [f32],
 ) -> candle_core::Result<Option<Vec<[f64; 3]>>> {
@@ -897,7 +930,7 @@ fn backward_set_in(
     let z = &ws.z[s];
     let dy = match sp.dy {
         DyLoc::Head => DySrc::Head { g, wh: &p[plan.head_range(0)] },
-        DyLoc::Dx { set: u, off } => DySrc::Map { data: &ws.dx[u], img: plan.sets[u].ci * hw, off: off * hw },
+        DyLoc::Dx { set: u, off } => DySrc::Map { data: ws.dx[u].as_slice(), img: plan.sets[u].ci * hw, off: off * hw },
         DyLoc::G { set: u } => DySrc::Map { data: &ws.g[u], img: co * hw, off: 0 },
     };
 
@@ -940,7 +973,7 @@ fn backward_set_in(
     // The band pass.
     let has_dx = sp.input != Input::Image;
     if has_dx {
-        sized(dx, n * ci * hw);
+        dx.resize(n * ci * hw);
     }
     let nr = backward_rows(ci, co, h, w);
     let strips = strips(n, h);
@@ -968,7 +1001,7 @@ fn backward_set_in(
     let srcs = sources(plan, s, ws, x, keep);
     let ups: Vec<Option<Vec<UpChunk>>> = srcs.iter().map(Src::up_table).collect();
     let chans = channel_list(&srcs);
-    let dxp = OutPtr(dx.as_mut_ptr());
+    let dxp = OutPtr(dx.as_mut_slice().as_mut_ptr());
     let geo = BandGeo { h, w, ci, co, nr, has_dx };
     let mut esum_chunks: Vec<&mut [[f64; 3]]> =
         if esum_len > 0 { esum.chunks_mut(esum_len).collect() } else { (0..tasks).map(|_| &mut [][..]).collect() };
@@ -1241,10 +1274,9 @@ impl Strip {
                 })
                 .collect();
             let out = c.dx.get().add((c.ni * g.ci + ch) * hw + self.e * w);
-            stencil3x3(&rows, nr, w, &flipped, 0.0, out, w);
-            if let (Some((zp, st)), Some(es)) = (c.emit_sums, esum.get_mut(ch)) {
-                let at = zp.as_ptr().add((c.ni * g.ci + ch) * hw + self.e * w);
-                let v = grad_sums(out, 1.0, at, nr * w, st.act(ch));
+            let sums = c.emit_sums.map(|(zp, st)| (zp.as_ptr().add((c.ni * g.ci + ch) * hw + self.e * w), st.act(ch)));
+            let v = stencil3x3_out(&rows, nr, w, &flipped, out, sums);
+            if let Some(es) = esum.get_mut(ch) {
                 for (t, x) in es.iter_mut().zip(v) {
                     *t += x;
                 }
@@ -1267,9 +1299,9 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             let (ihw, hw) = (ih * iw, plan.hw(s));
             let img_u = plan.sets[u].ci * ihw;
             let mut buf = std::mem::take(&mut ws.dx[u]);
-            let (g, z, st) = (&ws.dx[s], &ws.z[p], &ws.stats[p]);
+            let (g, z, st) = (ws.dx[s].as_slice(), &ws.z[p], &ws.stats[p]);
             let mut sums = vec![[0f64; 3]; n * cp];
-            buf.par_chunks_mut(img_u).zip(sums.par_chunks_mut(cp)).enumerate().for_each(|(ni, (img, sums))| {
+            buf.as_mut_slice().par_chunks_mut(img_u).zip(sums.par_chunks_mut(cp)).enumerate().for_each(|(ni, (img, sums))| {
                 img[off * ihw..(off + cp) * ihw].par_chunks_mut(ihw).zip(sums.par_iter_mut()).enumerate().for_each(|(c, (dyp, sum))| {
                     let gp = &g[(ni * cp + c) * hw..][..hw];
                     let zp = &z[(ni * cp + c) * ihw..][..ihw];
@@ -1286,7 +1318,7 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             let ((_, w), hw, shw) = (plan.sizes[sp.level], plan.hw(s), sh * sw);
             let mut gq = std::mem::take(&mut ws.g[s]);
             sized(&mut gq, n * cx * shw);
-            let dx = &ws.dx[s];
+            let dx = ws.dx[s].as_slice();
             let taps = UpAdjoint::new(sw);
             let (zq, st) = (&ws.z[q], &ws.stats[q]);
             let mut sums = vec![[0f64; 3]; n * cx];

@@ -152,6 +152,65 @@ pub(crate) unsafe fn stencil3x3(rows: &[*const f32], nr: usize, w: usize, k: &[f
     }
 }
 
+/// [`stencil3x3`] without bias for a map far bigger than the caches, read again only by a later
+/// pass (a convolution's input gradient): rows `w` floats apart, full vectors at 64-byte
+/// aligned addresses stored non-temporally (no read for ownership of lines about to be
+/// overwritten). With `sums = (z, act)` it also returns BatchNorm's backward sums
+/// ([`grad_sums`], without the third) of the values it writes against `z` (same layout), taken
+/// from the registers.
+///
+/// # Safety
+/// As [`stencil3x3`]; `z` readable like `out`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn stencil3x3_out(rows: &[*const f32], nr: usize, w: usize, k: &[f32; 9], out: *mut f32, sums: Option<(*const f32, ActCoef)>) -> [f64; 3] {
+    let mut wv = [_mm512_setzero_ps(); 9];
+    for (v, &kt) in wv.iter_mut().zip(k) {
+        *v = _mm512_set1_ps(kt);
+    }
+    let (zp, a) = sums.unwrap_or((std::ptr::null(), ActCoef { mean: 0.0, scale: 0.0, beta: 0.0 }));
+    let (mv, sv, bv, zero) = (_mm512_set1_ps(a.mean), _mm512_set1_ps(a.scale), _mm512_set1_ps(a.beta), _mm512_setzero_ps());
+    let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+    let mut streamed = false;
+    for i in 0..nr {
+        let r = [rows[i], rows[i + 1], rows[i + 2]];
+        let o = out.add(i * w);
+        let aligned = (o as usize).is_multiple_of(64);
+        let mut x0 = 0;
+        while x0 < w {
+            let mc = lanes(w - x0);
+            let ml = if x0 == 0 { mc & !1 } else { mc };
+            let mr = lanes(w - x0 - 1);
+            let mut acc = zero;
+            for (dy, row) in r.iter().enumerate() {
+                let p = row.wrapping_add(x0);
+                acc = _mm512_fmadd_ps(wv[dy * 3], _mm512_maskz_loadu_ps(ml, p.wrapping_sub(1)), acc);
+                acc = _mm512_fmadd_ps(wv[dy * 3 + 1], _mm512_maskz_loadu_ps(mc, p), acc);
+                acc = _mm512_fmadd_ps(wv[dy * 3 + 2], _mm512_maskz_loadu_ps(mr, p.wrapping_add(1)), acc);
+            }
+            if aligned && w - x0 >= 16 {
+                _mm512_stream_ps(o.add(x0), acc);
+                streamed = true;
+            } else {
+                _mm512_mask_storeu_ps(o.add(x0), mc, acc);
+            }
+            if !zp.is_null() {
+                let xc = _mm512_sub_ps(_mm512_maskz_loadu_ps(mc, zp.add(i * w + x0)), mv);
+                let pre = _mm512_add_ps(_mm512_mul_ps(xc, sv), bv);
+                let pass = _mm512_mask_cmp_ps_mask::<_CMP_GT_OQ>(mc, pre, zero);
+                let gp = _mm512_maskz_mov_ps(pass, acc);
+                s0 = _mm512_add_ps(s0, gp);
+                s1 = _mm512_fmadd_ps(gp, xc, s1);
+            }
+            x0 += 16;
+        }
+    }
+    if streamed {
+        // Non-temporal stores are weakly ordered: make them visible before the task ends.
+        _mm_sfence();
+    }
+    [f64::from(_mm512_reduce_add_ps(s0)), f64::from(_mm512_reduce_add_ps(s1)), 0.0]
+}
+
 /// [`stencil3x3`] in the order and rounding of the training graph's grouped convolution
 /// (`grouped_conv::grouped_conv3x3_cpu`): from the bias, per kernel row the centre, left and
 /// right taps, each a separate multiply and add. The fused forward uses it so that its
@@ -784,6 +843,10 @@ mod tests {
             .collect()
     }
 
+    #[derive(Clone, Copy)]
+    #[repr(C, align(64))]
+    struct Aligned([f32; 16]);
+
     fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
         assert_eq!(a.len(), b.len(), "{what}: length");
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
@@ -818,6 +881,22 @@ mod tests {
                 }
             }
             close(&out, &want, 1e-5, &format!("stencil {nr}x{w}"));
+            // Without the bias, into an aligned buffer (non-temporal stores) and at an odd
+            // offset, with the sums of what it wrote.
+            let z = data(nr * w, 55);
+            let a = ActCoef { mean: 0.1, scale: 1.3, beta: -0.05 };
+            for offset in [0usize, 3] {
+                let mut buf = vec![Aligned([0f32; 16]); (nr * w + offset).div_ceil(16) + 1];
+                let base = unsafe { (buf.as_mut_ptr() as *mut f32).add(offset) };
+                let sums = unsafe { stencil3x3_out(&ptrs, nr, w, &k, base, Some((z.as_ptr(), a))) };
+                let got = unsafe { std::slice::from_raw_parts(base, nr * w) }.to_vec();
+                let want_nb: Vec<f32> = want.iter().map(|v| v - 0.5).collect();
+                close(&got, &want_nb, 1e-5, &format!("stencil out {nr}x{w} +{offset}"));
+                let plain = unsafe { grad_sums(got.as_ptr(), 1.0, z.as_ptr(), nr * w, a) };
+                for t in 0..2 {
+                    assert!((sums[t] - plain[t]).abs() < 1e-4 * (1.0 + plain[t].abs()), "stencil out sums {t}: {} vs {}", sums[t], plain[t]);
+                }
+            }
             let g = data(nr * w, 99);
             let mut acc = [0f64; 10];
             unsafe { dw_grad(&ptrs, g.as_ptr(), w, nr, w, &mut acc) };
