@@ -44,7 +44,7 @@ use super::arch::{Arch, BlockKind};
 use super::capabilities::Capabilities;
 use super::layers::{BatchNorm, ConvParams, SeparableConv};
 use super::ops::train_cpu::{
-    ac_taps, act_axpy, act_row, block, cpu_f32, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint_sums, pool_row, prefetch,
+    ac_taps, act_axpy, act_row, block, copy_nt, cpu_f32, fence, dw_grad, dz_row, gemm_nt, grad_sums, narrow_chunk, pool_adjoint_sums, pool_row, prefetch,
     shifted_chunk_sums, stencil3x3, stencil3x3_exact, stencil3x3_out, up_adjoint, up_chunks, up_row_exact, ActCoef, Block, DzCoef, UpAdjoint, OutPtr, UpChunk, KC,
     MR, NR, NT_COLS, STAT_CHUNK,
 };
@@ -323,7 +323,7 @@ impl Stats {
 #[derive(Default)]
 pub(super) struct Workspace {
     /// Per set: the 1x1 output before its bias, `[N, co, h, w]`.
-    z: Vec<Vec<f32>>,
+    z: Vec<AlignedBuf>,
     stats: Vec<Stats>,
     /// Per set: the gradient of its input `[N, ci, h, w]` (none for the image), aligned for
     /// non-temporal stores.
@@ -527,18 +527,18 @@ fn prefetch_next(srcs: &[Src], chans: &[(usize, usize)], ch: usize, ni: usize, y
 
 /// The row sources of set `s`'s input.
 fn sources<'a>(plan: &Plan, s: usize, ws: &'a Workspace, x: &'a [f32], keep: &'a [f32]) -> Vec<Src<'a>> {
-    let act = |p: usize| Src::Act { z: &ws.z[p], c: plan.sets[p].co, st: &ws.stats[p] };
+    let act = |p: usize| Src::Act { z: ws.z[p].as_slice(), c: plan.sets[p].co, st: &ws.stats[p] };
     match plan.sets[s].input {
         Input::Image => vec![Src::Image { data: x, c: plan.sets[s].ci }],
         Input::Map(p) => vec![act(p)],
         Input::Pool(p) => {
             let (h, w) = plan.sizes[plan.sets[p].level];
-            vec![Src::Pool { z: &ws.z[p], c: plan.sets[p].co, st: &ws.stats[p], h, w }]
+            vec![Src::Pool { z: ws.z[p].as_slice(), c: plan.sets[p].co, st: &ws.stats[p], h, w }]
         }
         Input::Up { skip, x: q, dropout } => {
             let (sh, sw, top, left) = plan.up_geometry(s);
             let keep = if dropout { Some(keep) } else { None };
-            vec![act(skip), Src::Up { z: &ws.z[q], c: plan.sets[q].co, st: &ws.stats[q], keep, h: sh, w: sw, top, left }]
+            vec![act(skip), Src::Up { z: ws.z[q].as_slice(), c: plan.sets[q].co, st: &ws.stats[q], keep, h: sh, w: sw, top, left }]
         }
     }
 }
@@ -600,6 +600,8 @@ struct Scratch {
     ptrs: Vec<*const f32>,
     /// The depthwise output of a band, `[ci][px]`.
     d: Vec<f32>,
+    /// Forward: the 1x1 output of a band, `[co][px]`.
+    zb: Vec<f32>,
     /// Backward: the input rows of the band and its neighbours, `[ci][xs]`.
     x: Vec<f32>,
     /// Backward: BatchNorm's input gradient of the band, `[co][px]`.
@@ -652,11 +654,11 @@ fn set_params<'a>(plan: &Plan, s: usize, p: &'a [f32]) -> SetParams<'a> {
     }
 }
 
-/// Rows per band of the forward: the depthwise output of a band (`ci` x rows x `w`) within
-/// about 1 MiB, as the inference's fused set, in whole chunks of the statistics (a multiple of
+/// Rows per band of the forward: the band's depthwise and 1x1 outputs (`ci + co` x rows x
+/// `w`) within about 1 MiB of the L2 cache, in whole chunks of the statistics (a multiple of
 /// [`STAT_CHUNK`] pixels, or the whole plane).
-fn forward_rows(ci: usize, h: usize, w: usize) -> usize {
-    let budget_px = ((256 * 1024) / ci.max(1)).clamp(NR, 32 * NR);
+fn forward_rows(ci: usize, co: usize, h: usize, w: usize) -> usize {
+    let budget_px = ((256 * 1024) / (ci + co).max(1)).clamp(NR, 32 * NR);
     let gcd = |mut a: usize, mut b: usize| {
         while b != 0 {
             (a, b) = (b, a % b);
@@ -691,7 +693,7 @@ fn strips(n: usize, h: usize) -> usize {
 
 fn forward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32]) -> Vec<f32> {
     let ns = plan.sets.len();
-    ws.z.resize_with(ns, Vec::new);
+    ws.z.resize_with(ns, AlignedBuf::default);
     ws.stats.resize_with(ns, Stats::default);
     ws.dx.resize_with(ns, AlignedBuf::default);
     ws.g.resize_with(ns, Vec::new);
@@ -714,26 +716,25 @@ fn forward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32]) 
 /// value), its chunks of [`STAT_CHUNK`] values summed in the same lanes, the chunks of a plane
 /// and then the planes added in the same order. Bands are whole chunks (or whole planes) so
 /// that each chunk is summed by one task while it is in cache.
-fn forward_set(plan: &Plan, s: usize, srcs: &[Src], wt: &SetParams, z: &mut Vec<f32>) -> Stats {
+fn forward_set(plan: &Plan, s: usize, srcs: &[Src], wt: &SetParams, z: &mut AlignedBuf) -> Stats {
     let sp = &plan.sets[s];
     let (n, (h, w)) = (plan.n, plan.sizes[sp.level]);
     let (ci, co, hw) = (sp.ci, sp.co, h * w);
-    sized(z, n * co * hw);
-    let rows = forward_rows(ci, h, w);
+    z.resize(n * co * hw);
+    let rows = forward_rows(ci, co, h, w);
     let bands = h.div_ceil(rows);
     let per_band = (rows * w).div_ceil(STAT_CHUNK);
     let ups: Vec<Option<Vec<UpChunk>>> = srcs.iter().map(Src::up_table).collect();
     let band = BandFwd { h, w, ci, co, srcs, ups: &ups, wt, zero_bias: &vec![0f32; co], chans: channel_list(srcs) };
     // The shift: the first value of each channel (image 0, pixel 0), from the first row
     // computed alone; the band that computes it again gets the same bits.
-    let mut first = vec![0f32; co * w];
-    SCRATCH.with_borrow_mut(|sc| {
-        // SAFETY: AVX-512F (`runs`); `first` holds `co` rows of `w`.
-        unsafe { band.run(sc, 0, 0, 1, first.as_mut_ptr(), w) }
+    let shift: Vec<f32> = SCRATCH.with_borrow_mut(|sc| {
+        // SAFETY: AVX-512F (`runs`); the band's output is `co` rows of `w` in `sc.zb`.
+        unsafe { band.run(sc, 0, 0, 1) };
+        (0..co).map(|o| sc.zb[o * w]).collect()
     });
-    let shift: Vec<f32> = (0..co).map(|o| first[o * w]).collect();
     let mut sums = vec![(0f64, 0f64); n * bands * co * per_band];
-    let zp = OutPtr(z.as_mut_ptr());
+    let zp = OutPtr(z.as_mut_slice().as_mut_ptr());
     sums.par_chunks_mut(co * per_band).enumerate().for_each(|(t, sums)| {
         let (ni, b) = (t / bands, t % bands);
         let y0 = b * rows;
@@ -743,14 +744,16 @@ fn forward_set(plan: &Plan, s: usize, srcs: &[Src], wt: &SetParams, z: &mut Vec<
             // SAFETY: AVX-512F (`runs`); the maps are sized by the plan; tasks write disjoint
             // bands of `z`.
             unsafe {
+                band.run(sc, ni, y0, nr);
                 let zo = zp.get().add(ni * co * hw + y0 * w);
-                band.run(sc, ni, y0, nr, zo, hw);
                 for o in 0..co {
-                    let plane = zo.add(o * hw);
+                    let plane = sc.zb.as_ptr().add(o * px);
                     for (j, c0) in (0..px).step_by(STAT_CHUNK).enumerate() {
                         sums[o * per_band + j] = shifted_chunk_sums(plane.add(c0), STAT_CHUNK.min(px - c0), shift[o]);
                     }
+                    copy_nt(plane, zo.add(o * hw), px);
                 }
+                fence();
             }
         });
     });
@@ -797,17 +800,19 @@ struct BandFwd<'a> {
 
 impl BandFwd<'_> {
     /// Rows `y0 .. y0 + nr` of image `ni`: the input rows around them recomputed, the
-    /// depthwise 3x3 into the scratch, the 1x1 into `out` (channel `o` at `out + o *
-    /// out_stride`).
+    /// depthwise 3x3 into the scratch, the 1x1 into `sc.zb` (`[co][nr * w]`): the band's share
+    /// of the statistics is taken there, in cache, before it goes to the map.
     ///
     /// # Safety
-    /// AVX-512F; `out` writable for `co` channels of `nr * w` floats.
-    unsafe fn run(&self, sc: &mut Scratch, ni: usize, y0: usize, nr: usize, out: *mut f32, out_stride: usize) {
+    /// AVX-512F.
+    unsafe fn run(&self, sc: &mut Scratch, ni: usize, y0: usize, nr: usize) {
         let (h, w, ci, co) = (self.h, self.w, self.ci, self.co);
         let px = nr * w;
         sc.rows_for(w);
         grow(&mut sc.rows, (nr + 2) * w);
         grow(&mut sc.d, ci * px);
+        grow(&mut sc.zb, co * px);
+        let out = sc.zb.as_mut_ptr();
         for (c, &(si, cc)) in self.chans.iter().enumerate() {
             let (src, up) = (&self.srcs[si], &self.ups[si]);
             sc.ptrs.clear();
@@ -826,7 +831,7 @@ impl BandFwd<'_> {
         }
         let mut p0 = 0;
         while p0 < px {
-            let at = Block { x: sc.d.as_ptr().add(p0), x_stride: px, out: out.add(p0), out_stride };
+            let at = Block { x: sc.d.as_ptr().add(p0), x_stride: px, out: out.add(p0), out_stride: px };
             block(at, self.wt.pw_w, self.zero_bias, ci, 0..co / MR, NR.min(px - p0), false, &mut sc.packed);
             p0 += NR;
         }
@@ -847,7 +852,7 @@ fn head_forward(plan: &Plan, ws: &Workspace, hw_: &[f32], hb: &[f32]) -> Vec<f32
     let k = plan.head_co;
     let mut out = vec![0f32; n * k * hw];
     const CHUNK: usize = 4096;
-    let (z, st) = (&ws.z[s], &ws.stats[s]);
+    let (z, st) = (ws.z[s].as_slice(), &ws.stats[s]);
     // One task per (image, output channel, chunk of pixels): chunks never cross a plane.
     let planes: Vec<(usize, &mut [f32])> = out.chunks_mut(hw).enumerate().collect();
     planes.into_par_iter().for_each(|(plane, dst)| {
@@ -927,7 +932,7 @@ fn backward_set_in(
     let (ci, co, hw) = (sp.ci, sp.co, h * w);
     let wt = set_params(plan, s, p);
     let st = &ws.stats[s];
-    let z = &ws.z[s];
+    let z = ws.z[s].as_slice();
     let dy = match sp.dy {
         DyLoc::Head => DySrc::Head { g, wh: &p[plan.head_range(0)] },
         DyLoc::Dx { set: u, off } => DySrc::Map { data: ws.dx[u].as_slice(), img: plan.sets[u].ci * hw, off: off * hw },
@@ -1299,7 +1304,7 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             let (ihw, hw) = (ih * iw, plan.hw(s));
             let img_u = plan.sets[u].ci * ihw;
             let mut buf = std::mem::take(&mut ws.dx[u]);
-            let (g, z, st) = (ws.dx[s].as_slice(), &ws.z[p], &ws.stats[p]);
+            let (g, z, st) = (ws.dx[s].as_slice(), ws.z[p].as_slice(), &ws.stats[p]);
             let mut sums = vec![[0f64; 3]; n * cp];
             buf.as_mut_slice().par_chunks_mut(img_u).zip(sums.par_chunks_mut(cp)).enumerate().for_each(|(ni, (img, sums))| {
                 img[off * ihw..(off + cp) * ihw].par_chunks_mut(ihw).zip(sums.par_iter_mut()).enumerate().for_each(|(c, (dyp, sum))| {
@@ -1320,7 +1325,7 @@ fn route(plan: &Plan, s: usize, ws: &mut Workspace, keep: &[f32]) {
             sized(&mut gq, n * cx * shw);
             let dx = ws.dx[s].as_slice();
             let taps = UpAdjoint::new(sw);
-            let (zq, st) = (&ws.z[q], &ws.stats[q]);
+            let (zq, st) = (ws.z[q].as_slice(), &ws.stats[q]);
             let mut sums = vec![[0f64; 3]; n * cx];
             gq.par_chunks_mut(shw).zip(sums.par_iter_mut()).enumerate().for_each_init(Vec::new, |tmp, (plane, (out, sum))| {
                 let (ni, c) = (plane / cx, plane % cx);

@@ -36,6 +36,37 @@ pub(crate) fn prefetch(p: *const f32, n: usize) {
     }
 }
 
+/// Copies `n` floats to `dst`, non-temporally where `dst` is 64-byte aligned: a band going to a
+/// map far bigger than the caches (no read for ownership of the lines it overwrites). Call
+/// [`fence`] before the data is read elsewhere.
+///
+/// # Safety
+/// AVX-512F; `src` readable and `dst` writable for `n` floats.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn copy_nt(src: *const f32, dst: *mut f32, n: usize) {
+    let mut i = 0;
+    while i < n && !(dst.add(i) as usize).is_multiple_of(64) {
+        *dst.add(i) = *src.add(i);
+        i += 1;
+    }
+    while i + 16 <= n {
+        _mm512_stream_ps(dst.add(i), _mm512_loadu_ps(src.add(i)));
+        i += 16;
+    }
+    while i < n {
+        *dst.add(i) = *src.add(i);
+        i += 1;
+    }
+}
+
+/// Orders the non-temporal stores before it ([`copy_nt`], [`stencil3x3_out`]) before later
+/// stores, so that the data is visible to the thread that continues after the task.
+#[inline]
+pub(crate) fn fence() {
+    // SAFETY: a store fence has no preconditions.
+    unsafe { _mm_sfence() };
+}
+
 /// The training BatchNorm and ReLU of one channel, as the op of `ops::batchnorm` computes them:
 /// `y = max((z - mean) * scale + beta, 0)`, separate multiply and add (no FMA), so that an
 /// activation recomputed here is the stored one bit for bit and the ReLU mask of the backward
