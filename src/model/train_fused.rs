@@ -10,15 +10,21 @@
 //! - forward, band of rows by band of rows: the set's input rows are recomputed from the
 //!   producing set's stored 1x1 output `Z` (BatchNorm with the batch statistics and ReLU, and on
 //!   the way the max-pool, the upsampling and padding, the dropout mask), the depthwise 3x3 runs
-//!   on them in cache, the 1x1 writes `Z`, and the band's share of the batch statistics is
-//!   taken while it is in cache. `Z` is the only map stored per set.
-//! - backward: one pass for BatchNorm's per-channel sums over the output gradient, then band by
-//!   band: the input rows and the depthwise output are recomputed, BatchNorm's input gradient
-//!   `dZ` is formed in cache, the 1x1's weight gradient (a GEMM over the band's pixels) and input
-//!   gradient `dD` (the inference 1x1 kernel with the transposed weight) follow, then the
-//!   depthwise weight gradient and the input gradient (the 3x3 with the kernel reversed). A band
-//!   keeps the last rows of `dD` and of the input for the next one, as the inference's fused
-//!   DoubleConv keeps its middle rows.
+//!   on them in cache, the 1x1 writes the band into cache, the band's share of the batch
+//!   statistics is taken there, and the band goes to `Z` with non-temporal stores. `Z` is the
+//!   only map stored per set. The activations are the op-by-op graph's bit for bit (same
+//!   operations in the same order, statistics summed as `ops::batchnorm` sums them), so the
+//!   ReLU masks and pooling choices of the backward are the graph's too.
+//! - backward, band by band: the input rows and the depthwise output are recomputed, BatchNorm's
+//!   input gradient `dZ` is formed in cache, the 1x1's weight gradient (a GEMM over the band's
+//!   pixels) and input gradient `dD` (the inference 1x1 kernel with the transposed weight)
+//!   follow, then the depthwise weight gradient and the input gradient (the 3x3 with the kernel
+//!   reversed, non-temporal stores). A band keeps the last rows of `dD` and of the input for the
+//!   next one, as the inference's fused DoubleConv keeps its middle rows. BatchNorm's
+//!   per-channel sums over a set's output gradient are taken by whichever pass completed that
+//!   gradient, while it passes through the registers or the cache: the next set's input
+//!   gradient rows as they are written, the max-pool's adjoint, the upsampling's adjoint; only
+//!   the last set's (the head's gradient, never stored) has a pass of its own.
 //! - the input gradient is routed to the producers: through the max-pool (to each window's
 //!   first maximum, the activations recomputed), through the upsampling's adjoint, or into the
 //!   skip connection's gradient.
@@ -74,32 +80,24 @@ impl std::fmt::Debug for BufferPool {
 /// CPU, `Capabilities::cpu_train_fused`, and every conv set depthwise separable with output
 /// widths the 1x1 kernel takes (multiples of 8).
 pub(super) fn runs(arch: &Arch, sets: &[SetRef], x: &Tensor) -> Result<bool> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let caps = Capabilities::detect();
-        // An input that wants its own gradient takes the graph (the op gives none for it).
-        if !(caps.avx512 && caps.cpu_train_fused && x.device().is_cpu() && x.dtype() == DType::F32) || x.track_op() {
+    let caps = Capabilities::detect();
+    // An input that wants its own gradient takes the graph (the op gives none for it).
+    if !(caps.avx512 && caps.cpu_train_fused && x.device().is_cpu() && x.dtype() == DType::F32) || x.track_op() {
+        return Ok(false);
+    }
+    // The head's gradient path takes one output channel (the family's only head).
+    if !super::ops::train_cpu::available() || arch.head().c_out != 1 {
+        return Ok(false);
+    }
+    for s in sets {
+        let (ci, k, _, _) = s.conv.grouped.weight.dims4()?;
+        let co = s.conv.pointwise.weight.dim(0)?;
+        let on_cpu_f32 = [&s.conv.grouped.weight, &s.conv.pointwise.weight, &s.bn.weight].iter().all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
+        if k != 1 || co % MR != 0 || (ci >= MR && ci % MR != 0) || !on_cpu_f32 {
             return Ok(false);
         }
-        // The head's gradient path takes one output channel (the family's only head).
-        if !super::ops::train_cpu::available() || arch.head().c_out != 1 {
-            return Ok(false);
-        }
-        for s in sets {
-            let (ci, k, _, _) = s.conv.grouped.weight.dims4()?;
-            let co = s.conv.pointwise.weight.dim(0)?;
-            let dtype_ok = [&s.conv.grouped.weight, &s.conv.pointwise.weight, &s.bn.weight].iter().all(|t| t.dtype() == DType::F32 && t.device().is_cpu());
-            if k != 1 || co % MR != 0 || (ci >= MR && ci % MR != 0) || !dtype_ok {
-                return Ok(false);
-            }
-        }
-        return Ok(true);
     }
-    #[allow(unreachable_code)]
-    {
-        let _ = (arch, sets, x);
-        Ok(false)
-    }
+    Ok(true)
 }
 
 /// The training forward (batch statistics, dropout mask `keep`) of the network described by
@@ -893,6 +891,11 @@ fn backward(plan: &Plan, ws: &mut Workspace, x: &[f32], keep: &[f32], p: &[f32],
     for (o, d) in dp[hb].iter_mut().enumerate() {
         *d = (0..plan.n).map(|ni| g[(ni * plan.head_co + o) * hw0..][..hw0].iter().map(|&v| f64::from(v)).sum::<f64>()).sum::<f64>() as f32;
     }
+    // Every set's sums come from this step's passes (a missing one is an error, not last
+    // step's numbers).
+    for sums in &mut ws.sums {
+        sums.clear();
+    }
     for s in (0..plan.sets.len()).rev() {
         backward_set(plan, s, ws, x, keep, p, g, &mut dp)?;
         route(plan, s, ws, keep);
@@ -969,8 +972,7 @@ fn backward_set_in(
         dp[plan.range(s, 4).start + o] = dgamma as f32;
         dp[plan.range(s, 5).start + o] = dbeta as f32;
         if sp.dy == DyLoc::Head {
-            // Head weight [k, co]: one output channel (k = 1, checked by `runs` as k < 8 and
-            // by the plan's parameter count).
+            // The head's weight `[1, co]` (one output channel: `runs`).
             dp[plan.head_range(0).start + o] = total[2] as f32;
         }
     }
@@ -1106,6 +1108,8 @@ struct Strip {
     cs: usize,
     /// Input gradient rows `[.., e)` are written.
     e: usize,
+    /// Row pointers handed to the stencils (kept to save an allocation per channel and band).
+    ptrs: Vec<*const f32>,
 }
 
 impl Strip {
@@ -1117,7 +1121,7 @@ impl Strip {
         grow(&mut sc.d, g.ci * g.nr * g.w);
         grow(&mut sc.dz, g.co * (g.nr + 1) * g.w);
         grow(&mut sc.win, g.ci * cs);
-        Strip { xlo: ys, xhi: ys, xs, lo: ys, hi: ys, cs, e: ys }
+        Strip { xlo: ys, xhi: ys, xs, lo: ys, hi: ys, cs, e: ys, ptrs: Vec::with_capacity(g.nr + 3) }
     }
 
     unsafe fn run(&mut self, sc: &mut Scratch, c: &BandCtx, ys: usize, ye: usize, mut out: Partials) {
@@ -1185,8 +1189,8 @@ impl Strip {
             self.input_rows(sc, c, oa, ob);
             let own = (ob - oa) * w;
             for ch in 0..ci {
-                let rows = self.x_rows(sc, ch, oa, ob, g);
-                stencil3x3(&rows, ob - oa, w, kernel(c.wt.dw_w, ch), c.wt.dw_b[ch], sc.d.as_mut_ptr().add(ch * own), w);
+                self.x_rows(sc, ch, oa, ob, g);
+                stencil3x3(&self.ptrs, ob - oa, w, kernel(c.wt.dw_w, ch), c.wt.dw_b[ch], sc.d.as_mut_ptr().add(ch * own), w);
             }
             gemm_nt(sc.dz.as_ptr().add((oa - a) * w), px, sc.d.as_ptr(), own, (co, ci, own), out.dpw.as_mut_ptr(), ci, &mut sc.packt);
         }
@@ -1205,10 +1209,10 @@ impl Strip {
         self.hi = b;
         if let Some((oa, ob)) = owned {
             for ch in 0..ci {
-                let rows = self.x_rows(sc, ch, oa, ob, g);
+                self.x_rows(sc, ch, oa, ob, g);
                 let gp = sc.win.as_ptr().add(ch * self.cs + (oa - self.lo) * w);
                 let acc: &mut [f64; 10] = (&mut out.ddw[ch * 10..ch * 10 + 10]).try_into().unwrap_or_else(|_| unreachable!());
-                dw_grad(&rows, gp, w, ob - oa, w, acc);
+                dw_grad(&self.ptrs, gp, w, ob - oa, w, acc);
             }
         }
     }
@@ -1244,17 +1248,17 @@ impl Strip {
         self.xhi = nb;
     }
 
-    /// Pointers to input rows `oa - 1 ..= ob` of channel `ch` (zero rows outside the map).
-    fn x_rows(&self, sc: &Scratch, ch: usize, oa: usize, ob: usize, g: BandGeo) -> Vec<*const f32> {
-        (oa as isize - 1..=ob as isize)
-            .map(|y| {
-                if y < 0 || y >= g.h as isize {
-                    sc.zero.as_ptr()
-                } else {
-                    sc.x[ch * self.xs + (y as usize - self.xlo) * g.w..].as_ptr()
-                }
-            })
-            .collect()
+    /// Pointers to input rows `oa - 1 ..= ob` of channel `ch` (zero rows outside the map) into
+    /// `self.ptrs`.
+    fn x_rows(&mut self, sc: &Scratch, ch: usize, oa: usize, ob: usize, g: BandGeo) {
+        self.ptrs.clear();
+        for y in oa as isize - 1..=ob as isize {
+            self.ptrs.push(if y < 0 || y >= g.h as isize {
+                sc.zero.as_ptr()
+            } else {
+                sc.x[ch * self.xs + (y as usize - self.xlo) * g.w..].as_ptr()
+            });
+        }
     }
 
     /// Writes the input gradient rows whose `dD` neighbours are all in the window.
@@ -1269,18 +1273,17 @@ impl Strip {
         for ch in 0..g.ci {
             let k = &c.wt.dw_w[ch * 9..ch * 9 + 9];
             let flipped: [f32; 9] = std::array::from_fn(|t| k[8 - t]);
-            let rows: Vec<*const f32> = (self.e as isize - 1..=limit as isize)
-                .map(|y| {
-                    if y < 0 || y >= g.h as isize {
-                        sc.zero.as_ptr()
-                    } else {
-                        sc.win[ch * self.cs + (y as usize - self.lo) * w..].as_ptr()
-                    }
-                })
-                .collect();
+            self.ptrs.clear();
+            for y in self.e as isize - 1..=limit as isize {
+                self.ptrs.push(if y < 0 || y >= g.h as isize {
+                    sc.zero.as_ptr()
+                } else {
+                    sc.win[ch * self.cs + (y as usize - self.lo) * w..].as_ptr()
+                });
+            }
             let out = c.dx.get().add((c.ni * g.ci + ch) * hw + self.e * w);
             let sums = c.emit_sums.map(|(zp, st)| (zp.as_ptr().add((c.ni * g.ci + ch) * hw + self.e * w), st.act(ch)));
-            let v = stencil3x3_out(&rows, nr, w, &flipped, out, sums);
+            let v = stencil3x3_out(&self.ptrs, nr, w, &flipped, out, sums);
             if let Some(es) = esum.get_mut(ch) {
                 for (t, x) in es.iter_mut().zip(v) {
                     *t += x;
