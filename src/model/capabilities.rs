@@ -1,5 +1,5 @@
 //! What this machine and this process let the model run: CPU features and the `LIGHTUNET_CUDA_*`
-//! switches, read once by [`Capabilities::detect`]. The inference plan (`model::inference`)
+//! and `LIGHTUNET_CPU_TRAIN` switches, read once by [`Capabilities::detect`]. The inference plan (`model::inference`)
 //! consults it when it chooses each block's kernels, the training graph's ops when they choose
 //! between our own op and a candle composition; nothing else reads the environment.
 

@@ -16,6 +16,9 @@
 //! - `separable`: a whole separable conv set (or both sets of a DoubleConv) as one fused pass: on
 //!   AVX-512 CPUs ([`separable_fused`], [`double_separable_fused`]; kernels in `separable_cpu`),
 //!   or as one CUDA kernel ([`separable_cuda`]).
+//! - `train_cpu`: the AVX-512 kernels of the fused CPU training step (`model::train_fused`):
+//!   activations recomputed from a stored map, the depthwise 3x3 and its adjoint over bands,
+//!   weight gradients, BatchNorm's backward per row, the pooling and upsampling adjoints.
 //! - `cuda` (feature `cuda`): the launchers of the CUDA kernels in `kernels/ops.cu`.
 //! - `common`: what several kernels share (uninitialised buffers, CPU storage views, conv
 //!   geometry, upsampling taps). A leaf: no op module imports another through this facade.
