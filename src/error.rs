@@ -18,6 +18,10 @@ pub enum Error {
     #[error("weights do not fit {variant}: tensor `{name}`: {problem}")]
     Weights { variant: String, name: String, problem: String },
 
+    /// A weights file named by `--weights` or `LIGHTUNET_WEIGHTS` (`origin`) that is not there.
+    #[error("weights {} (from {origin}) do not exist", path.display())]
+    MissingWeights { path: PathBuf, origin: String },
+
     #[error("cannot read checkpoint {}: {reason}", path.display())]
     Checkpoint { path: PathBuf, reason: String },
 
@@ -82,6 +86,19 @@ pub enum Error {
     /// Training diverged: the loss is NaN or infinite.
     #[error("the loss became {value} at step {step}: lower the learning rate or check the data")]
     NonFiniteLoss { value: f64, step: u64 },
+
+    /// Training diverged: a gradient holds NaN or an infinity (the step was not applied).
+    #[error("the gradient of {name} became NaN or infinite at step {step}: lower the learning rate or check the data")]
+    NonFiniteGradient { name: String, step: u64 },
+
+    /// Validation gave a NaN or infinite loss (the weights or their running statistics diverged).
+    #[error("the validation loss became {value} after epoch {epoch}: lower the learning rate or check the data")]
+    NonFiniteValidation { value: f64, epoch: usize },
+
+    /// A tensor about to be written holds NaN or an infinity: not written (a file already
+    /// there is kept).
+    #[error("{name} holds NaN or infinite values: not written")]
+    NonFiniteTensor { name: String },
 
     /// An image (PNG) that could not be encoded for `path`.
     #[error("encoding {}: {reason}", path.display())]

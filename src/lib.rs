@@ -13,7 +13,13 @@
 //! - [`predict`]: offline inference and evaluation on image files.
 //! - [`train`]: training with the original recipe.
 //! - [`device`]: `--device`/`--dtype` names; [`atomic_write`]: files written atomically.
+//! - [`assets`]: the default weights and the named pipelines, embedded, and the folders that
+//!   override them (one lookup order for every subcommand and the GStreamer element).
+//! - [`output`]: output safety: no output may be an input or another output; outputs written
+//!   under temporary names and moved into place at the end.
+//! - [`pixel`]: the packed frame formats (BGR, BGRx, RGB, RGBx) the pipeline and the element take.
 
+pub mod assets;
 pub mod atomic_write;
 pub mod checkpoint;
 pub mod device;
@@ -21,9 +27,11 @@ pub mod error;
 pub mod image_io;
 pub mod metrics;
 pub mod model;
+pub mod output;
 pub mod percentile;
 pub mod phantom;
 pub mod pipeline;
+pub mod pixel;
 pub mod postprocess;
 pub mod predict;
 pub mod preprocess;

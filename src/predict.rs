@@ -134,7 +134,9 @@ pub struct ImageReport {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub model: String,
-    pub weights: PathBuf,
+    /// Where the weights came from: a path and the step of the lookup that found it, or
+    /// `embedded lighter_at1_busi.safetensors`.
+    pub weights: String,
     pub size: usize,
     pub post: PostOptions,
     pub images: Vec<ImageReport>,

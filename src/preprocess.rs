@@ -13,6 +13,7 @@
 use crate::error::Result;
 use crate::image_io::BgrImage;
 use crate::metrics::ShapeError;
+use crate::pixel::PixelFormat;
 use crate::roi::Roi;
 use crate::resize::bilinear_taps;
 
@@ -60,8 +61,42 @@ impl Preprocessor {
     }
 
     /// Writes `3 * mw * mh` values (planes B, G, R of `mw x mh`) into `out`, which must have
-    /// exactly that length: model inputs for `T = f32`, the rounded bytes for `T = u8`.
+    /// exactly that length: model inputs for `T = f32`, the rounded bytes for `T = u8`. `data` is
+    /// packed BGR ([`Preprocessor::run_format`] for the other formats).
     pub fn run<T: PlaneValue>(
+        &mut self,
+        data: &[u8],
+        stride: usize,
+        roi: Roi,
+        size: (usize, usize),
+        out: &mut [T],
+    ) -> Result<()> {
+        self.run_px::<T, 3, 0, 2>(data, stride, roi, size, out)
+    }
+
+    /// [`Preprocessor::run`] on a frame of any [`PixelFormat`]: the planes are B, G, R whatever
+    /// the format's order (the model's input order), and the result for a frame equals that of
+    /// the same pixels in BGR. The format is matched once per call; each format has its own
+    /// monomorphised loop.
+    pub fn run_format<T: PlaneValue>(
+        &mut self,
+        data: &[u8],
+        stride: usize,
+        format: PixelFormat,
+        roi: Roi,
+        size: (usize, usize),
+        out: &mut [T],
+    ) -> Result<()> {
+        match format {
+            PixelFormat::Bgr => self.run_px::<T, 3, 0, 2>(data, stride, roi, size, out),
+            PixelFormat::Bgrx => self.run_px::<T, 4, 0, 2>(data, stride, roi, size, out),
+            PixelFormat::Rgb => self.run_px::<T, 3, 2, 0>(data, stride, roi, size, out),
+            PixelFormat::Rgbx => self.run_px::<T, 4, 2, 0>(data, stride, roi, size, out),
+        }
+    }
+
+    /// The resampler for pixels of `BPP` bytes with blue at byte `B`, green at 1 and red at `R`.
+    fn run_px<T: PlaneValue, const BPP: usize, const B: usize, const R: usize>(
         &mut self,
         data: &[u8],
         stride: usize,
@@ -75,7 +110,7 @@ impl Preprocessor {
         if roi.w == 0 || roi.h == 0 {
             return Err(ShapeError::Size { what: "ROI (empty)", expected: (1, 1), got: (roi.w, roi.h) }.into());
         }
-        let row = (roi.x + roi.w) * 3;
+        let row = (roi.x + roi.w) * BPP;
         if stride < row {
             return Err(ShapeError::Length { what: "frame stride for the ROI", expected: row, got: stride }.into());
         }
@@ -92,11 +127,13 @@ impl Preprocessor {
         let n = mw * mh;
         let (r0, r1) = self.rows.split_at_mut(3 * mw);
         let hpass = |sy: usize, dst: &mut [f32]| {
-            let row = &data[(roi.y + sy) * stride + roi.x * 3..(roi.y + sy) * stride + (roi.x + roi.w) * 3];
+            let row = &data[(roi.y + sy) * stride + roi.x * BPP..(roi.y + sy) * stride + (roi.x + roi.w) * BPP];
             for (d, &(x0, x1, fx)) in dst.chunks_exact_mut(3).zip(&self.xtaps) {
                 for c in 0..3 {
+                    // Constant after monomorphisation: no per-pixel branch on the format.
+                    let o = [B, 1, R][c];
                     // Same expression as `resize_bilinear_f32`'s horizontal pass.
-                    d[c] = f32::from(row[x0 * 3 + c]) * (1.0 - fx) + f32::from(row[x1 * 3 + c]) * fx;
+                    d[c] = f32::from(row[x0 * BPP + o]) * (1.0 - fx) + f32::from(row[x1 * BPP + o]) * fx;
                 }
             }
         };
@@ -260,4 +297,38 @@ mod tests {
         assert!(pre.run(&data, stride, Roi::full(w, h), (8, 9), &mut got).is_err(), "wrong output length");
     }
 
+
+    /// Every pixel format gives the model exactly the input of the same pixels in BGR (the
+    /// planes are B, G, R whatever the byte order; the x byte is never read).
+    #[test]
+    fn every_format_matches_bgr_bit_for_bit() {
+        let mut seed = 5u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as u8
+        };
+        let (w, h) = (53, 37);
+        let bgr_stride = w * 3 + 1;
+        let bgr: Vec<u8> = (0..bgr_stride * h).map(|_| next()).collect();
+        let roi = Roi { x: 4, y: 3, w: 41, h: 30 };
+        let mut want = vec![0f32; 3 * 24 * 16];
+        Preprocessor::new().run(&bgr, bgr_stride, roi, (24, 16), &mut want).unwrap();
+        for format in PixelFormat::ALL {
+            let bpp = format.bytes_per_pixel();
+            let stride = w * bpp + 3;
+            // The x byte holds noise: a loop that read it would change the result.
+            let mut data: Vec<u8> = (0..stride * h).map(|_| next()).collect();
+            for y in 0..h {
+                for x in 0..w {
+                    for (c, &o) in format.bgr_offsets().iter().enumerate() {
+                        data[y * stride + x * bpp + o] = bgr[y * bgr_stride + x * 3 + c];
+                    }
+                }
+            }
+            let mut got = vec![f32::NAN; want.len()];
+            Preprocessor::new().run_format(&data, stride, format, roi, (24, 16), &mut got).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{format}");
+            assert!(Preprocessor::new().run_format(&data[..stride * 20], stride, format, roi, (24, 16), &mut got).is_err());
+        }
+    }
 }

@@ -60,7 +60,23 @@ pub fn for_each_line_point((x0, y0): (i64, i64), (x1, y1): (i64, i64), mut put: 
 #[allow(clippy::too_many_arguments)]
 pub fn draw_text(
     data: &mut [u8],
+    size: (usize, usize, usize),
+    at: (usize, usize),
+    scale: usize,
+    text: &str,
+    color: [u8; 3],
+    background: Option<[u8; 3]>,
+) {
+    draw_text_px(data, size, 3, at, scale, text, color, background)
+}
+
+/// [`draw_text`] on pixels of `bytes_per_pixel` bytes (3 or 4): the colour goes into each
+/// pixel's first three bytes, a fourth is left as it is.
+#[allow(clippy::too_many_arguments)]
+pub fn draw_text_px(
+    data: &mut [u8],
     (w, h, stride): (usize, usize, usize),
+    bytes_per_pixel: usize,
     (x, y): (usize, usize),
     scale: usize,
     text: &str,
@@ -69,7 +85,7 @@ pub fn draw_text(
 ) {
     let mut put = |px: i64, py: i64, c: [u8; 3]| {
         if px >= 0 && py >= 0 && (px as usize) < w && (py as usize) < h {
-            let i = py as usize * stride + px as usize * 3;
+            let i = py as usize * stride + px as usize * bytes_per_pixel;
             if let Some(p) = data.get_mut(i..i + 3) {
                 p.copy_from_slice(&c);
             }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::pickle::{Object, TensorInfo};
 use candle_core::Tensor;
 
-use super::limits::{Reason, MAX_PICKLE_BYTES};
+use super::limits::{Budget, Reason, MAX_PICKLE_BYTES};
 use super::pickle::parse_pickle;
 use super::records::{describe, tensor_info, tensor_records};
 use super::storage::load_tensor;
@@ -49,11 +49,13 @@ pub(super) fn read_archive(bytes: &[u8]) -> Reason<Vec<(String, Tensor)>> {
     let infos = tensor_infos(records, &PathBuf::from(format!("{prefix}data")))?;
 
     let mut storages = HashMap::new();
+    // Storages and tensors each get the file's size plus a margin (see `Budget`).
+    let (mut storage_budget, mut tensor_budget) = (Budget::for_file(bytes.len()), Budget::for_file(bytes.len()));
     infos
         .into_iter()
         .map(|(name, info)| {
-            let tensor = read_storage(&mut zip, &info, &mut storages)
-                .and_then(|storage| load_tensor(storage, &info, big_endian))
+            let tensor = read_storage(&mut zip, &info, &mut storages, &mut storage_budget)
+                .and_then(|storage| load_tensor(storage, &info, big_endian, &mut tensor_budget))
                 .map_err(|e| format!("tensor `{name}`: {e}"))?;
             Ok((name, tensor))
         })
@@ -167,11 +169,13 @@ fn big_endian(zip: &mut zip::ZipArchive<Cursor<&[u8]>>, prefix: &str) -> Reason<
 }
 
 /// The bytes of the storage a tensor points at, exactly as many as the pickle says it holds;
-/// read once and cached, as several tensors may share one.
+/// read once and cached, as several tensors may share one. What is read is taken from `budget`
+/// (a compressed member could inflate far beyond the file).
 fn read_storage<'a>(
     zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
     info: &TensorInfo,
     storages: &'a mut HashMap<String, Vec<u8>>,
+    budget: &mut Budget,
 ) -> Reason<&'a [u8]> {
     let elem = info.dtype.size_in_bytes();
     let storage_bytes = info
@@ -179,7 +183,9 @@ fn read_storage<'a>(
         .checked_mul(elem)
         .ok_or("storage size overflows")?;
     if !storages.contains_key(&info.path) {
-        let mut data = read_entry(zip, &info.path, storage_bytes)?;
+        // Reads at most what is left of the budget (and one byte more, to tell it was exceeded).
+        let mut data = read_entry(zip, &info.path, storage_bytes.min(budget.left()))?;
+        budget.take(data.len().min(storage_bytes), &format!("storage `{}`", info.path))?;
         if data.len() < storage_bytes {
             return Err(format!(
                 "storage `{}` holds {} bytes, the pickle says {storage_bytes}",
@@ -198,7 +204,7 @@ fn read_storage<'a>(
 
 #[cfg(test)]
 mod tests {
-    use super::super::fixtures::{fixture, zip_of};
+    use super::super::fixtures::{fixture, strided_view_pth, zip_of};
     use super::*;
 
     #[test]
@@ -242,5 +248,29 @@ mod tests {
                 assert!(read_archive(&bytes[..len]).is_err(), "{file} cut at {len}");
             }
         }
+    }
+
+    /// `torch.zeros(1).expand(1 << 20, 1 << 20)` saved (1.6 KB) stands for 4 TiB of f32: refused
+    /// with a reason before anything is allocated, where materialising it aborted the process.
+    #[test]
+    fn expanded_views_are_bounded_by_the_file() {
+        let bomb = strided_view_pth(1, &[1 << 20, 1 << 20], &[0, 0]);
+        assert!(bomb.len() < 2048, "{} bytes", bomb.len());
+        let err = read_archive(&bomb).unwrap_err();
+        assert!(err.contains("tensor `x`") && err.contains("4.0 TiB") && err.contains("more than a file of"), "{err}");
+
+        // Many modest views add up: each tensor takes from one budget for the whole file.
+        let wide = strided_view_pth(1 << 12, &[1 << 16, 1 << 12], &[0, 1]); // 1 GiB from 16 KiB
+        let err = read_archive(&wide).unwrap_err();
+        assert!(err.contains("needs 1.0 GiB"), "{err}");
+
+        // Real views within the margin still load, values and all: a transposed 3x2 and an
+        // expanded 1000x1000 (4 MB from one stored value).
+        let transposed = strided_view_pth(6, &[3, 2], &[1, 3]);
+        let t = read_archive(&transposed).unwrap();
+        assert_eq!(t[0].1.dims(), &[3, 2]);
+        let expanded = strided_view_pth(1, &[1000, 1000], &[0, 0]);
+        let t = read_archive(&expanded).unwrap();
+        assert_eq!(t[0].1.dims(), &[1000, 1000]);
     }
 }

@@ -4,10 +4,12 @@
 use candle_core::pickle::TensorInfo;
 use candle_core::{DType, Device, Tensor};
 
-use super::limits::Reason;
+use super::limits::{Budget, Reason};
 
-/// Reads one tensor from its storage's bytes, honouring the storage offset and strides.
-pub(super) fn load_tensor(storage: &[u8], info: &TensorInfo, big_endian: bool) -> Reason<Tensor> {
+/// Reads one tensor from its storage's bytes, honouring the storage offset and strides. Its bytes
+/// are taken from `budget` before anything is allocated (a strided view may stand for far more
+/// than its storage holds).
+pub(super) fn load_tensor(storage: &[u8], info: &TensorInfo, big_endian: bool, budget: &mut Budget) -> Reason<Tensor> {
     let elem = info.dtype.size_in_bytes();
     let dims = info.layout.dims();
     let strides = info.layout.stride();
@@ -39,6 +41,8 @@ pub(super) fn load_tensor(storage: &[u8], info: &TensorInfo, big_endian: bool) -
                 storage.len()
             ));
         }
+        let bytes = count.checked_mul(elem).ok_or("shape overflows")?;
+        budget.take(bytes, &format!("shape {dims:?} with strides {strides:?}"))?;
         gather(storage, start, dims, strides, elem)
     };
     decode(&bytes, info.dtype, dims, big_endian)

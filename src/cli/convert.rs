@@ -10,6 +10,9 @@ use clap::{Args, ValueEnum};
 
 use lightunet::checkpoint;
 use lightunet::model::{InferenceNet, Variant};
+use lightunet::output::{OutputPlan, PendingFile, Staged};
+
+use super::outputs::input_file;
 
 #[derive(Debug, Args)]
 pub struct ConvertArgs {
@@ -37,13 +40,12 @@ pub enum OutDtype {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
-    // Checked first so a long import is not wasted on an output that cannot be written.
-    if args.output.exists() && !args.overwrite {
-        bail!(
-            "{} exists; pass --overwrite to replace it",
-            args.output.display()
-        );
-    }
+    // Checked first so a long import is not wasted on an output that cannot be written, and so
+    // that the output is never the input (by any name).
+    input_file("input", &args.input)?;
+    let mut plan = OutputPlan::new();
+    plan.input("input", &args.input).file("output", &args.output, args.overwrite);
+    plan.check()?;
 
     let mut tensors = checkpoint::read_pth(&args.input)?;
     // `nn.DataParallel` saves its model under `module.`; the weights themselves are the same.
@@ -83,8 +85,14 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
     InferenceNet::from_tensors(by_name, variant, &Device::Cpu)
         .with_context(|| format!("{} does not load as {variant}", args.input.display()))?;
 
-    checkpoint::save_safetensors(&tensors, &args.output)
+    // Written under a temporary name and renamed into place: without --overwrite, never over a
+    // file that appeared during the import.
+    let file = PendingFile::create("output", &args.output, args.overwrite)?;
+    checkpoint::save_safetensors(&tensors, file.path())
         .with_context(|| format!("writing {}", args.output.display()))?;
+    let mut staged = Staged::new();
+    staged.push(file);
+    staged.commit()?;
     let dtypes: Vec<&str> = {
         let mut d: Vec<&str> = tensors
             .iter()

@@ -3,10 +3,13 @@
 use clap::{Parser, Subcommand};
 
 mod convert;
+mod interrupt;
 mod model_cmds;
+mod outputs;
 mod predict;
 mod train;
 mod pipeline;
+mod weights;
 
 #[derive(Debug, Parser)]
 #[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]
@@ -74,7 +77,9 @@ pub fn keep_freed_memory() {}
 pub fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour codes only on a terminal: in a pipe or a log file they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
 
 pub fn run() -> anyhow::Result<()> {

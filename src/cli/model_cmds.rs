@@ -114,9 +114,12 @@ pub fn load_or_random(variant: Variant, weights: Option<&PathBuf>, device: &Devi
 }
 
 pub fn bench_model(args: BenchModelArgs) -> anyhow::Result<()> {
-    if args.batch == 0 || args.runs == 0 || args.size < 16 {
-        bail!("--batch and --runs must be at least 1 and --size at least 16");
+    // Each timed run keeps its time; more than this only takes longer to say the same.
+    const MAX_RUNS: usize = 100_000;
+    if !(1..=MAX_RUNS).contains(&args.runs) || args.warmup > MAX_RUNS {
+        bail!("--runs must be 1 to {MAX_RUNS} and --warmup at most {MAX_RUNS}");
     }
+    lightunet::model::check_input(args.batch, args.size, args.size).context("--size and --batch")?;
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
@@ -220,6 +223,15 @@ const GRAD_TOLERANCE: f32 = 1e-4;
 pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let dtype = parse_dtype(&args.dtype)?;
+    // Before anything is loaded: the CPU kernels run in f32 only.
+    if device.is_cpu() && dtype != DType::F32 {
+        bail!("--dtype {} needs a CUDA device: the CPU path runs in f32 only (--device {} gave the CPU)", args.dtype, args.device);
+    }
+    if let Some(t) = args.tolerance {
+        if !(t.is_finite() && t > 0.0) {
+            bail!("--tolerance must be a finite number > 0, got {t}");
+        }
+    }
     let tol = args.tolerance.unwrap_or(match dtype {
         DType::F16 => 5e-2,
         DType::BF16 => 3e-1,

@@ -11,29 +11,29 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use candle_core::{DType, Device, Tensor};
 use clap::Args;
+use lightunet::assets::{Catalog, Lookup, Source};
 use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
 use lightunet::pipeline::{
-    run, write_phantom_clip, Job, Mode, NamedPipeline, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
+    run_staged, write_phantom_clip, Job, Mode, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
     SourceSpec, UNetSegmenter,
 };
 
-use super::model_cmds::load_or_random;
-
-/// The project's trained weights (shipped when present).
-const SHIPPED_WEIGHTS: &str = "pretrained_models/lighter_at1_busi.safetensors";
-/// A reference Lighter@1 trained on BUSI (PyTorch names), present only on the team's machines.
-const REFERENCE_WEIGHTS: &str = "../shared/anchors/torch_lighter_at1_busi_f16.safetensors";
+use super::outputs::{pending, stage_json};
+use super::weights::Chosen;
 
 #[derive(Debug, Args, Clone)]
 pub struct ModelOpts {
-    /// Variant (unet, light, lighter@C).
-    #[arg(long, default_value = "lighter@1")]
-    model: Variant,
-    /// Weights (safetensors, PyTorch names). Default: pretrained_models/lighter_at1_busi.safetensors,
-    /// else the reference weights in ../shared when present; `random` for a plumbing run.
+    /// Variant (unet, light, lighter@C). Default: the weights' config.json (`<name>.config.json`
+    /// or `config.json` beside them; built in for the embedded weights), else lighter@1.
     #[arg(long)]
+    model: Option<Variant>,
+    /// Weights (safetensors, PyTorch names), or `random` for a plumbing run. Default:
+    /// $LIGHTUNET_WEIGHTS, else weights.safetensors in $XDG_CONFIG_HOME/lightunet
+    /// (~/.config/lightunet), else in /usr/share/lightunet, else the embedded Lighter U-net@1
+    /// trained on BUSI. The run says which it used.
+    #[arg(long, value_name = "FILE")]
     weights: Option<String>,
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "auto")]
@@ -94,6 +94,7 @@ impl ProcessingOpts {
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
+    /// `file:NAME` is always a file; a name starting with `-` goes after `--`.
     input: String,
     /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), or frames_%05d.png.
     #[arg(short, long)]
@@ -107,10 +108,11 @@ pub struct ProcessArgs {
     /// Latency and counter report (JSON) written at the end.
     #[arg(long)]
     report: Option<PathBuf>,
-    /// Replace existing outputs.
+    /// Replace existing outputs (never an input: an output that is an input, by any name, is
+    /// always refused).
     #[arg(long)]
     overwrite: bool,
-    /// Stop after this many frames (required for the endless phantom unless given).
+    /// Stop after this many frames, at least 1 (required for the endless phantom).
     #[arg(long)]
     frames: Option<u64>,
     /// Frames the input queue holds.
@@ -125,11 +127,12 @@ pub struct ProcessArgs {
 #[derive(Debug, Args)]
 pub struct LiveArgs {
     /// Input: a gst-launch description ending in a video pad, `phantom[:WxH@FPS]`, or a file
-    /// (played in real time).
+    /// (played in real time). An existing path is a file; `file:NAME` always is.
     #[arg(long, conflicts_with = "pipeline")]
     source: Option<String>,
-    /// Output: a gst-launch description starting with a sink pad, or a file name (encoder by
-    /// extension). Default: a window.
+    /// Output: a gst-launch description starting with a sink pad (text with `!`, or an element
+    /// name alone or with `property=value`), or else a file name (encoder by extension; `file:NAME`
+    /// always is one). Default: a window.
     #[arg(long, conflicts_with = "pipeline")]
     sink: Option<String>,
     /// A named pipeline from the pipelines folder (see pipelines/README.md).
@@ -138,10 +141,13 @@ pub struct LiveArgs {
     /// Values for a named pipeline's ${var} placeholders, e.g. --set port=5000.
     #[arg(long = "set", value_name = "VAR=VALUE")]
     set: Vec<String>,
-    /// Folder of named pipelines.
-    #[arg(long, default_value = "pipelines")]
-    pipelines_dir: PathBuf,
-    /// List the named pipelines and exit.
+    /// A folder of named pipelines looked in first (default: $LIGHTUNET_PIPELINES); then
+    /// $XDG_CONFIG_HOME/lightunet/pipelines (~/.config/lightunet/pipelines),
+    /// /usr/share/lightunet/pipelines, and the pipelines embedded in the binary. A file hides the
+    /// pipeline of the same name further down.
+    #[arg(long, value_name = "DIR")]
+    pipelines_dir: Option<PathBuf>,
+    /// List the named pipelines, where each comes from and what it overrides, and exit.
     #[arg(long)]
     list: bool,
     /// Frames the queue holds before the oldest is dropped (default 1: the lowest latency).
@@ -153,12 +159,15 @@ pub struct LiveArgs {
     /// Seconds between counter reports.
     #[arg(long, default_value_t = 5)]
     report_every: u64,
-    /// Finish when the source sends nothing for this many seconds.
+    /// Finish when the source sends nothing for this many seconds (after its first frame).
     #[arg(long, default_value_t = 10)]
     stall_timeout: u64,
+    /// Fail when the source sends no first frame within this many seconds; `never` waits forever.
+    #[arg(long, default_value = "30", value_parser = parse_wait)]
+    first_frame_timeout: Wait,
     /// Stop after this many seconds.
-    #[arg(long)]
-    duration: Option<f64>,
+    #[arg(long, value_parser = parse_seconds)]
+    duration: Option<Duration>,
     /// Stop after this many frames.
     #[arg(long)]
     frames: Option<u64>,
@@ -243,75 +252,63 @@ pub struct BenchPipelineArgs {
     processing: ProcessingOpts,
 }
 
+/// A wait in seconds, or `never`.
+#[derive(Debug, Clone, Copy)]
+struct Wait(Option<Duration>);
+
+fn parse_wait(s: &str) -> Result<Wait, String> {
+    if s == "never" {
+        return Ok(Wait(None));
+    }
+    parse_seconds(s).map(|d| Wait(Some(d)))
+}
+
+/// Seconds as a finite, non-negative number that fits a [`Duration`] (`inf` or `1e300` would
+/// panic in `Duration::from_secs_f64`).
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(format!("`{s}`: seconds must be a finite number >= 0"));
+    }
+    Duration::try_from_secs_f64(v).map_err(|e| format!("`{s}`: {e}"))
+}
+
 /// Live default: one waiting frame. When the model is slower than the source, every further
 /// frame the queue may hold adds a frame interval of latency (measured at 1280x720@30 on the
 /// 2-core machine: p99 100 ms with 1, 134 ms with 2), and none adds output frames.
 const LIVE_QUEUE: usize = 1;
 
-/// Ctrl-C: the first sets the flag (EOS, finalise), the second exits at once.
+/// How long a run may take to finish after Ctrl-C or SIGTERM before the process exits anyway:
+/// the frames already queued go through the model first (up to a queue and a batch: 8 frames by
+/// default, 4 s of U-net on a CPU), then the outputs are finalised.
+const FINISH_GRACE: Duration = Duration::from_secs(60);
+
+/// Ctrl-C / SIGTERM: the first sets the flag (EOS, finalise), the second exits at once, and
+/// the process exits anyway `FINISH_GRACE` after the first.
 fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let res = ctrlc::set_handler(move || {
-        if s.swap(true, Ordering::SeqCst) {
-            eprintln!("second interrupt: exiting without finalising");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing (Ctrl-C again to exit at once)");
-    });
-    if let Err(e) = res {
-        tracing::warn!("cannot install the Ctrl-C handler: {e}");
-    }
-    stop
+    super::interrupt::install("finishing: the output will be finalised", FINISH_GRACE)
 }
 
-fn resolve_weights(opt: &Option<String>) -> anyhow::Result<Option<PathBuf>> {
-    if let Some(w) = opt {
-        if w == "random" {
-            tracing::warn!("random weights: the masks are meaningless (plumbing and timing only)");
-            return Ok(None);
-        }
-        let p = PathBuf::from(w);
-        if !p.is_file() {
-            bail!("weights {} do not exist", p.display());
-        }
-        return Ok(Some(p));
-    }
-    let roots = [PathBuf::from("."), PathBuf::from(env!("CARGO_MANIFEST_DIR"))];
-    for root in &roots {
-        let p = root.join(SHIPPED_WEIGHTS);
-        if p.is_file() {
-            return Ok(Some(p));
-        }
-    }
-    for root in &roots {
-        let p = root.join(REFERENCE_WEIGHTS);
-        if p.is_file() {
-            tracing::warn!(
-                "{SHIPPED_WEIGHTS} is not there yet: using the reference weights {} (for comparison only; never shipped)",
-                p.display()
-            );
-            return Ok(Some(p));
-        }
-    }
-    bail!("no weights: {SHIPPED_WEIGHTS} is missing; pass --weights <file.safetensors> (or --weights random for a plumbing run)")
-}
-
-fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::InferenceNet, Device)> {
+/// The model: its segmenter, the network itself (for `bench pipeline`'s model-only timing), the
+/// device, and the weights and variant chosen.
+fn segmenter(opts: &ModelOpts) -> anyhow::Result<(Box<dyn Segmenter>, lightunet::model::InferenceNet, Device, Chosen)> {
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
     if device.is_cpu() && dtype != DType::F32 {
         bail!("the CPU path runs in f32 only");
     }
-    let weights = resolve_weights(&opts.weights)?;
-    let net = load_or_random(opts.model, weights.as_ref(), &device)?.to_device_dtype(&device, dtype)?;
+    let chosen = match opts.weights.as_deref() {
+        Some("random") => Chosen::random(opts.model.unwrap_or(Variant::Lighter(1))),
+        file => Chosen::new(file.map(Path::new), opts.model, Some(Variant::Lighter(1)))?,
+    };
+    let net = chosen.load(&device)?.to_device_dtype(&device, dtype)?;
     tracing::info!(
-        "model {} on {} ({})",
-        opts.model,
+        "model {} on {}, weights: {}",
+        chosen.variant,
         if device.is_cuda() { "cuda" } else { "cpu" },
-        weights.as_ref().map_or("random weights".into(), |p| p.display().to_string())
+        chosen.describe()
     );
-    Ok((Box::new(UNetSegmenter::new(net.clone())), net, device))
+    Ok((Box::new(UNetSegmenter::new(net.clone())), net, device, chosen))
 }
 
 /// Whether a sink description shows video in a window (autovideosink, xvimagesink, glimagesink...).
@@ -326,26 +323,6 @@ fn has_display() -> bool {
     ["DISPLAY", "WAYLAND_DISPLAY"].iter().any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
 
-fn sink_spec(s: &str, overwrite: bool) -> SinkSpec {
-    let p = Path::new(s);
-    let looks_like_file = !s.contains('!') && !s.contains(' ') && p.extension().is_some_and(|e| e != "toml");
-    if looks_like_file {
-        SinkSpec::File { path: p.to_path_buf(), overwrite }
-    } else {
-        SinkSpec::Launch(s.to_string())
-    }
-}
-
-fn write_report(path: &Option<PathBuf>, value: &serde_json::Value, overwrite: bool) -> anyhow::Result<()> {
-    if let Some(p) = path {
-        if p.exists() && !overwrite {
-            bail!("report {} already exists (pass --overwrite)", p.display());
-        }
-        std::fs::write(p, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", p.display()))?;
-    }
-    Ok(())
-}
-
 /// The human summary of a run: counters and one row per stage (`--report` has the same as JSON).
 fn report_table(report: &Report) -> String {
     let c = &report.counters;
@@ -354,7 +331,8 @@ fn report_table(report: &Report) -> String {
         report.mode, c.frames_in, c.frames_out, c.frames_at_sink, c.dropped, c.late, report.wall_s, report.fps_out
     );
     if let (Some(a), Some(b)) = report.rss_mb {
-        s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end\n"));
+        let peak = report.peak_rss_mb.map(|p| format!(", peak {p:.0} MiB")).unwrap_or_default();
+        s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end{peak}\n"));
     }
     if report.batch > 1 {
         s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", report.batch));
@@ -381,6 +359,9 @@ fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
 }
 
 pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
+    if args.frames == Some(0) {
+        bail!("--frames 0 would write nothing: give at least 1, or leave it out for the whole input");
+    }
     let source = SourceSpec::parse(&args.input, args.frames)?;
     if let SourceSpec::Launch(_) = source {
         bail!("input {} does not exist (process takes a file or phantom[:WxH@FPS]; use `live --source` for pipelines)", args.input);
@@ -396,24 +377,32 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     job.max_frames = args.frames;
     job.config = args.processing.config(Mode::Recorded, args.queue);
     job.config.validate()?;
-    job.output.check()?;
+    // Every output checked against the input and each other before the model loads.
+    let mut plan = job.output_plan()?;
     if let Some(r) = &args.report {
-        if r.exists() && !args.overwrite {
-            bail!("report {} already exists (pass --overwrite)", r.display());
-        }
+        plan.file("report", r, args.overwrite);
     }
-    let (seg, _, _) = segmenter(&args.model)?;
+    plan.check()?;
+    let report_file = pending("report", &args.report, args.overwrite)?;
+    let (seg, _, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
-    let report = run(job, seg).context("process")?;
-    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    let (report, mut staged) = run_staged(job, seg).context("process")?;
+    if report.counters.frames_out == 0 {
+        bail!("no frame reached the output: nothing was written");
+    }
+    stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
+    staged.commit()?;
     eprintln!("wrote {}", args.output.display());
     finish(&report, true)
 }
 
 pub fn live(args: LiveArgs) -> anyhow::Result<()> {
+    let catalog = Lookup::from_env().pipelines(args.pipelines_dir.as_deref());
     if args.list {
-        for p in NamedPipeline::list(&args.pipelines_dir)? {
-            println!("{:<20} {}", p.name, p.description);
+        let (text, invalid) = list_pipelines(&catalog)?;
+        print!("{text}");
+        if invalid > 0 {
+            bail!("{invalid} of the pipelines cannot be loaded (flagged INVALID above)");
         }
         return Ok(());
     }
@@ -421,7 +410,9 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     let mut roi = args.processing.roi;
     let (source, sink) = match &args.pipeline {
         Some(name) => {
-            let p = NamedPipeline::load(&args.pipelines_dir, name)?;
+            let found = catalog.get(name)?;
+            tracing::info!("pipeline `{name}` from {}", found.source);
+            let p = found.pipeline;
             let mut vars = BTreeMap::new();
             for kv in &args.set {
                 let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv}: expected VAR=VALUE"))?;
@@ -447,8 +438,11 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
              a network sink or fakesink."
         );
     }
+    if args.frames == Some(0) {
+        bail!("--frames 0 would process nothing: give at least 1, or leave it out to run until stopped");
+    }
     let source = SourceSpec::parse(&source, args.frames)?;
-    let mut job = Job::new(source, sink_spec(&sink, args.overwrite));
+    let mut job = Job::new(source, SinkSpec::parse(&sink, args.overwrite));
     job.metadata = args.metadata;
     job.overwrite = args.overwrite;
     job.max_frames = args.frames;
@@ -458,21 +452,62 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     job.config.late_after = Duration::from_millis(args.late_ms);
     job.config.report_every = Duration::from_secs(args.report_every.max(1));
     job.config.stall_timeout = Duration::from_secs(args.stall_timeout.max(1));
+    job.config.first_frame_timeout = args.first_frame_timeout.0;
     job.config.validate()?;
-    job.output.check()?;
-    let (seg, _, _) = segmenter(&args.model)?;
+    let mut plan = job.output_plan()?;
+    if let Some(r) = &args.report {
+        plan.file("report", r, args.overwrite);
+    }
+    plan.check()?;
+    let writes_files = matches!(job.output, SinkSpec::File { .. }) || job.metadata.is_some() || args.report.is_some();
+    let report_file = pending("report", &args.report, args.overwrite)?;
+    let (seg, _, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
     if let Some(d) = args.duration {
         let stop = job.stop.clone();
         // Detached on purpose: it only sets a flag and ends with the process.
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_secs_f64(d.max(0.0)));
+            std::thread::sleep(d);
             stop.store(true, Ordering::SeqCst);
         });
     }
-    let report = run(job, seg).context("live")?;
-    write_report(&args.report, &serde_json::to_value(&report)?, true)?;
+    let (report, mut staged) = run_staged(job, seg).context("live")?;
+    if report.counters.frames_out == 0 && writes_files {
+        eprint!("{}", report_table(&report));
+        bail!("no frame reached the output: nothing was written");
+    }
+    stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
+    staged.commit()?;
     finish(&report, false)
+}
+
+/// `live --list`: each pipeline with its description, where it comes from and what it hides,
+/// then the folders looked in.
+fn list_pipelines(catalog: &Catalog) -> anyhow::Result<(String, usize)> {
+    let mut s = String::new();
+    let listing = catalog.list()?;
+    for p in &listing.valid {
+        s.push_str(&format!("{:<20} {}\n", p.pipeline.name, p.pipeline.description));
+        let mut from = format!("{:<20} from {}", "", p.source);
+        if p.same_as_embedded {
+            from.push_str(", the same as the embedded one");
+        } else if !p.hides.is_empty() {
+            let hidden: Vec<String> = p.hides.iter().map(|h| if *h == Source::Embedded { "the embedded one".into() } else { h.to_string() }).collect();
+            from.push_str(&format!(", overrides {}", hidden.join(" and ")));
+        }
+        s.push_str(&from);
+        s.push('\n');
+    }
+    for bad in &listing.invalid {
+        s.push_str(&format!("{:<20} INVALID: {}\n", bad.name, bad.error));
+    }
+    let folders: Vec<String> = catalog.folders().iter().map(|(d, o)| format!("{} ({o})", d.display())).collect();
+    s.push_str(&format!(
+        "\nlooked in: {}{}the pipelines embedded in the binary (a folder that does not exist is skipped)\n",
+        folders.join(", "),
+        if folders.is_empty() { "" } else { ", then " }
+    ));
+    Ok((s, listing.invalid.len()))
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -512,6 +547,10 @@ pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Most timed model-only runs of `bench pipeline` (each keeps its time; 10000 runs of the
+/// fastest model take minutes).
+const MAX_MODEL_RUNS: usize = 10_000;
+
 /// Median model-only time per frame (ms) and frames/s, running `batch` frames at a time.
 fn time_model(net: &lightunet::model::InferenceNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
     let x = Tensor::rand(0f32, 1f32, (batch, 3, size.1, size.0), device)?;
@@ -537,20 +576,28 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
-    if let Some(p) = &args.plot {
-        if p.exists() && !args.overwrite {
-            bail!("plot {} already exists (pass --overwrite)", p.display());
-        }
+    if !(1..=MAX_MODEL_RUNS).contains(&args.model_runs) {
+        bail!("--model-runs must be 1 to {MAX_MODEL_RUNS}, got {}", args.model_runs);
     }
     let source = SourceSpec::parse(&args.source, Some(args.frames))?;
-    let mut job = Job::new(source, sink_spec(&args.sink, args.overwrite));
+    let mut job = Job::new(source, SinkSpec::parse(&args.sink, args.overwrite));
     job.overwrite = args.overwrite;
     job.max_frames = Some(args.frames);
     job.keep_records = true;
     let queue = args.queue.unwrap_or(if mode == Mode::Live { LIVE_QUEUE } else { 4 });
     job.config = args.processing.config(mode, queue);
     job.config.validate()?;
-    let (seg, net, device) = segmenter(&args.model)?;
+    let mut plan = job.output_plan()?;
+    if let Some(r) = &args.report {
+        plan.file("report", r, args.overwrite);
+    }
+    if let Some(p) = &args.plot {
+        plan.file("plot", p, args.overwrite);
+    }
+    plan.check()?;
+    let report_file = pending("report", &args.report, args.overwrite)?;
+    let plot_file = pending("plot", &args.plot, args.overwrite)?;
+    let (seg, net, device, chosen) = segmenter(&args.model)?;
     // The ratio the pipeline is judged by is against the model one frame at a time; when recorded
     // mode batches, the model at that batch is timed too, so that both ratios are shown. Each is
     // timed before and after the run and the two medians averaged: on a shared machine the speed
@@ -561,7 +608,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let time = |b: usize| time_model(&net, &device, model_size, b, half);
     let before = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     job.stop = stop_flag();
-    let report = run(job, seg).context("bench pipeline")?;
+    let (report, mut staged) = run_staged(job, seg).context("bench pipeline")?;
     let after = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     drop(net);
     let mean = |a: (f64, f64), b: (f64, f64)| {
@@ -572,21 +619,26 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let batched = before.1.zip(after.1).map(|(a, b)| mean(a, b));
     let thirds = lightunet::pipeline::end_to_end_thirds(&report.records);
     let json = serde_json::json!({
-        "source": args.source, "sink": args.sink, "mode": report.mode, "variant": args.model.model.to_string(),
+        "source": args.source, "sink": args.sink, "mode": report.mode, "variant": chosen.variant.to_string(),
+        "weights": chosen.describe(),
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
         "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs,
                         "median_ms_before": before.0 .0, "median_ms_after": after.0 .0 },
         "pipeline_batch": batch,
         "model_only_at_batch": batched.map(|(ms, fps)| serde_json::json!({ "batch": batch, "median_ms_per_frame": ms, "fps": fps })),
         "pipeline_fps_out": report.fps_out, "pipeline_over_model": report.fps_out / model_fps,
-        "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb,
+        "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb, "peak_rss_mb": report.peak_rss_mb,
         "latency_ms": report.latency_ms.iter().map(|(n, p)| (n.to_string(), serde_json::to_value(p).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "end_to_end_first_third_ms": thirds.map(|t| t.0), "end_to_end_last_third_ms": thirds.map(|t| t.1),
         "input_error": report.input_error,
     });
-    write_report(&args.report, &json, args.overwrite)?;
+    stage_json(report_file, &json, &mut staged)?;
+    if let Some(f) = plot_file {
+        lightunet::pipeline::plot::latency_plot(&report.records, f.path()).with_context(|| format!("writing {}", f.dest().display()))?;
+        staged.push(f);
+    }
+    staged.commit()?;
     if let Some(p) = &args.plot {
-        lightunet::pipeline::plot::latency_plot(&report.records, p).with_context(|| format!("writing {}", p.display()))?;
         eprintln!("plot: {}", p.display());
     }
     if args.json {

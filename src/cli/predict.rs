@@ -7,8 +7,11 @@
 //! OUT/metrics.csv         the same, one row per image and a final `mean` row
 //! ```
 //! Unreadable images, images without a mask and masks without an image are listed, not fatal.
+//! OUT may not be, contain or lie inside the images or masks folders; everything is written into
+//! a temporary folder and moved into OUT at the end (an earlier run's results there only with
+//! --overwrite), so a failed run leaves OUT as it was.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -16,19 +19,29 @@ use lightunet::atomic_write::write_atomic;
 use lightunet::device::parse_device;
 use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, PngColor};
 use lightunet::metrics::{Metrics, Summary};
-use lightunet::model::{InferenceNet, Variant};
+use lightunet::model::Variant;
+use lightunet::output::{discard_pending, OutputPlan, PendingDir, Staged};
 use lightunet::postprocess::draw_contour_rgb;
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
 use rayon::prelude::*;
 
+use super::weights::Chosen;
+
+/// What predict writes into --out.
+const WRITES: [&str; 4] = ["masks", "overlays", "metrics.json", "metrics.csv"];
+
 #[derive(Debug, Args)]
 pub struct PredictArgs {
-    /// Variant (unet, light, lighter@C); read from config.json next to the weights when absent.
+    /// Variant (unet, light, lighter@C); read from the config.json beside the weights
+    /// (`<name>.config.json` or `config.json`) when absent.
     #[arg(long)]
     model: Option<Variant>,
-    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors.
-    #[arg(long)]
-    weights: PathBuf,
+    /// Weights (safetensors, PyTorch key names), e.g. RUN/best.safetensors. Default:
+    /// $LIGHTUNET_WEIGHTS, else weights.safetensors in $XDG_CONFIG_HOME/lightunet
+    /// (~/.config/lightunet), else in /usr/share/lightunet, else the embedded Lighter U-net@1
+    /// trained on BUSI.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
     /// Folder of images (PNG, JPEG, BMP, TIFF; grey or colour; 8 or 16 bit).
     #[arg(long)]
     images: PathBuf,
@@ -55,30 +68,19 @@ pub struct PredictArgs {
     /// Do not write overlays.
     #[arg(long)]
     no_overlays: bool,
-}
-
-/// Variant and input size from a config.json next to the weights, if there is one.
-fn sidecar(weights: &Path) -> (Option<Variant>, Option<usize>) {
-    let path = weights.with_file_name("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return (None, None) };
-    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
-        tracing::warn!("{} is not valid JSON; ignored", path.display());
-        return (None, None);
-    };
-    let variant = json["variant"].as_str().and_then(|s| s.parse().ok());
-    let size = json["preprocessing"]["size"].as_u64().map(|s| s as usize);
-    (variant, size)
+    /// Replace an earlier run's results in --out (masks, overlays, metrics).
+    #[arg(long)]
+    overwrite: bool,
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
-    let (side_variant, side_size) = sidecar(&args.weights);
-    let Some(variant) = args.model.or(side_variant) else {
-        bail!("--model is required (no config.json with a variant next to {})", args.weights.display());
+    let chosen = Chosen::new(args.weights.as_deref(), args.model, None)?;
+    let variant = chosen.variant;
+    let size = match args.size {
+        Some(size) => size,
+        None => chosen.input_size()?.unwrap_or(256),
     };
-    let size = args.size.or(side_size).unwrap_or(256);
-    if args.batch == 0 {
-        bail!("--batch must be at least 1");
-    }
+    lightunet::model::check_input(args.batch, size, size).context("--size and --batch")?;
     if !(0.0..1.0).contains(&args.threshold) {
         bail!("--threshold must be in [0, 1), got {}", args.threshold);
     }
@@ -90,19 +92,39 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             bail!("--masks {} is not a folder", m.display());
         }
     }
+    let mut plan = OutputPlan::new();
+    if let Some(w) = chosen.weights.as_ref().and_then(|w| w.path()) {
+        plan.input("--weights", w);
+    }
+    plan.input_folder("--images", &args.images);
+    if let Some(m) = &args.masks {
+        plan.input_folder("--masks", m);
+    }
+    plan.folder("--out", &args.out, &WRITES, args.overwrite);
+    plan.check()?;
+    // Ctrl-C: remove the half-written temporary folder (the default would leave it).
+    ctrlc::set_handler(|| {
+        eprintln!("interrupted: nothing was written");
+        discard_pending();
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")?;
     let device = parse_device(&args.device)?;
-    let net = InferenceNet::load(&args.weights, variant, &device).with_context(|| format!("loading {}", args.weights.display()))?;
+    let net = chosen.load(&device)?;
+    tracing::info!("model {variant}, weights: {}", chosen.describe());
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
     let predictor = Predictor::new(net, size, post)?;
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
     if pairing.pairs.is_empty() {
         bail!("no images in {} (expected .png, .jpg, .bmp or .tif files)", args.images.display());
     }
-    let mask_dir = args.out.join("masks");
-    let overlay_dir = args.out.join("overlays");
-    for d in [&mask_dir, &overlay_dir] {
+    let staging = PendingDir::folder("--out", &args.out, args.overwrite)?;
+    let mask_dir = staging.path().join("masks");
+    let overlay_dir = staging.path().join("overlays");
+    for d in [&mask_dir, &overlay_dir].into_iter().take(if args.no_overlays { 1 } else { 2 }) {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
+    let mut written = 0usize;
 
     let mut rows = Vec::new();
     let mut all_metrics = Vec::new();
@@ -136,6 +158,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
             row.height = img.height;
             row.predicted_area_px = pred.mask.count();
             save_png(&mask_dir.join(format!("{key}.png")), &pred.mask.to_u8(), img.width, img.height, PngColor::Grey)?;
+            written += 1;
             if !args.no_overlays {
                 let mut bgr = img.data.clone();
                 draw_contour_rgb(&mut bgr, img.width, img.height, img.stride(), &pred.mask, [0, 0, 255], 2)
@@ -170,7 +193,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
 
     let report = Report {
         model: variant.to_string(),
-        weights: args.weights.clone(),
+        weights: chosen.describe(),
         size,
         post,
         images: rows,
@@ -180,8 +203,11 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         summary: Summary::from(all_metrics.as_slice()),
     };
     let json = serde_json::to_string_pretty(&report)?;
-    write_atomic(&args.out.join("metrics.json"), json.as_bytes())?;
-    write_atomic(&args.out.join("metrics.csv"), report_csv(&report).as_bytes())?;
+    write_atomic(&staging.path().join("metrics.json"), json.as_bytes())?;
+    write_atomic(&staging.path().join("metrics.csv"), report_csv(&report).as_bytes())?;
+    let mut staged = Staged::new();
+    staged.push(staging);
+    staged.commit()?;
     print!("{}", report_table(&report));
     let list = |what: &str, v: &[PathBuf]| {
         if !v.is_empty() {
@@ -194,6 +220,8 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     list("images without a mask", &report.images_without_mask);
     list("masks without an image", &report.masks_without_image);
     list("files ignored (same name as another)", &report.duplicates);
-    println!("wrote {} masks to {} (metrics.json, metrics.csv)", report.images.len(), args.out.display());
+    let skipped = report.images.len() - written;
+    let skipped = if skipped > 0 { format!("; {skipped} unreadable images skipped") } else { String::new() };
+    println!("wrote {written} masks to {} (metrics.json, metrics.csv){skipped}", args.out.display());
     Ok(())
 }

@@ -103,6 +103,49 @@ impl HeadConfig {
 
 pub const HEAD: HeadConfig = HeadConfig { name: "outc", c_in: 64, c_out: 1 };
 
+/// Smallest model input side: every max-pool must leave a row and a column (four poolings).
+pub const MIN_INPUT_SIDE: usize = 16;
+
+/// Largest model input side accepted from a user. The networks were trained at 256, and the
+/// memory of a pass grows with the square of the side: peak resident memory of one CPU pass
+/// (`bench model --runs 1`, 2026-11-30) was 0.49 GB at 256 and 1.7 GB at 512 for U-net, 0.19 GB
+/// at 512 and 0.69 GB at 1024 for Lighter U-net@1, so U-net needs about 7 GB at 1024 and 27 GB at
+/// 2048.
+pub const MAX_INPUT_SIDE: usize = 1024;
+
+/// Most input pixels one pass may take (batch x height x width): 64 frames at 256x256, 4 at
+/// 1024x1024, the most the side limit allows for one frame, four times over. Beyond it a typo
+/// (`--batch 100000`) asks for more memory than a machine has and aborts the process.
+pub const MAX_PASS_PIXELS: usize = 64 * 256 * 256;
+
+/// Checks a network input of `batch` images of `height x width` against [`MIN_INPUT_SIDE`],
+/// [`MAX_INPUT_SIDE`] and [`MAX_PASS_PIXELS`], with checked arithmetic (the numbers are a user's).
+pub fn check_input(batch: usize, height: usize, width: usize) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidSetting(m));
+    if batch == 0 {
+        return bad("the batch must be at least 1".into());
+    }
+    for side in [height, width] {
+        if side < MIN_INPUT_SIDE {
+            return bad(format!("the model input must be at least {MIN_INPUT_SIDE}x{MIN_INPUT_SIDE}, got {width}x{height}"));
+        }
+        if side > MAX_INPUT_SIDE {
+            return bad(format!(
+                "the model input {width}x{height} is above the limit of {MAX_INPUT_SIDE} per side: the networks were \
+                 trained at 256, and memory grows with the square of the side (U-net needs about 7 GB at 1024)"
+            ));
+        }
+    }
+    let pixels = batch.checked_mul(height).and_then(|n| n.checked_mul(width));
+    if pixels.is_none_or(|p| p > MAX_PASS_PIXELS) {
+        return bad(format!(
+            "a batch of {batch} at {width}x{height} is above the limit of {MAX_PASS_PIXELS} input pixels per pass \
+             (64 images at 256x256, 4 at 1024x1024): memory grows with it (U-net needs about 0.4 GB per 256x256 image)"
+        ));
+    }
+    Ok(())
+}
+
 /// One member of the family: the shared topology and the variant's conv sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arch {
@@ -335,8 +378,11 @@ fn summary(shapes: &[(String, Vec<usize>)]) -> String {
     format!("found {} tensors, e.g. {}", shapes.len(), first.join(", "))
 }
 
-/// Checks names and shapes against `variant` and converts floats to f32. A missing, extra or
-/// mis-shaped tensor is an error naming it, its expected and found shape, and the variant.
+/// Checks names and shapes against `variant`, and values: weights are floating point, every value
+/// is finite and running variances are not negative. Converts them to f32. A missing, extra,
+/// mis-shaped, integer or non-finite tensor is an error naming it (and its expected and found
+/// shape, or the bad value), and the variant. The value check is one pass over the weights at
+/// load: without it, a NaN anywhere made every frame come out "no lesion" without a word.
 pub fn check_weights(mut tensors: HashMap<String, Tensor>, variant: Variant) -> Result<HashMap<String, Tensor>> {
     let expected = expected_shapes(variant);
     // Same rules as `convert`'s detection, so both name the same variant for the same file.
@@ -364,7 +410,14 @@ pub fn check_weights(mut tensors: HashMap<String, Tensor>, variant: Variant) -> 
         }
         if let Some(t) = tensors.remove(name) {
             if !optional {
-                out.insert(name.clone(), t.to_dtype(DType::F32)?);
+                if !t.dtype().is_float() {
+                    return Err(err(name, format!("holds {:?} values; weights are floating point (f32, f16, bf16)", t.dtype())));
+                }
+                let t = t.to_dtype(DType::F32)?;
+                if let Some(problem) = bad_value(name, &t)? {
+                    return Err(err(name, problem));
+                }
+                out.insert(name.clone(), t);
             }
         }
     }
@@ -373,6 +426,25 @@ pub fn check_weights(mut tensors: HashMap<String, Tensor>, variant: Variant) -> 
         return Err(err(name, format!("unexpected tensor of shape {found:?}")));
     }
     Ok(out)
+}
+
+/// What is wrong with the values of an f32 weight, if anything: a NaN or infinity anywhere, or a
+/// negative BatchNorm running variance (its square root divides the input).
+fn bad_value(name: &str, t: &Tensor) -> Result<Option<String>> {
+    let values = t.flatten_all()?.to_vec1::<f32>()?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Ok(Some(format!(
+            "value {i} of {} is {} (the file is damaged, or was saved from a run that diverged)",
+            values.len(),
+            values[i]
+        )));
+    }
+    if name.ends_with(".running_var") {
+        if let Some(i) = values.iter().position(|&v| v < 0.0) {
+            return Ok(Some(format!("running variance {i} of {} is negative ({})", values.len(), values[i])));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -493,5 +565,50 @@ mod tests {
         assert_eq!(arch.bottleneck().name, "down4");
         assert_eq!(arch.bottleneck_dims(2, 100, 76), [2, 512, 6, 4]);
         assert_eq!((arch.in_channels(), arch.min_side()), (3, 16));
+    }
+
+    /// Weights of the right names and shapes but wrong values are refused, naming the tensor:
+    /// NaN, infinity, a negative running variance, and integers posing as weights.
+    #[test]
+    fn bad_values_are_named() {
+        let good = || -> HashMap<String, Tensor> {
+            expected_shapes(Variant::Lighter(1))
+                .into_iter()
+                .map(|(n, s)| {
+                    let t = if n.ends_with("num_batches_tracked") {
+                        Tensor::zeros(s, DType::I64, &Device::Cpu)
+                    } else {
+                        Tensor::ones(s, DType::F32, &Device::Cpu)
+                    };
+                    (n, t.unwrap())
+                })
+                .collect()
+        };
+        assert!(check_weights(good(), Variant::Lighter(1)).is_ok());
+        let with = |name: &str, values: Vec<f32>| {
+            let mut t = good();
+            let shape = t[name].dims().to_vec();
+            t.insert(name.to_string(), Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
+            check_weights(t, Variant::Lighter(1)).unwrap_err().to_string()
+        };
+        let w = "down2.maxpool_conv.1.double_conv.0.conv.1.weight";
+        let n = good()[w].elem_count();
+        let mut v = vec![0.5f32; n];
+        v[7] = f32::NAN;
+        let e = with(w, v.clone());
+        assert!(e.contains(w) && e.contains(&format!("value 7 of {n} is NaN")), "{e}");
+        v[7] = f32::INFINITY;
+        assert!(with(w, v).contains("is inf"));
+        let rv = "up3.conv.double_conv.1.running_var";
+        let mut v = vec![1f32; good()[rv].elem_count()];
+        v[2] = -0.25;
+        let e = with(rv, v);
+        assert!(e.contains(rv) && e.contains("running variance 2") && e.contains("negative"), "{e}");
+
+        let mut t = good();
+        let b = "outc.conv.bias";
+        t.insert(b.to_string(), Tensor::zeros(1, DType::U32, &Device::Cpu).unwrap());
+        let e = check_weights(t, Variant::Lighter(1)).unwrap_err().to_string();
+        assert!(e.contains(b) && e.contains("U32") && e.contains("floating point"), "{e}");
     }
 }

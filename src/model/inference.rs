@@ -288,6 +288,16 @@ impl InferenceNet {
         Self::from_tensors(tensors, variant, device)
     }
 
+    /// Like [`InferenceNet::load`], from the bytes of a safetensors file (the weights embedded in
+    /// the binary); `origin` names them in errors.
+    pub fn load_buffer(bytes: &[u8], origin: &Path, variant: Variant, device: &Device) -> Result<Self> {
+        let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| Error::Checkpoint {
+            path: origin.to_path_buf(),
+            reason: format!("not readable safetensors: {e}"),
+        })?;
+        Self::from_tensors(tensors, variant, device)
+    }
+
     /// Like [`InferenceNet::load`], from tensors already in memory (any device, any float
     /// dtype), checked by [`check_weights`].
     pub fn from_tensors(tensors: HashMap<String, Tensor>, variant: Variant, device: &Device) -> Result<Self> {

@@ -50,7 +50,10 @@ mod train_fused;
 mod unet;
 mod variant;
 
-pub use arch::{check_weights, detect_variant, expected_shapes, gflops, is_buffer, parameter_count, Arch};
+pub use arch::{
+    check_input, check_weights, detect_variant, expected_shapes, gflops, is_buffer, parameter_count, Arch, MAX_INPUT_SIDE,
+    MAX_PASS_PIXELS, MIN_INPUT_SIDE,
+};
 pub use capabilities::Capabilities;
 pub use inference::{BlockPath, InferenceBlock, InferenceNet, SetPath};
 pub use layers::{BatchNorm, ConvParams, ConvSet, SeparableConv};

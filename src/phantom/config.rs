@@ -6,6 +6,11 @@ pub const MIN_SIDE: usize = 64;
 /// Largest accepted frame side (8K); bounds memory for the precomputed tables.
 pub const MAX_SIDE: usize = 8192;
 
+/// Highest accepted frame rate. Scanners show tens of frames per second; the rate also becomes
+/// a GStreamer fraction of 32-bit integers and a whole-nanosecond frame duration, which larger
+/// values overflow (`--fps 4000000000` wrote frames without timestamps).
+pub const MAX_FPS: u32 = 1000;
+
 /// Transducer geometry, which decides the shape of the image region.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Probe {
@@ -95,15 +100,15 @@ pub(super) const DR_DB: f32 = 60.0;
 
 impl PhantomConfig {
     /// Refuses a configuration `Phantom::new` cannot render, saying which field and why.
-    pub(super) fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), String> {
         let (w, h) = (self.width, self.height);
         if !(MIN_SIDE..=MAX_SIDE).contains(&w) || !(MIN_SIDE..=MAX_SIDE).contains(&h) {
             return Err(format!(
                 "phantom size {w}x{h} out of range: each side must be {MIN_SIDE}..={MAX_SIDE}"
             ));
         }
-        if self.fps == 0 {
-            return Err("phantom fps must be at least 1".into());
+        if !(1..=MAX_FPS).contains(&self.fps) {
+            return Err(format!("phantom fps {} not in 1..={MAX_FPS}", self.fps));
         }
         if !(self.depth_cm >= 0.5 && self.depth_cm <= 40.0) {
             return Err(format!(

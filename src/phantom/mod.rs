@@ -31,7 +31,7 @@ mod text;
 
 use std::f32::consts::FRAC_PI_2;
 
-pub use config::{PhantomConfig, PixelLayout, Probe, MAX_SIDE, MIN_SIDE};
+pub use config::{PhantomConfig, PixelLayout, Probe, MAX_FPS, MAX_SIDE, MIN_SIDE};
 
 use anatomy::tissue_map;
 use config::DR_DB;

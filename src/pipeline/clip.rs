@@ -10,6 +10,7 @@ use super::error::{PipelineError, Result};
 use super::frame::{FrameLayout, Timing, BGR, GREY};
 use super::sink::Outputs;
 use super::source::init;
+use crate::output::OutputPlan;
 use crate::phantom::{Phantom, PhantomConfig, PixelLayout};
 
 /// Writes `frames` phantom frames to `video` (and their masks, 0/255 grey, to `masks`), with
@@ -20,16 +21,20 @@ pub fn write_phantom_clip(
     video: &SinkSpec,
     masks: Option<&SinkSpec>,
 ) -> Result<(usize, usize, usize, usize)> {
-    video.check()?;
-    if let Some(m) = masks {
-        m.check()?;
-    }
     if frames == 0 {
         return Err(PipelineError::Config("--frames must be at least 1".into()));
     }
+    let mut plan = OutputPlan::new();
+    video.plan(&mut plan, "video output")?;
+    if let Some(m) = masks {
+        m.plan(&mut plan, "masks output")?;
+    }
+    plan.check()?;
     init()?;
     let phantom = Phantom::new(config.clone()).map_err(|e| PipelineError::Config(format!("phantom: {e}")))?;
     let mut outs = Outputs::build(video, masks, Mode::Recorded, None)?;
+    // Under temporary names until both outputs are finalised; dropped on an error.
+    let staged = outs.take_staged();
     for o in outs.iter() {
         o.pipeline.set_state(gst::State::Playing).map_err(|e| PipelineError::gst("output", e))?;
     }
@@ -59,7 +64,9 @@ pub fn write_phantom_clip(
     for o in outs.iter() {
         let _ = o.pipeline.set_state(gst::State::Null);
     }
-    result.map(|()| phantom.image_rect())
+    result?;
+    staged.commit()?;
+    Ok(phantom.image_rect())
 }
 
 fn check_bus(outs: &Outputs) -> Result<()> {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::{PipelineError, Result};
+use crate::output::OutputPlan;
 use crate::phantom::{PhantomConfig, Probe};
 
 /// Recorded: every frame, blocking queues, original timestamps. Live: the capture side never
@@ -75,6 +76,10 @@ pub struct ProcessConfig {
     pub report_every: Duration,
     /// Live: finish when no frame has arrived for this long after the first one.
     pub stall_timeout: Duration,
+    /// Live: fail when the source has sent no frame at all this long after the start (`None`:
+    /// wait forever). A source that never sends (a UDP port nobody streams to, an unplugged
+    /// card that still opens) would otherwise wait without end.
+    pub first_frame_timeout: Option<Duration>,
 }
 
 impl Default for ProcessConfig {
@@ -92,27 +97,52 @@ impl Default for ProcessConfig {
             late_after: Duration::from_millis(500),
             report_every: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
+            first_frame_timeout: Some(DEFAULT_FIRST_FRAME_TIMEOUT),
         }
     }
 }
 
+/// Live: how long a source may take to send its first frame. A capture card or a network stream
+/// delivers within a second or two of starting; 30 s leaves room for a sender started by hand.
+pub const DEFAULT_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most frames a queue may hold. Each waiting frame holds a decoded picture (6 MB at 1080p,
+/// 100 MB at 8K) and the queue's slots are allocated when it is made; live mode wants 1 (every
+/// further frame adds a frame interval of latency) and recorded mode gains nothing from more than
+/// one batch waiting.
+pub const MAX_QUEUE: usize = 64;
+
+/// Thickest outline drawn, in pixels: wider than this covers the lesion it outlines.
+pub const MAX_THICKNESS: usize = 64;
+
 impl ProcessConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.queue_capacity == 0 {
-            return Err(PipelineError::Config("the queue capacity must be at least 1".into()));
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if !(1..=MAX_QUEUE).contains(&self.queue_capacity) {
+            return bad(format!(
+                "the queue holds 1 to {MAX_QUEUE} frames, got {} (each waiting frame is a decoded picture, \
+                 6 MB at 1080p; more only adds latency)",
+                self.queue_capacity
+            ));
         }
         if self.batch == 0 {
-            return Err(PipelineError::Config("the batch must be at least 1".into()));
+            return bad("the batch must be at least 1".into());
         }
         if !(0.0..1.0).contains(&self.smooth) {
-            return Err(PipelineError::Config(format!("--smooth {} must be in [0, 1)", self.smooth)));
+            return bad(format!("--smooth {} must be in [0, 1)", self.smooth));
         }
         if !(0.0..1.0).contains(&self.threshold) {
-            return Err(PipelineError::Config(format!("threshold {} must be in [0, 1)", self.threshold)));
+            return bad(format!("threshold {} must be in [0, 1)", self.threshold));
         }
-        if self.model_size.0 < 16 || self.model_size.1 < 16 {
-            return Err(PipelineError::Config("model input must be at least 16x16".into()));
+        if self.overlay.thickness > MAX_THICKNESS {
+            return bad(format!("--thickness {} is above {MAX_THICKNESS} pixels", self.overlay.thickness));
         }
+        if !(self.overlay.fill_alpha.is_finite() && (0.0..=1.0).contains(&self.overlay.fill_alpha)) {
+            return bad(format!("fill alpha {} must be in [0, 1]", self.overlay.fill_alpha));
+        }
+        let (w, h) = self.model_size;
+        // The batch is checked at the largest it can be: recorded mode runs up to `batch` frames.
+        crate::model::check_input(self.batch, h, w).map_err(|e| PipelineError::Config(e.to_string()))?;
         Ok(())
     }
 }
@@ -129,24 +159,61 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
-    /// `phantom`, `phantom:WxH`, `phantom:WxH@FPS` (also `,convex`, `,seed=N`, `,calipers`),
-    /// an existing file, or else a gst-launch description.
+    /// Reads a source argument, deciding in this order (see [`is_launch_description`]):
+    /// 1. `phantom` or `phantom:OPTIONS` (`WxH@FPS`, `convex`, `seed=N`, ...): the phantom;
+    /// 2. `file:PATH`: the file PATH, taken literally (for a name that would read otherwise);
+    /// 3. a path that exists, exactly as typed (spaces, any characters): that file;
+    /// 4. a gst-launch description: text with a `!`, or an element name alone or followed by
+    ///    `property=value` (`videotestsrc`, `v4l2src device=/dev/video0`);
+    /// 5. anything else: a file that does not exist, an error.
+    ///
+    /// So a file name is never taken for a description; `./phantom` names a file called phantom.
     pub fn parse(s: &str, frames: Option<u64>) -> Result<SourceSpec> {
         let t = s.trim();
         if t == "phantom" || t.starts_with("phantom:") {
             return Ok(SourceSpec::Phantom { config: parse_phantom(t.strip_prefix("phantom").unwrap_or(""))?, frames });
         }
-        let p = Path::new(t);
-        if !t.contains('!') && !t.contains(' ') {
-            if p.exists() {
-                return Ok(SourceSpec::File(p.to_path_buf()));
-            }
-            if p.extension().is_some() || t.contains('/') {
-                return Err(PipelineError::MissingInput(p.to_path_buf()));
-            }
+        if let Some(p) = s.strip_prefix("file:") {
+            let p = PathBuf::from(p);
+            return if p.exists() { Ok(SourceSpec::File(p)) } else { Err(PipelineError::MissingInput(p)) };
         }
-        Ok(SourceSpec::Launch(t.to_string()))
+        let p = Path::new(s);
+        if p.exists() {
+            return Ok(SourceSpec::File(p.to_path_buf()));
+        }
+        if is_launch_description(t) {
+            return Ok(SourceSpec::Launch(t.to_string()));
+        }
+        Err(PipelineError::MissingInput(p.to_path_buf()))
     }
+}
+
+impl std::fmt::Display for SourceSpec {
+    /// The source as the user gave it: a file's path, a description, or `phantom`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceSpec::File(path) => write!(f, "{}", path.display()),
+            SourceSpec::Launch(description) => f.write_str(description),
+            SourceSpec::Phantom { config, .. } => write!(f, "phantom:{}x{}@{}", config.width, config.height, config.fps),
+        }
+    }
+}
+
+/// Whether a text reads as a gst-launch description: it has a `!`, or it is an element name
+/// (ASCII letters, digits, `_`, `-`; no `.` or `/`) alone or followed by `property=value`.
+/// `my clip.mp4`, `clip.mp4` and `out/x.mp4` do not; `fakesink`, `autovideosink sync=false` do.
+pub fn is_launch_description(text: &str) -> bool {
+    let t = text.trim();
+    if t.contains('!') {
+        return true;
+    }
+    let ident = |w: &str| {
+        w.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    };
+    let mut words = t.split_whitespace();
+    let Some(first) = words.next() else { return false };
+    ident(first) && words.next().is_none_or(|w| w.split_once('=').is_some_and(|(k, _)| ident(k)))
 }
 
 fn parse_phantom(rest: &str) -> Result<PhantomConfig> {
@@ -178,9 +245,8 @@ fn parse_phantom(rest: &str) -> Result<PhantomConfig> {
             _ => return Err(bad(format!("unknown option `{part}` (WxH@FPS, seed=N, convex, calipers, notext, nolesion)"))),
         }
     }
-    if cfg.fps == 0 {
-        return Err(bad("fps must be positive".into()));
-    }
+    // Sizes and rate are checked here, before a model is loaded for a source that cannot run.
+    cfg.validate().map_err(bad)?;
     Ok(cfg)
 }
 
@@ -191,6 +257,23 @@ pub enum SinkSpec {
     File { path: PathBuf, overwrite: bool },
     /// A gst-launch description whose first element has an unlinked sink pad.
     Launch(String),
+}
+
+impl SinkSpec {
+    /// Reads a sink argument: `file:PATH` (taken literally); text that does not read as a
+    /// gst-launch description ([`is_launch_description`]): a file name (`out.mp4`, `my clip.mp4`,
+    /// `frames_%05d.png`: an output file always has an extension, so it never reads as a bare
+    /// element); text with a `!` that names an existing file: that file; else the description
+    /// (`fakesink` is the element even beside a file of that name; `file:fakesink` is the file).
+    pub fn parse(s: &str, overwrite: bool) -> SinkSpec {
+        if let Some(p) = s.strip_prefix("file:") {
+            return SinkSpec::File { path: PathBuf::from(p), overwrite };
+        }
+        if !is_launch_description(s) || (s.contains('!') && Path::new(s).exists()) {
+            return SinkSpec::File { path: PathBuf::from(s), overwrite };
+        }
+        SinkSpec::Launch(s.trim().to_string())
+    }
 }
 
 /// Output encodings chosen by file extension.
@@ -220,7 +303,10 @@ impl OutputFormat {
             "mkv" => OutputFormat::Mkv,
             "webm" => OutputFormat::Webm,
             "avi" => OutputFormat::Avi,
-            "png" if name.contains('%') => OutputFormat::PngSequence,
+            "png" if name.contains('%') => {
+                FramePattern::parse(&name)?;
+                OutputFormat::PngSequence
+            }
             "png" => {
                 return Err(PipelineError::Config(format!(
                     "{name}: a PNG sequence needs a frame-number pattern, e.g. frames_%05d.png"
@@ -240,30 +326,102 @@ impl OutputFormat {
     }
 }
 
-/// The first file a `%d`-style pattern produces (`frames_%05d.png` -> `frames_00000.png`).
+/// A file pattern as GStreamer's `multifilesink` (and `multifilesrc`, `splitmuxsink`, ...) uses
+/// it: the whole location goes to C's printf with the frame number as its only argument. So it
+/// may hold exactly one integer conversion, `%d` or `%0Nd`, and `%%` for a literal `%`; anything
+/// else reads memory that is not there (`%s` crashes, `%n` aborts, `%p` and `%x` write addresses
+/// into file names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FramePattern {
+    prefix: String,
+    /// Digits of zero padding (`%05d`: 5; `%d`: 0).
+    width: usize,
+    suffix: String,
+}
+
+/// Widest zero padding accepted: the frame number is a 32-bit counter (10 digits).
+const MAX_PATTERN_WIDTH: usize = 10;
+
+impl FramePattern {
+    /// Parses and checks `pattern`; the error says what is wrong and what is accepted.
+    pub fn parse(pattern: &str) -> Result<FramePattern> {
+        let bad = |why: String| {
+            PipelineError::Config(format!(
+                "file pattern `{pattern}`: {why} (a pattern holds exactly one frame number, `%d` or `%0Nd` \
+                 such as `%05d`, and `%%` for a literal %)"
+            ))
+        };
+        let mut parts = [String::new(), String::new()];
+        let mut conversion: Option<usize> = None;
+        let mut chars = pattern.chars().peekable();
+        while let Some(c) = chars.next() {
+            let part = usize::from(conversion.is_some());
+            if c != '%' {
+                parts[part].push(c);
+                continue;
+            }
+            let mut spec = String::new();
+            while let Some(&d) = chars.peek() {
+                if !d.is_ascii_digit() {
+                    break;
+                }
+                spec.push(d);
+                chars.next();
+            }
+            match chars.next() {
+                Some('%') if spec.is_empty() => parts[part].push('%'),
+                Some('d') if spec.is_empty() || (spec.starts_with('0') && spec.len() > 1) => {
+                    if conversion.is_some() {
+                        return Err(bad("more than one `%d`".into()));
+                    }
+                    let width: usize = spec.parse().unwrap_or(0);
+                    if width > MAX_PATTERN_WIDTH {
+                        return Err(bad(format!("`%{spec}d` pads to more than {MAX_PATTERN_WIDTH} digits")));
+                    }
+                    conversion = Some(width);
+                }
+                Some(other) => return Err(bad(format!("`%{spec}{other}` is not allowed"))),
+                None => return Err(bad("it ends with a lone `%`".into())),
+            }
+        }
+        let Some(width) = conversion else { return Err(bad("no frame number".into())) };
+        let [prefix, suffix] = parts;
+        Ok(FramePattern { prefix, width, suffix })
+    }
+
+    /// The file for frame `index` (`frames_%05d.png`, 0 -> `frames_00000.png`).
+    pub fn file(&self, index: u64) -> PathBuf {
+        PathBuf::from(format!("{}{:0width$}{}", self.prefix, index, self.suffix, width = self.width))
+    }
+}
+
+/// The first file a `%d`-style pattern produces (`frames_%05d.png` -> `frames_00000.png`); the
+/// pattern itself when it is not a valid one (see [`FramePattern`]).
 pub fn first_pattern_file(pattern: &str) -> PathBuf {
-    let Some(start) = pattern.find('%') else { return PathBuf::from(pattern) };
-    let rest = &pattern[start + 1..];
-    let Some(d) = rest.find('d') else { return PathBuf::from(pattern) };
-    let spec = &rest[..d];
-    let width: usize = spec.trim_start_matches('0').parse().unwrap_or(0);
-    let pad = if spec.starts_with('0') { "0".repeat(width.saturating_sub(1)) } else { String::new() };
-    PathBuf::from(format!("{}{}0{}", &pattern[..start], pad, &rest[d + 1..]))
+    FramePattern::parse(pattern).map(|p| p.file(0)).unwrap_or_else(|_| PathBuf::from(pattern))
+}
+
+/// GStreamer elements that format their `location` with printf and a counter.
+pub const PRINTF_LOCATION_ELEMENTS: [&str; 6] =
+    ["multifilesink", "multifilesrc", "splitmuxsink", "hlssink", "hlssink2", "imagesequencesrc"];
+
+/// Checks the `location` of an element that formats it with printf (see
+/// [`PRINTF_LOCATION_ELEMENTS`]); `element` names it in the message.
+pub fn check_printf_location(element: &str, location: &str) -> Result<()> {
+    FramePattern::parse(location)
+        .map(|_| ())
+        .map_err(|e| PipelineError::Config(format!("{element}: {e}")))
 }
 
 impl SinkSpec {
-    /// A file sink must not overwrite without permission and needs an existing folder.
-    pub fn check(&self) -> Result<()> {
+    /// Adds a file output to `plan` as `role` (a `%d` pattern as a sequence), to be checked with
+    /// the run's other inputs and outputs; a description writes nothing this tool can check.
+    pub fn plan(&self, plan: &mut OutputPlan, role: &str) -> Result<()> {
         if let SinkSpec::File { path, overwrite } = self {
-            let format = OutputFormat::from_path(path)?;
-            let probe = if format == OutputFormat::PngSequence { first_pattern_file(&path.to_string_lossy()) } else { path.clone() };
-            if probe.exists() && !overwrite {
-                return Err(PipelineError::OutputExists(probe));
-            }
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(PipelineError::Config(format!("output folder {} does not exist", dir.display())));
-                }
+            if OutputFormat::from_path(path)? == OutputFormat::PngSequence {
+                plan.sequence(role, path, *overwrite);
+            } else {
+                plan.file(role, path, *overwrite);
             }
         }
         Ok(())
@@ -290,31 +448,92 @@ pub struct NamedPipeline {
     pub vars: BTreeMap<String, String>,
 }
 
+/// A file in a pipelines folder that could not be loaded (`live --list` shows it flagged).
+#[derive(Clone, Debug)]
+pub struct InvalidPipeline {
+    pub name: String,
+    pub path: PathBuf,
+    pub error: String,
+}
+
+/// What a pipelines folder holds: the pipelines that load, and the files that do not.
+#[derive(Clone, Debug, Default)]
+pub struct PipelineListing {
+    pub valid: Vec<NamedPipeline>,
+    pub invalid: Vec<InvalidPipeline>,
+}
+
 impl NamedPipeline {
-    /// `name` is looked up as `<dir>/<name>.toml`; a path to a .toml file also works.
+    /// Checks that `name` is a pipeline name, not a path: letters, digits, `-`, `_` and `.`, not
+    /// starting with a dot (`../Cargo` would read a file outside the pipelines folder). A trailing
+    /// `.toml` is allowed and ignored.
+    pub fn check_name(name: &str) -> Result<&str> {
+        let stem = name.strip_suffix(".toml").unwrap_or(name);
+        let ok = !stem.is_empty()
+            && !stem.starts_with('.')
+            && stem.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(stem)
+        } else {
+            Err(PipelineError::Config(format!(
+                "`{name}` is not a pipeline name (letters, digits, `-`, `_`, `.`; not a path): put the file \
+                 in a pipelines folder and pass its name, or point --pipelines-dir at its folder"
+            )))
+        }
+    }
+
+    /// The pipeline `<dir>/<name>.toml` (`name` is a name, see [`NamedPipeline::check_name`]).
     pub fn load(dir: &Path, name: &str) -> Result<NamedPipeline> {
-        let path = if name.ends_with(".toml") { PathBuf::from(name) } else { dir.join(format!("{name}.toml")) };
+        let stem = Self::check_name(name)?;
+        let path = dir.join(format!("{stem}.toml"));
         let text = std::fs::read_to_string(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                let known = Self::list(dir).unwrap_or_default().into_iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
-                PipelineError::Config(format!("no pipeline named `{name}` in {} (known: {known})", dir.display()))
+                let known = Self::list(dir).map(|l| l.valid).unwrap_or_default().into_iter().map(|p| p.name).collect::<Vec<_>>();
+                PipelineError::Config(format!("no pipeline named `{stem}` in {} (known: {})", dir.display(), known.join(", ")))
             } else {
                 PipelineError::Io { path: path.clone(), source: e }
             }
         })?;
-        let mut p: NamedPipeline =
-            toml::from_str(&text).map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))?;
-        p.name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        Self::from_toml(stem, &path.display().to_string(), &text)
+    }
+
+    /// A pipeline from the text of its TOML file (a file, or one embedded in the binary:
+    /// `crate::assets::pipelines`); `origin` names it in errors. Also checks its `queue` and
+    /// `roi`, so that a bad value is found when the file is read, not when a run starts.
+    pub fn from_toml(name: &str, origin: &str, text: &str) -> Result<NamedPipeline> {
+        let bad = |m: String| PipelineError::Config(format!("{origin}: {m}"));
+        let mut p: NamedPipeline = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+        p.name = name.to_string();
+        if let Some(q) = p.queue {
+            if !(1..=MAX_QUEUE).contains(&q) {
+                return Err(bad(format!("queue = {q}: a queue holds 1 to {MAX_QUEUE} frames")));
+            }
+        }
+        if let Some(roi) = &p.roi {
+            roi.parse::<Roi>().map_err(bad)?;
+        }
         Ok(p)
     }
 
-    /// Every pipeline in `dir`, sorted by name.
-    pub fn list(dir: &Path) -> Result<Vec<NamedPipeline>> {
+    /// Every `.toml` file in `dir`, sorted by name: those that load, and those that do not with
+    /// their error (one bad file does not hide the others).
+    pub fn list(dir: &Path) -> Result<PipelineListing> {
         let rd = std::fs::read_dir(dir).map_err(|e| PipelineError::Io { path: dir.to_path_buf(), source: e })?;
         let mut paths: Vec<PathBuf> =
             rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|e| e == "toml")).collect();
         paths.sort();
-        paths.iter().map(|p| Self::load(dir, &p.to_string_lossy())).collect()
+        let mut listing = PipelineListing::default();
+        for path in paths {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let loaded = std::fs::read_to_string(&path)
+                .map_err(|e| PipelineError::Io { path: path.clone(), source: e })
+                .and_then(|text| Self::from_toml(&name, &path.display().to_string(), &text));
+            match loaded {
+                Ok(p) => listing.valid.push(p),
+                Err(e) => listing.invalid.push(InvalidPipeline { name, path, error: e.to_string() }),
+            }
+        }
+        Ok(listing)
     }
 
     /// Source and sink with every `${var}` replaced (`overrides` first, then the file's `vars`).
@@ -359,11 +578,138 @@ mod tests {
     }
 
     #[test]
+    fn files_are_never_descriptions() {
+        let d = std::env::temp_dir().join(format!("lightunet-config-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        for name in ["my clip.mp4", "fakesink", "-dash.mp4", "é ü.mp4", "a ! b.mp4"] {
+            let p = d.join(name);
+            std::fs::write(&p, b"x").unwrap();
+            let text = p.to_str().unwrap();
+            assert!(matches!(SourceSpec::parse(text, None), Ok(SourceSpec::File(f)) if f == p), "{name}");
+            assert!(matches!(SinkSpec::parse(text, false), SinkSpec::File { path, .. } if path == p), "{name}");
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        // Missing files stay files: an error for a source, a new file for a sink.
+        assert!(matches!(SourceSpec::parse("my clip.mp4", None), Err(PipelineError::MissingInput(_))));
+        assert!(matches!(SourceSpec::parse("out/clip.mp4", None), Err(PipelineError::MissingInput(_))));
+        assert!(matches!(SinkSpec::parse("my out.mp4", false), SinkSpec::File { .. }));
+        assert!(matches!(SinkSpec::parse("file:fakesink", false), SinkSpec::File { path, .. } if path == Path::new("fakesink")));
+        // Descriptions.
+        for d in ["videotestsrc", "v4l2src device=/dev/video0", "videotestsrc ! videoconvert", "filesrc location=\"a b.mp4\" ! decodebin"] {
+            assert!(matches!(SourceSpec::parse(d, None), Ok(SourceSpec::Launch(_))), "{d}");
+        }
+        for d in ["fakesink", "autovideosink sync=false", "x264enc ! mp4mux ! filesink location=o.mp4"] {
+            assert!(matches!(SinkSpec::parse(d, false), SinkSpec::Launch(_)), "{d}");
+        }
+    }
+
+    #[test]
     fn patterns_and_formats() {
         assert_eq!(first_pattern_file("out/f_%05d.png"), PathBuf::from("out/f_00000.png"));
-        assert_eq!(first_pattern_file("f%d.png"), PathBuf::from("f0.png"));
         assert!(OutputFormat::from_path(Path::new("a.png")).is_err());
         assert_eq!(OutputFormat::from_path(Path::new("a.MP4")).unwrap(), OutputFormat::Mp4);
+    }
+
+    /// File patterns reach printf: only `%d`, `%0Nd` and `%%` pass, once each for the number.
+    #[test]
+    fn frame_patterns_take_one_integer_and_nothing_else() {
+        for (ok, first) in [
+            ("f_%05d.png", "f_00000.png"),
+            ("f%d.png", "f0.png"),
+            ("100%%_%03d.png", "100%_000.png"),
+            ("out/%%%d%%.png", "out/%0%.png"),
+        ] {
+            assert_eq!(FramePattern::parse(ok).unwrap().file(0), PathBuf::from(first), "{ok}");
+            assert_eq!(first_pattern_file(ok), PathBuf::from(first));
+        }
+        assert_eq!(FramePattern::parse("f_%03d.png").unwrap().file(1234), PathBuf::from("f_1234.png"));
+        for (bad, why) in [
+            ("fr_%s.png", "`%s` is not allowed"),
+            ("fr_%n.png", "`%n` is not allowed"),
+            ("leak_%d_%p_%x.png", "`%p` is not allowed"),
+            ("a_%d_%d.png", "more than one"),
+            ("a_%5d.png", "`%5d` is not allowed"),
+            ("a_%0999d.png", "more than 10 digits"),
+            ("a_%.png", "`%.` is not allowed"),
+            ("a_%d%", "lone `%`"),
+            ("a_%%.png", "no frame number"),
+            ("a_%ld.png", "`%l` is not allowed"),
+        ] {
+            let e = FramePattern::parse(bad).unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains("`%d` or `%0Nd`"), "{bad}: {e}");
+        }
+        // Where sink specs are checked: a PNG output with a bad pattern never reaches GStreamer.
+        for bad in ["fr_%s.png", "x/%n.png"] {
+            let e = OutputFormat::from_path(Path::new(bad)).unwrap_err().to_string();
+            assert!(e.contains("file pattern"), "{e}");
+            let mut plan = OutputPlan::new();
+            assert!(SinkSpec::File { path: bad.into(), overwrite: false }.plan(&mut plan, "-o").is_err());
+        }
+        assert!(check_printf_location("multifilesink", "%05d").is_ok());
+        assert!(check_printf_location("multifilesink", "f_%s").unwrap_err().to_string().starts_with("multifilesink: "));
+    }
+
+    /// Every user number of a run is bounded before anything is allocated: the queue, the model
+    /// input (alone and times the batch), the outline.
+    #[test]
+    fn huge_numbers_are_refused_with_the_limit() {
+        let with = |f: &dyn Fn(&mut ProcessConfig)| {
+            let mut c = ProcessConfig::default();
+            f(&mut c);
+            c.validate().map_err(|e| e.to_string())
+        };
+        assert!(with(&|_| {}).is_ok());
+        let e = with(&|c| c.queue_capacity = 100_000_000).unwrap_err();
+        assert!(e.contains("1 to 64 frames") && e.contains("100000000"), "{e}");
+        let e = with(&|c| c.model_size = (100_000, 100_000)).unwrap_err();
+        assert!(e.contains("limit of 1024 per side") && e.contains("memory grows"), "{e}");
+        let e = with(&|c| c.batch = usize::MAX).unwrap_err();
+        assert!(e.contains("input pixels per pass"), "{e}");
+        let e = with(&|c| {
+            c.batch = 5;
+            c.model_size = (1024, 1024)
+        })
+        .unwrap_err();
+        assert!(e.contains("a batch of 5 at 1024x1024"), "{e}");
+        assert!(with(&|c| c.model_size = (8, 256)).unwrap_err().contains("at least 16x16"));
+        assert!(with(&|c| c.overlay.thickness = 1_000_000_000).unwrap_err().contains("--thickness"));
+        assert!(with(&|c| c.smooth = f32::NAN).is_err());
+        assert!(with(&|c| c.threshold = f32::NAN).is_err());
+    }
+
+    /// A pipeline name is a name: no path reaches the file system. A bad file in the folder is
+    /// listed as invalid without hiding the others, and bad `queue`/`roi` values are found when
+    /// the file is read.
+    #[test]
+    fn pipeline_names_and_listing() {
+        let dir = std::env::temp_dir().join(format!("lightunet-pipelines-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = "description = \"ok\"\nsource = \"phantom\"\nsink = \"fakesink\"\n";
+        std::fs::write(dir.join("good.toml"), good).unwrap();
+        std::fs::write(dir.join("broken.toml"), "description = \"no source\"\nsink = 3\n").unwrap();
+        std::fs::write(dir.join("huge-queue.toml"), format!("{good}queue = 100000000\n")).unwrap();
+        std::fs::write(dir.join("bad-roi.toml"), format!("{good}roi = \"1,2,3\"\n")).unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a pipeline").unwrap();
+
+        let listing = NamedPipeline::list(&dir).unwrap();
+        assert_eq!(listing.valid.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["good"]);
+        let invalid: Vec<&str> = listing.invalid.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(invalid, ["bad-roi", "broken", "huge-queue"]);
+        assert!(listing.invalid[0].error.contains("expected four numbers"), "{:?}", listing.invalid[0]);
+        assert!(listing.invalid[2].error.contains("queue = 100000000"), "{:?}", listing.invalid[2]);
+
+        assert_eq!(NamedPipeline::load(&dir, "good").unwrap().name, "good");
+        assert_eq!(NamedPipeline::load(&dir, "good.toml").unwrap().name, "good");
+        let sub = dir.join("sub");
+        std::fs::create_dir_all(&sub).unwrap();
+        for path in ["../good", "../good.toml", "/etc/passwd", ".hidden", "a/b", "..", "", "sub\\..\\good"] {
+            let e = NamedPipeline::load(&sub, path).unwrap_err().to_string();
+            assert!(e.contains("is not a pipeline name"), "{path}: {e}");
+        }
+        let e = NamedPipeline::load(&dir, "nope").unwrap_err().to_string();
+        assert!(e.contains("no pipeline named `nope`") && e.contains("known: good"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The pipeline's error type: every variant says which side (input, output, model, a thread) failed
 //! and carries GStreamer's own message where there is one. Kinds a caller can act on have their
-//! own variant (a missing input, an existing output, a file that cannot be written, a stopped
+//! own variant (a missing input, an output that would destroy data or cannot be written, a stopped
 //! thread, a buffer too small for its frame); [`PipelineError::Config`] is only for settings the
 //! user got wrong.
 
@@ -25,13 +25,17 @@ pub enum PipelineError {
     #[error("{} is not a file", .0.display())]
     InputNotAFile(PathBuf),
 
-    #[error("output {} already exists (pass --overwrite to replace it)", .0.display())]
-    OutputExists(PathBuf),
-
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 
-    /// The `--metadata` file failed part-way (the video outputs were finalised).
+    /// An output that would destroy data, cannot be written where asked, or could not be moved
+    /// into place (see [`crate::output`]). Boxed: its paths and roles would double the size of
+    /// every `Result` of the pipeline.
+    #[error(transparent)]
+    Output(Box<crate::output::OutputError>),
+
+    /// The `--metadata` file failed part-way (the video outputs were finalised, then discarded
+    /// with it: a failed run leaves nothing behind).
     #[error("writing metadata: {}: {source}", path.display())]
     Metadata { path: PathBuf, source: std::io::Error },
 
@@ -68,18 +72,48 @@ pub enum PipelineError {
     #[error("cannot start the {thread} thread: {source}")]
     ThreadSpawn { thread: &'static str, source: std::io::Error },
 
-    #[error("the {thread} thread panicked")]
-    ThreadPanicked { thread: &'static str },
+    /// A worker thread panicked (a bug, or a segmenter that panics); the run ends with this.
+    #[error("the {thread} thread panicked: {message}")]
+    ThreadPanicked { thread: &'static str, message: String },
+
+    /// A live source sent no frame within the first-frame timeout.
+    #[error("no frame from the source `{input}` within {waited_s:.0} s: is it sending? (--first-frame-timeout sets the wait; `never` waits forever)")]
+    NoFirstFrame { input: String, waited_s: f64 },
+
+    /// The appsink callback panicked on a frame (reported instead of taking the process down).
+    #[error("the capture callback failed at frame {seq}: {message}")]
+    CallbackPanicked { seq: u64, message: String },
 
     /// A worker thread ended while its input was still open (its own error is reported at join).
     #[error("the {thread} thread stopped")]
     ThreadStopped { thread: &'static str },
 }
 
+impl From<crate::output::OutputError> for PipelineError {
+    fn from(e: crate::output::OutputError) -> Self {
+        PipelineError::Output(Box::new(e))
+    }
+}
+
 impl PipelineError {
+    /// A thread's panic, with the text of its payload (`panic!("...")` gives a `&str` or a
+    /// `String`).
+    pub(crate) fn panicked(thread: &'static str, payload: &(dyn std::any::Any + Send)) -> Self {
+        PipelineError::ThreadPanicked { thread, message: panic_message(payload) }
+    }
+
     pub(crate) fn gst(side: &'static str, e: impl std::fmt::Display) -> Self {
         PipelineError::Gst { side, message: e.to_string() }
     }
 }
 
 pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// The text of a panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
+}

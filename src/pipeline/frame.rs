@@ -1,9 +1,11 @@
 //! A frame on its way from capture to output: its pixels ([`FrameBuffer`]), their geometry
 //! ([`FrameLayout`], with the byte-size arithmetic and its checks), its stream timing
-//! ([`Timing`]) and its stamps.
+//! ([`Timing`]) and its stamps; and a frame borrowed from anyone ([`FrameRef`], [`FrameView`]:
+//! pixels, layout and [`PixelFormat`]), which is what the per-frame processing works on.
 
 use super::error::{PipelineError, Result};
 use super::latency::Stamps;
+pub use crate::pixel::PixelFormat;
 
 /// Bytes per pixel of the annotated frames (BGR).
 pub const BGR: usize = 3;
@@ -71,6 +73,78 @@ impl FrameLayout {
     }
 }
 
+/// A frame borrowed for reading: its pixels, their layout and format, checked against each other
+/// (every row of the layout lies inside `data`).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameRef<'a> {
+    data: &'a [u8],
+    layout: FrameLayout,
+    format: PixelFormat,
+}
+
+impl<'a> FrameRef<'a> {
+    pub fn new(data: &'a [u8], layout: FrameLayout, format: PixelFormat) -> Result<FrameRef<'a>> {
+        layout.check("frame", data.len(), format.bytes_per_pixel())?;
+        Ok(FrameRef { data, layout, format })
+    }
+
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
+    pub fn layout(&self) -> FrameLayout {
+        self.layout
+    }
+
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+}
+
+/// A frame borrowed for drawing in place: the pipeline's own [`Frame`] buffers (BGR) and a
+/// GStreamer element's mapped video frames (BGR, BGRx, RGB, RGBx) alike. Checked like
+/// [`FrameRef`].
+#[derive(Debug)]
+pub struct FrameView<'a> {
+    data: &'a mut [u8],
+    layout: FrameLayout,
+    format: PixelFormat,
+}
+
+impl<'a> FrameView<'a> {
+    pub fn new(data: &'a mut [u8], layout: FrameLayout, format: PixelFormat) -> Result<FrameView<'a>> {
+        layout.check("frame", data.len(), format.bytes_per_pixel())?;
+        Ok(FrameView { data, layout, format })
+    }
+
+    pub fn as_ref(&self) -> FrameRef<'_> {
+        FrameRef { data: self.data, layout: self.layout, format: self.format }
+    }
+
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        self.data
+    }
+
+    pub fn layout(&self) -> FrameLayout {
+        self.layout
+    }
+
+    pub fn format(&self) -> PixelFormat {
+        self.format
+    }
+}
+
+/// Anything a batch of model inputs can be made from ([`Frame`], [`FrameRef`]).
+pub trait AsFrameRef: Sync {
+    fn frame_ref(&self) -> Result<FrameRef<'_>>;
+}
+
+impl AsFrameRef for FrameRef<'_> {
+    fn frame_ref(&self) -> Result<FrameRef<'_>> {
+        Ok(*self)
+    }
+}
+
 /// A frame's pixels: BGR rows of `stride` bytes in a GStreamer buffer of our own, mapped
 /// writable. It is filled once at capture, the overlay is drawn into it, and the same buffer is
 /// pushed into the output pipeline: one copy of the frame on its way, not two (a 1080p frame is
@@ -120,6 +194,17 @@ pub struct Frame {
 impl Frame {
     pub fn timing(&self) -> Timing {
         Timing { fps: self.fps, pts: self.pts, duration: self.duration, seq: self.seq }
+    }
+
+    /// The pixels to draw on (BGR).
+    pub fn view(&mut self) -> Result<FrameView<'_>> {
+        FrameView::new(&mut self.data, self.layout, PixelFormat::Bgr)
+    }
+}
+
+impl AsFrameRef for Frame {
+    fn frame_ref(&self) -> Result<FrameRef<'_>> {
+        FrameRef::new(&self.data, self.layout, PixelFormat::Bgr)
     }
 }
 

@@ -19,7 +19,11 @@
 //! - [`source`]: the input pipeline, ending in the appsink, and the capture copy.
 //! - [`inference`]: the [`Segmenter`] seam (fakes in tests) and the network behind it; the model
 //!   input itself comes from [`crate::preprocess`].
-//! - [`overlay`]: per-frame post-processing and drawing (the [`overlay::Processor`]).
+//! - [`overlay`]: the per-frame processing on borrowed frames of any [`PixelFormat`]
+//!   ([`FrameProcessor`], [`MaskStage`], [`draw_mask`]), shared with the GStreamer element;
+//!   [`overlay::Processor`] wraps it for the inference thread.
+//! - [`latest`]: the latest-mask worker for live video ([`LatestMask`]: the model on its own
+//!   thread, on the newest frame; every frame drawn with the newest mask).
 //! - [`sink`]: the output pipelines, by role ([`sink::Outputs`]: video, masks).
 //! - [`latency`]: per-frame stamps, counters, percentiles, `--metadata` lines.
 //! - [`run`](mod@run): the appsink callback, the two threads, the bus watch and ordered shutdown.
@@ -33,16 +37,22 @@ pub mod error;
 pub mod frame;
 pub mod inference;
 pub mod latency;
+pub mod latest;
 pub mod overlay;
 pub mod plot;
 pub mod run;
 pub mod sink;
 pub mod source;
 
-pub use config::{Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, ProcessConfig, Roi, SinkSpec, SourceSpec};
+pub use config::{
+    FramePattern, InvalidPipeline, Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, PipelineListing, ProcessConfig,
+    Roi, SinkSpec, SourceSpec,
+};
 pub use error::{PipelineError, Result};
-pub use frame::FrameLayout;
+pub use frame::{FrameLayout, FrameRef, FrameView, PixelFormat};
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
-pub use latency::{end_to_end_thirds, Counters, FrameRecord, Percentiles, StageTimes, STAGE_NAMES};
+pub use latest::{HeldMask, LatestCounters, LatestInput, LatestMask, MaskResult};
+pub use overlay::{draw_mask, FrameProcessor, MaskStage};
+pub use latency::{end_to_end_thirds, Counters, FrameRecord, LesionStats, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;
-pub use run::{run, Job, Report};
+pub use run::{run, run_staged, Job, Report};

@@ -12,25 +12,29 @@
 //! queue; the inference thread drains it and closes its queue; the pusher sends EOS into the
 //! outputs; the run ends when every output has posted EOS. An error aborts: outputs go to `Null`
 //! first, which unblocks the pusher, whose exit unblocks the inference thread, and so on upstream.
+//! File outputs (and `--metadata`) are written under temporary names ([`crate::output`]) and moved
+//! into place only after every output has posted EOS and gone to `Null`; a failed run removes them.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, Sender, TrySendError};
 use gst::prelude::*;
 use serde::Serialize;
 
 use super::config::{Mode, ProcessConfig, Roi, SinkSpec, SourceSpec};
-use super::error::{PipelineError, Result};
+use super::error::{panic_message, PipelineError, Result};
 use super::inference::Segmenter;
 use super::frame::Frame;
 use super::latency::{Collector, Counters, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
 use super::sink::Outputs;
 use super::source::{build_input, capture_bgr, init, Captured};
+use crate::output::{OutputPlan, PendingFile, Staged};
 
 /// One run of the pipeline.
 pub struct Job {
@@ -66,6 +70,23 @@ impl Job {
             keep_records: false,
         }
     }
+
+    /// The run's input and outputs, with their roles, for [`OutputPlan::check`]; a caller with
+    /// outputs of its own (a report) adds them before checking.
+    pub fn output_plan(&self) -> Result<OutputPlan> {
+        let mut plan = OutputPlan::new();
+        if let SourceSpec::File(p) = &self.source {
+            plan.input("input", p);
+        }
+        self.output.plan(&mut plan, "video output")?;
+        if let Some(m) = &self.masks {
+            m.plan(&mut plan, "masks output")?;
+        }
+        if let Some(m) = &self.metadata {
+            plan.file("metadata output", m, self.overwrite);
+        }
+        Ok(plan)
+    }
 }
 
 /// What a run did.
@@ -83,6 +104,9 @@ pub struct Report {
     pub latency_ms: Vec<(&'static str, Percentiles)>,
     /// Resident memory of the process at the start and the end of the run (Linux; MiB).
     pub rss_mb: (Option<f64>, Option<f64>),
+    /// The most resident memory the process has held up to the end of the run (Linux `VmHWM`;
+    /// MiB): the end figure hides the peak (an 8K clip peaked at 4.8 GB and ended at 559 MiB).
+    pub peak_rss_mb: Option<f64>,
     /// The input failed part-way (what decoded was processed and the outputs finalised).
     pub input_error: Option<String>,
     /// The run was stopped from outside (Ctrl-C) or by a stalled live source.
@@ -106,6 +130,12 @@ struct RunContext {
     abort: AtomicBool,
     /// A frame went into the outputs (an output that never got one will post no EOS).
     pushed_any: AtomicBool,
+    /// The inference thread has ended (however): the appsink callback must not wait for room
+    /// in its queue any more (recorded mode would block the streaming thread for ever, and
+    /// with it the input's shutdown).
+    consumer_gone: AtomicBool,
+    /// The appsink callback panicked: the run ends with this error.
+    callback_error: Mutex<Option<PipelineError>>,
 }
 
 /// The two worker threads. Each returns its error at join.
@@ -121,22 +151,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs `job` to the end with `segmenter` as the inference step.
+/// Runs `job` to the end with `segmenter` as the inference step, and moves its file outputs
+/// into place.
 pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
+    let (report, staged) = run_staged(job, segmenter)?;
+    staged.commit()?;
+    Ok(report)
+}
+
+/// [`run`], leaving the file outputs (video, masks, metadata) under their temporary names for
+/// the caller to commit with outputs of its own (a report), or to drop. The job's outputs are
+/// checked first ([`Job::output_plan`]). When no frame reached the outputs nothing is staged.
+pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, Staged)> {
     job.config.validate()?;
-    job.output.check()?;
-    if let Some(m) = &job.masks {
-        m.check()?;
+    if job.max_frames == Some(0) {
+        return Err(PipelineError::Config("--frames must be at least 1 (0 frames would write nothing)".into()));
     }
-    let metadata = match &job.metadata {
-        None => None,
-        Some(p) => {
-            if p.exists() && !job.overwrite {
-                return Err(PipelineError::OutputExists(p.clone()));
-            }
-            let f = std::fs::File::create(p).map_err(|e| PipelineError::Io { path: p.clone(), source: e })?;
-            Some((p.clone(), f))
-        }
+    job.output_plan()?.check()?;
+    let metadata_file = job.metadata.as_ref().map(|p| PendingFile::create("metadata output", p, job.overwrite)).transpose()?;
+    let metadata = match (&job.metadata, &metadata_file) {
+        (Some(p), Some(f)) => Some((p.clone(), f.handle()?)),
+        _ => None,
     };
     init()?;
     let mode = job.config.mode;
@@ -148,7 +183,11 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let collector = Arc::new(Mutex::new(Collector::new(start, late_ms, metadata)));
 
     let input = build_input(&job.source, live)?;
-    let outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
+    let mut outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
+    let mut staged = outputs.take_staged();
+    if let Some(f) = metadata_file {
+        staged.push(f);
+    }
     let default_roi = input.phantom.as_ref().map(|p| {
         let (x, y, w, h) = p.image_rect();
         Roi { x, y, w, h }
@@ -166,6 +205,8 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         collector,
         abort: AtomicBool::new(false),
         pushed_any: AtomicBool::new(false),
+        consumer_gone: AtomicBool::new(false),
+        callback_error: Mutex::new(None),
     });
 
     install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone());
@@ -173,7 +214,6 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let processor = Processor::new(job.config.clone(), default_roi, outputs.masks.is_some());
     let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
     let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
-    let files: Vec<PathBuf> = outputs.iter().filter_map(|o| o.file.clone()).collect();
     let workers = Workers {
         inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
         pusher: spawn_pusher(ctx.clone(), outputs, out_rx)?,
@@ -218,10 +258,8 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         return Err(e);
     }
     if c.counters.frames_out == 0 {
-        // Nothing decoded: do not leave an empty or unplayable file behind.
-        for f in &files {
-            let _ = std::fs::remove_file(f);
-        }
+        // Nothing decoded: no empty or unplayable file is left behind.
+        staged = Staged::new();
         if let Some(e) = outcome.input_error {
             return Err(PipelineError::Stream { side: "input", message: format!("no video frame could be decoded: {e}"), debug: None });
         }
@@ -229,7 +267,7 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
     let counters = c.counters;
     let first = c.records().next().map(|r| r.t_s).unwrap_or(0.0);
     let span = last_push.map(|t| t.saturating_duration_since(start).as_secs_f64() - first).unwrap_or(0.0);
-    Ok(Report {
+    let report = Report {
         mode: if live { "live" } else { "recorded" },
         batch: largest_batch.max(1),
         counters,
@@ -237,29 +275,52 @@ pub fn run(job: Job, segmenter: Box<dyn Segmenter>) -> Result<Report> {
         fps_out: if span > 0.0 && counters.frames_out > 1 { (counters.frames_out - 1) as f64 / span } else { 0.0 },
         latency_ms: c.summary(),
         rss_mb: (rss_start, rss_mb()),
+        peak_rss_mb: peak_rss_mb(),
         input_error: outcome.input_error,
         stopped: outcome.stopped,
         records: if job.keep_records { c.records().cloned().collect() } else { Vec::new() },
-    })
+    };
+    Ok((report, staged))
 }
 
 /// `VmRSS` from /proc/self/status, in MiB.
 fn rss_mb() -> Option<f64> {
+    proc_status_mb("VmRSS:")
+}
+
+/// `VmHWM` (the peak of `VmRSS` so far) from /proc/self/status, in MiB.
+pub fn peak_rss_mb() -> Option<f64> {
+    proc_status_mb("VmHWM:")
+}
+
+fn proc_status_mb(key: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
 }
 
-fn spawn<T: Send + 'static>(thread: &'static str, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<JoinHandle<Result<T>>> {
+/// Starts a worker thread whose panic (a bug, or a segmenter that panics) becomes its error,
+/// [`PipelineError::ThreadPanicked`] with the panic's message, so that the run ends with it
+/// instead of waiting on a thread that is gone. `on_exit` runs however the thread ends.
+fn spawn<T: Send + 'static>(
+    thread: &'static str,
+    on_exit: impl FnOnce() + Send + 'static,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
     std::thread::Builder::new()
         .name(format!("lightunet-{thread}"))
-        .spawn(f)
+        .spawn(move || {
+            let result = catch_unwind(AssertUnwindSafe(f))
+                .unwrap_or_else(|payload| Err(PipelineError::panicked(thread, payload.as_ref())));
+            on_exit();
+            result
+        })
         .map_err(|source| PipelineError::ThreadSpawn { thread, source })
 }
 
 fn join<T>(h: JoinHandle<Result<T>>, thread: &'static str) -> Result<T> {
-    h.join().map_err(|_| PipelineError::ThreadPanicked { thread })?
+    h.join().map_err(|payload| PipelineError::panicked(thread, payload.as_ref()))?
 }
 
 /// The first error on a pipeline's bus, for a failed state change.
@@ -285,63 +346,100 @@ fn stream_error(side: &'static str, e: &gst::message::Error) -> PipelineError {
 
 /// The capture end: each sample is copied into a [`Frame`] of our own and queued. Recorded mode
 /// waits for room in the queue; live mode never blocks and drops the oldest frame instead, which
-/// is why the callback holds the queue's receiving end too.
+/// is why the callback holds the queue's receiving end too. A panic in it (a bug) is caught:
+/// GStreamer gets an error and the run ends with it.
 fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>) {
     let eos_ctx = ctx.clone();
     let mut seq = 0u64;
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
-                let capture = Instant::now();
-                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                if ctx.max_frames.is_some_and(|n| seq >= n) {
-                    lock(&ctx.sender).take();
-                    return Err(gst::FlowError::Eos);
-                }
-                let Captured { layout, fps, data } = match capture_bgr(&sample) {
-                    Ok(v) => v,
-                    Err(msg) => {
-                        gst::element_error!(sink, gst::StreamError::Format, ("cannot read frame {}: {}", seq, msg));
-                        return Err(gst::FlowError::Error);
+                let at = seq;
+                match catch_unwind(AssertUnwindSafe(|| on_sample(sink, &ctx, &queue, &mut seq))) {
+                    Ok(flow) => flow,
+                    Err(payload) => {
+                        let message = panic_message(payload.as_ref());
+                        gst::element_error!(sink, gst::StreamError::Failed, ("frame {}: {}", at, message));
+                        lock(&ctx.callback_error).get_or_insert(PipelineError::CallbackPanicked { seq: at, message });
+                        lock(&ctx.sender).take();
+                        Err(gst::FlowError::Error)
                     }
-                };
-                let buffer = sample.buffer();
-                let frame = Frame {
-                    seq,
-                    pts: buffer.and_then(|b| b.pts()),
-                    duration: buffer.and_then(|b| b.duration()),
-                    fps,
-                    layout,
-                    data,
-                    stamps: Stamps::new(capture),
-                };
-                seq += 1;
-                let end = frame.pts.map(|p| p + frame.duration.unwrap_or(gst::ClockTime::ZERO));
-                *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end });
-                lock(&ctx.collector).counters.frames_in += 1;
-                // Clone the sender out of the lock so that closing it never waits on a send.
-                let Some(tx) = lock(&ctx.sender).clone() else { return Err(gst::FlowError::Eos) };
-                match ctx.mode {
-                    Mode::Recorded => tx.send(frame).map_err(|_| gst::FlowError::Eos)?,
-                    Mode::Live => match tx.try_send(frame) {
-                        Ok(()) => {}
-                        Err(TrySendError::Full(frame)) => {
-                            let mut dropped = u64::from(queue.try_recv().is_ok());
-                            if let Err(TrySendError::Full(_)) = tx.try_send(frame) {
-                                dropped += 1; // the consumer cannot have refilled it; be safe anyway
-                            }
-                            lock(&ctx.collector).counters.dropped += dropped;
-                        }
-                        Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
-                    },
                 }
-                Ok(gst::FlowSuccess::Ok)
             })
             .eos(move |_| {
                 lock(&eos_ctx.sender).take();
             })
             .build(),
     );
+}
+
+/// One sample from the appsink: copied into a [`Frame`] and queued.
+fn on_sample(
+    sink: &gst_app::AppSink,
+    ctx: &RunContext,
+    queue: &Receiver<Frame>,
+    seq: &mut u64,
+) -> std::result::Result<gst::FlowSuccess, gst::FlowError> {
+    let capture = Instant::now();
+    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+    if ctx.max_frames.is_some_and(|n| *seq >= n) {
+        lock(&ctx.sender).take();
+        return Err(gst::FlowError::Eos);
+    }
+    let Captured { layout, fps, data } = match capture_bgr(&sample) {
+        Ok(v) => v,
+        Err(msg) => {
+            gst::element_error!(sink, gst::StreamError::Format, ("cannot read frame {}: {}", seq, msg));
+            return Err(gst::FlowError::Error);
+        }
+    };
+    let buffer = sample.buffer();
+    let frame = Frame {
+        seq: *seq,
+        pts: buffer.and_then(|b| b.pts()),
+        duration: buffer.and_then(|b| b.duration()),
+        fps,
+        layout,
+        data,
+        stamps: Stamps::new(capture),
+    };
+    *seq += 1;
+    let end = frame.pts.map(|p| p + frame.duration.unwrap_or(gst::ClockTime::ZERO));
+    *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end });
+    lock(&ctx.collector).counters.frames_in += 1;
+    // Clone the sender out of the lock so that closing it never waits on a send.
+    let Some(tx) = lock(&ctx.sender).clone() else { return Err(gst::FlowError::Eos) };
+    match ctx.mode {
+        Mode::Recorded => {
+            // Waits for room, but not for a consumer that is gone or a run that failed: the
+            // callback holds a receiver itself, so the queue would never report it closed.
+            let mut frame = frame;
+            loop {
+                match tx.send_timeout(frame, Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(SendTimeoutError::Timeout(f)) => {
+                        if ctx.consumer_gone.load(Ordering::SeqCst) || ctx.abort.load(Ordering::SeqCst) {
+                            return Err(gst::FlowError::Eos);
+                        }
+                        frame = f;
+                    }
+                    Err(SendTimeoutError::Disconnected(_)) => return Err(gst::FlowError::Eos),
+                }
+            }
+        }
+        Mode::Live => match tx.try_send(frame) {
+            Ok(()) => {}
+            Err(TrySendError::Full(frame)) => {
+                let mut dropped = u64::from(queue.try_recv().is_ok());
+                if let Err(TrySendError::Full(_)) = tx.try_send(frame) {
+                    dropped += 1; // the consumer cannot have refilled it; be safe anyway
+                }
+                lock(&ctx.collector).counters.dropped += dropped;
+            }
+            Err(TrySendError::Disconnected(_)) => return Err(gst::FlowError::Eos),
+        },
+    }
+    Ok(gst::FlowSuccess::Ok)
 }
 
 /// The inference thread: takes the frames already waiting (up to a batch), runs the processor on
@@ -354,7 +452,9 @@ fn spawn_inference(
     rx: Receiver<Frame>,
     tx: Sender<Processed>,
 ) -> Result<JoinHandle<Result<usize>>> {
-    spawn("inference", move || {
+    let exit_ctx = ctx.clone();
+    let on_exit = move || exit_ctx.consumer_gone.store(true, Ordering::SeqCst);
+    spawn("inference", on_exit, move || {
         // Returns the largest batch it ran.
         let mut largest = 0usize;
         let max_batch = processor.max_batch();
@@ -392,7 +492,7 @@ fn spawn_inference(
 /// The pusher thread: records each processed frame in the collector and pushes it into the
 /// outputs; sends EOS into them when the inference thread's queue closes.
 fn spawn_pusher(ctx: Arc<RunContext>, mut outputs: Outputs, rx: Receiver<Processed>) -> Result<JoinHandle<Result<Option<Instant>>>> {
-    spawn("pusher", move || {
+    spawn("pusher", || {}, move || {
         let mut last = None;
         for Processed { mut frame, masks, stats } in rx.iter() {
             let now = Instant::now();
@@ -433,7 +533,12 @@ fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, 
     let close_input = || {
         lock(&ctx.sender).take();
     };
+    let started = Instant::now();
     loop {
+        if let Some(e) = lock(&ctx.callback_error).take() {
+            out.error = Some(e);
+            return out;
+        }
         while let Some(msg) = in_bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
             match msg.view() {
                 gst::MessageView::Eos(_) => close_input(),
@@ -505,6 +610,15 @@ fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, 
             close_input(); // the source ignored EOS
         }
         if cfg.mode == Mode::Live {
+            // A source that never sends is not "stalled" (that counts from a first frame): it
+            // fails the run, naming the source, once the first-frame wait is over.
+            if let Some(wait) = cfg.first_frame_timeout {
+                let nothing_yet = lock(&ctx.last_frame).is_none() && !job.stop.load(Ordering::SeqCst);
+                if nothing_yet && started.elapsed() > wait && lock(&ctx.sender).is_some() {
+                    out.error = Some(PipelineError::NoFirstFrame { input: job.source.to_string(), waited_s: wait.as_secs_f64() });
+                    return out;
+                }
+            }
             let stalled = lock(&ctx.last_frame).is_some_and(|f| f.at.elapsed() > cfg.stall_timeout);
             if stalled && lock(&ctx.sender).is_some() {
                 tracing::warn!("the source sent no frame for {:.1} s: finishing", cfg.stall_timeout.as_secs_f64());

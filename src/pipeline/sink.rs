@@ -9,18 +9,19 @@
 //! frame's size; a resolution change mid-stream is scaled back to the first frame's size so that
 //! encoders and muxers never renegotiate. 4:2:0 encoders get a 1-px black pad on odd sizes.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use super::config::{first_pattern_file, Mode, OutputFormat, SinkSpec};
+use super::config::{Mode, OutputFormat, SinkSpec};
 use super::error::{PipelineError, Result};
 use super::frame::{Frame, FrameBuffer, FrameLayout, Timing, BGR, GREY};
 use super::latency::Collector;
 use super::source::launch;
+use crate::output::{OutputError, Pending, PendingDir, PendingFile, Staged};
 
 const APPSRC_NAME: &str = "lightunet_out";
 
@@ -36,11 +37,26 @@ pub struct Outputs {
 impl Outputs {
     /// Builds (does not start) the output pipelines; `collector` gets the video output's pad
     /// probe stamps.
+    /// File outputs are written under temporary names (see [`crate::output`]): take them with
+    /// [`Outputs::take_staged`] and commit them once every output has posted EOS and gone to
+    /// `Null`.
     pub fn build(video: &SinkSpec, masks: Option<&SinkSpec>, mode: Mode, collector: Option<Arc<Mutex<Collector>>>) -> Result<Outputs> {
         Ok(Outputs {
-            video: build_output(video, gst_video::VideoFormat::Bgr, mode, collector)?,
-            masks: masks.map(|m| build_output(m, gst_video::VideoFormat::Gray8, mode, None)).transpose()?,
+            video: build_output(video, "video output", gst_video::VideoFormat::Bgr, mode, collector)?,
+            masks: masks.map(|m| build_output(m, "masks output", gst_video::VideoFormat::Gray8, mode, None)).transpose()?,
         })
+    }
+
+    /// The file outputs, still under their temporary names: committed, they move into place;
+    /// dropped, they are removed.
+    pub fn take_staged(&mut self) -> Staged {
+        let mut staged = Staged::new();
+        for o in [Some(&mut self.video), self.masks.as_mut()].into_iter().flatten() {
+            if let Some(p) = o.pending.take() {
+                staged.push(p);
+            }
+        }
+        staged
     }
 
     /// Every output, the video first.
@@ -75,8 +91,9 @@ pub struct Output {
     mode: Mode,
     caps_for: Option<(usize, usize, gst::Fraction)>,
     first_size: Option<(usize, usize)>,
-    /// Where the output file (or first file of a pattern) goes; removed when no frame was written.
-    pub file: Option<PathBuf>,
+    /// A file output under its temporary name (a `%d` sequence: in a temporary folder) until the
+    /// run commits it.
+    pending: Option<Pending>,
     pub pushed: u64,
 }
 
@@ -97,16 +114,16 @@ fn file_chain(format: OutputFormat, live: bool) -> &'static str {
 /// Builds (does not start) one output pipeline. `collector` gets the output pad probe's stamps.
 fn build_output(
     spec: &SinkSpec,
+    role: &str,
     format: gst_video::VideoFormat,
     mode: Mode,
     collector: Option<Arc<Mutex<Collector>>>,
 ) -> Result<Output> {
     let live = mode == Mode::Live;
-    let (chain, shown, pad_to_even, file) = match spec {
+    let (chain, shown, pad_to_even, format_of_file) = match spec {
         SinkSpec::File { path, .. } => {
             let f = OutputFormat::from_path(path)?;
-            let first = if f == OutputFormat::PngSequence { first_pattern_file(&path.to_string_lossy()) } else { path.clone() };
-            (file_chain(f, live).to_string(), path.display().to_string(), f.needs_even_size(), Some(first))
+            (file_chain(f, live).to_string(), path.display().to_string(), f.needs_even_size(), Some(f))
         }
         SinkSpec::Launch(desc) => (desc.clone(), desc.clone(), desc.contains("enc"), None),
     };
@@ -114,9 +131,25 @@ fn build_output(
         "appsrc name={APPSRC_NAME} ! videoconvert ! videoscale ! capsfilter name=lightunet_size ! videobox name=lightunet_pad ! identity name=lightunet_probe ! {chain}"
     );
     let pipeline = launch(&description, &shown)?;
-    if let SinkSpec::File { path, .. } = spec {
+    let mut pending = None;
+    if let (SinkSpec::File { path, overwrite }, Some(f)) = (spec, format_of_file) {
+        // The sink writes under a temporary name beside the output (a sequence: into a temporary
+        // folder beside its files); the run moves it into place after EOS has finalised it.
+        let (staged, location): (Pending, _) = if f == OutputFormat::PngSequence {
+            let pattern = path.file_name().ok_or_else(|| OutputError::NotAFileName { role: role.into(), path: path.clone() })?;
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = PendingDir::files_into(role, folder, *overwrite)?;
+            let location = dir.path().join(pattern);
+            (dir.into(), location)
+        } else {
+            let file = PendingFile::create(role, path, *overwrite)?;
+            let location = file.path().to_path_buf();
+            (file.into(), location)
+        };
+        let location = location.to_str().ok_or_else(|| OutputError::NotUtf8 { role: role.into(), path: path.clone() })?;
         let sink = pipeline.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("output", "file sink missing"))?;
-        sink.set_property("location", path.to_string_lossy().as_ref());
+        sink.set_property("location", location);
+        pending = Some(staged);
     }
     let get = |name: &str| pipeline.by_name(name).ok_or_else(|| PipelineError::gst("output", format!("{name} missing")));
     let appsrc = get(APPSRC_NAME)?
@@ -151,7 +184,7 @@ fn build_output(
             gst::PadProbeReturn::Ok
         });
     }
-    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, file, pushed: 0 })
+    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, pending, pushed: 0 })
 }
 
 impl Output {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use super::config::SourceSpec;
+use super::config::{check_printf_location, SourceSpec, PRINTF_LOCATION_ELEMENTS};
 use super::error::{PipelineError, Result};
 use super::frame::{FrameBuffer, FrameLayout, BGR};
 use crate::phantom::{Phantom, PixelLayout};
@@ -43,9 +43,26 @@ pub(crate) fn launch(description: &str, shown: &str) -> Result<gst::Pipeline> {
         };
         PipelineError::Parse { description: shown.to_string(), message }
     })?;
-    element
+    let pipeline = element
         .downcast::<gst::Pipeline>()
-        .map_err(|_| PipelineError::Parse { description: shown.to_string(), message: "not a pipeline".into() })
+        .map_err(|_| PipelineError::Parse { description: shown.to_string(), message: "not a pipeline".into() })?;
+    check_printf_locations(&pipeline)?;
+    Ok(pipeline)
+}
+
+/// Refuses a description whose file pattern GStreamer would hand to printf unchecked
+/// (`multifilesink location=f_%s.png` crashes the process): see [`FramePattern`](super::config::FramePattern).
+fn check_printf_locations(pipeline: &gst::Pipeline) -> Result<()> {
+    for element in pipeline.iterate_recurse().into_iter().flatten() {
+        let Some(factory) = element.factory() else { continue };
+        if !PRINTF_LOCATION_ELEMENTS.contains(&factory.name().as_str()) || element.find_property("location").is_none() {
+            continue;
+        }
+        if let Ok(Some(location)) = element.property_value("location").get::<Option<String>>() {
+            check_printf_location(&factory.name(), &location)?;
+        }
+    }
+    Ok(())
 }
 
 /// The input pipeline, not yet started.
@@ -69,7 +86,11 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
             }
             let p = launch(&format!("filesrc name=lightunet_file ! decodebin ! {tail}"), &path.display().to_string())?;
             let src = p.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("input", "filesrc missing"))?;
-            src.set_property("location", path.to_string_lossy().as_ref());
+            // GStreamer takes file names as UTF-8: a lossy name would open another file or none.
+            let location = path.to_str().ok_or_else(|| {
+                PipelineError::Config(format!("input {}: the name is not valid UTF-8, which GStreamer needs for file names: rename it", path.display()))
+            })?;
+            src.set_property("location", location);
             (p, None)
         }
         SourceSpec::Launch(desc) => (launch(&format!("{desc} ! {tail}"), desc)?, None),

@@ -39,21 +39,23 @@ fn check_image(
             got: mask.data.len(),
         });
     }
-    check_buffer(image, width, height, stride)
+    check_buffer(image, width, height, stride, 3)
 }
 
-/// Checks that a 3-byte-per-pixel buffer holds `width x height` pixels at `stride`.
+/// Checks that a buffer of `bytes_per_pixel`-byte pixels holds `width x height` of them at
+/// `stride`.
 pub(super) fn check_buffer(
     image: &[u8],
     width: usize,
     height: usize,
     stride: usize,
+    bytes_per_pixel: usize,
 ) -> Result<(), ShapeError> {
     if width == 0 || height == 0 {
         return Ok(());
     }
     let row = width
-        .checked_mul(3)
+        .checked_mul(bytes_per_pixel)
         .ok_or(ShapeError::Overflow { what: "image row" })?;
     if stride < row {
         return Err(ShapeError::Length {
@@ -181,6 +183,7 @@ pub fn fill_translucent_rgb(
 }
 
 /// One pixel of [`fill_translucent_rgb`]: `color * a + pixel * b`, half to even, saturated.
+/// Only the first three bytes of `px` change (a 4-byte pixel's x byte stays).
 #[inline]
 pub(super) fn blend(px: &mut [u8], color: [u8; 3], a: f32, b: f32) {
     for (p, &c) in px.iter_mut().zip(&color) {

@@ -7,11 +7,13 @@
 //!
 //! This file is the facade: the children's public items are re-exported here, and the children
 //! never use this file, only each other. Std only, apart from the crate's leaves
-//! [`crate::metrics`] (whose [`Mask`] it uses) and [`crate::resize`].
+//! [`crate::metrics`] (whose [`Mask`] it uses), [`crate::resize`] and [`crate::pixel`].
 //!
-//! Image buffers are 3 bytes per pixel with a row `stride` in bytes (never assumed to be
-//! `width * 3`); colours are written in the buffer's own channel order, so the original's red is
-//! `[0, 0, 255]` on a BGR buffer and `[255, 0, 0]` on an RGB one.
+//! Image buffers have a row `stride` in bytes (never assumed to be `width * 3`). The `*_rgb`
+//! functions take 3-byte pixels and colours in the buffer's own channel order, so the original's
+//! red is `[0, 0, 255]` on a BGR buffer and `[255, 0, 0]` on an RGB one; [`MaskScaling`]'s
+//! `draw_contour` and `fill_translucent` take any [`crate::pixel::PixelFormat`] (3 or 4 bytes)
+//! and a BGR colour.
 
 mod components;
 mod contour;

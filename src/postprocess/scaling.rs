@@ -5,6 +5,7 @@
 use super::contour::{blend, check_buffer, contour_reach};
 use super::stats::{longest_diameter_with, MaskStats};
 use crate::metrics::{pixel_count, Mask, ShapeError};
+use crate::pixel::PixelFormat;
 
 /// `cv2.resize(mask, (dw, dh), interpolation=cv2.INTER_NEAREST)`: destination pixel `dx` takes
 /// source column `min(floor(dx * sw / dw), sw - 1)` (OpenCV's nearest is *not* half-pixel
@@ -240,9 +241,39 @@ impl MaskScaling {
     }
 
     /// [`draw_contour_rgb`](crate::postprocess::draw_contour_rgb) of the large mask on a
-    /// `dst`-sized image: each outline run widened by [`contour_reach`] and clipped, so only the
-    /// band around the lesion is touched.
+    /// `dst`-sized image of 3-byte pixels, `color` in the buffer's own order: each outline run
+    /// widened by [`contour_reach`] and clipped, so only the band around the lesion is touched.
     pub fn draw_contour_rgb(
+        &mut self,
+        image: &mut [u8],
+        stride: usize,
+        mask: &Mask,
+        color: [u8; 3],
+        thickness: usize,
+    ) -> Result<(), ShapeError> {
+        self.draw_contour(image, stride, PixelFormat::Bgr, mask, color, thickness)
+    }
+
+    /// [`MaskScaling::draw_contour_rgb`] on a `dst`-sized image in `format`, `color_bgr` in BGR
+    /// order (written in the format's order; a 4-byte pixel's x byte is left as it is). The
+    /// format is matched once; each pixel size has its own loop.
+    pub fn draw_contour(
+        &mut self,
+        image: &mut [u8],
+        stride: usize,
+        format: PixelFormat,
+        mask: &Mask,
+        color_bgr: [u8; 3],
+        thickness: usize,
+    ) -> Result<(), ShapeError> {
+        let color = format.color_from_bgr(color_bgr);
+        match format.bytes_per_pixel() {
+            4 => self.draw_contour_px::<4>(image, stride, mask, color, thickness),
+            _ => self.draw_contour_px::<3>(image, stride, mask, color, thickness),
+        }
+    }
+
+    fn draw_contour_px<const BPP: usize>(
         &mut self,
         image: &mut [u8],
         stride: usize,
@@ -252,7 +283,7 @@ impl MaskScaling {
     ) -> Result<(), ShapeError> {
         self.check(mask)?;
         let (dw, dh) = self.dst;
-        check_buffer(image, dw, dh, stride)?;
+        check_buffer(image, dw, dh, stride, BPP)?;
         if thickness == 0 {
             return Ok(());
         }
@@ -261,9 +292,9 @@ impl MaskScaling {
         for &(x0, y0, x1, y1) in &self.segs {
             let (xa, xb) = (x0.saturating_sub(r), (x1 + r).min(dw - 1));
             for y in y0.saturating_sub(r)..=(y1 + r).min(dh - 1) {
-                let row = &mut image[y * stride + xa * 3..y * stride + (xb + 1) * 3];
-                for px in row.chunks_exact_mut(3) {
-                    px.copy_from_slice(&color);
+                let row = &mut image[y * stride + xa * BPP..y * stride + (xb + 1) * BPP];
+                for px in row.chunks_exact_mut(BPP) {
+                    px[..3].copy_from_slice(&color);
                 }
             }
         }
@@ -271,7 +302,7 @@ impl MaskScaling {
     }
 
     /// [`fill_translucent_rgb`](crate::postprocess::fill_translucent_rgb) of the large mask on a
-    /// `dst`-sized image.
+    /// `dst`-sized image of 3-byte pixels, `color` in the buffer's own order.
     pub fn fill_translucent_rgb(
         &self,
         image: &mut [u8],
@@ -280,8 +311,37 @@ impl MaskScaling {
         color: [u8; 3],
         alpha: f32,
     ) -> Result<(), ShapeError> {
+        self.fill_translucent(image, stride, PixelFormat::Bgr, mask, color, alpha)
+    }
+
+    /// [`MaskScaling::fill_translucent_rgb`] on a `dst`-sized image in `format`, `color_bgr` in
+    /// BGR order (a 4-byte pixel's x byte is left as it is).
+    pub fn fill_translucent(
+        &self,
+        image: &mut [u8],
+        stride: usize,
+        format: PixelFormat,
+        mask: &Mask,
+        color_bgr: [u8; 3],
+        alpha: f32,
+    ) -> Result<(), ShapeError> {
+        let color = format.color_from_bgr(color_bgr);
+        match format.bytes_per_pixel() {
+            4 => self.fill_translucent_px::<4>(image, stride, mask, color, alpha),
+            _ => self.fill_translucent_px::<3>(image, stride, mask, color, alpha),
+        }
+    }
+
+    fn fill_translucent_px<const BPP: usize>(
+        &self,
+        image: &mut [u8],
+        stride: usize,
+        mask: &Mask,
+        color: [u8; 3],
+        alpha: f32,
+    ) -> Result<(), ShapeError> {
         self.check(mask)?;
-        check_buffer(image, self.dst.0, self.dst.1, stride)?;
+        check_buffer(image, self.dst.0, self.dst.1, stride, BPP)?;
         if alpha.is_nan() {
             return Ok(());
         }
@@ -289,7 +349,7 @@ impl MaskScaling {
         let b = 1.0 - a;
         self.for_each_block(mask, |_, x0, x1, y0, y1| {
             for y in y0..y1 {
-                for px in image[y * stride + x0 * 3..y * stride + x1 * 3].chunks_exact_mut(3) {
+                for px in image[y * stride + x0 * BPP..y * stride + x1 * BPP].chunks_exact_mut(BPP) {
                     blend(px, color, a, b);
                 }
             }
@@ -437,5 +497,52 @@ mod tests {
         assert!(MaskScaling::new(2, 2, 4, 4)
             .draw_contour_rgb(&mut img, 12, &Mask::new(2, 2), [0; 3], 2)
             .is_err());
+    }
+
+    /// Drawing on BGRx, RGB and RGBx paints the pixels BGR gets, in the format's channel order,
+    /// and never touches the x byte.
+    #[test]
+    fn every_format_draws_the_bgr_pixels() {
+        let m = art(&["......", ".####.", ".###..", "..#...", "......"]);
+        let (dw, dh) = (23, 17);
+        let mut sc = MaskScaling::new(m.width, m.height, dw, dh);
+        let bgr_stride = dw * 3;
+        let base: Vec<u8> = (0..bgr_stride * dh).map(|i| (i * 7 % 251) as u8).collect();
+        let mut want_c = base.clone();
+        sc.draw_contour(&mut want_c, bgr_stride, PixelFormat::Bgr, &m, [1, 2, 3], 2).unwrap();
+        let mut want_f = base.clone();
+        sc.fill_translucent(&mut want_f, bgr_stride, PixelFormat::Bgr, &m, [0, 0, 255], 0.35).unwrap();
+        for format in PixelFormat::ALL {
+            let bpp = format.bytes_per_pixel();
+            let stride = dw * bpp + 2;
+            let mut img = vec![0x5au8; stride * dh];
+            for y in 0..dh {
+                for x in 0..dw {
+                    for (c, &o) in format.bgr_offsets().iter().enumerate() {
+                        img[y * stride + x * bpp + o] = base[y * bgr_stride + x * 3 + c];
+                    }
+                }
+            }
+            let as_bgr = |img: &[u8]| -> Vec<u8> {
+                let mut out = Vec::with_capacity(dw * dh * 3);
+                for y in 0..dh {
+                    for x in 0..dw {
+                        out.extend(format.bgr_offsets().iter().map(|&o| img[y * stride + x * bpp + o]));
+                        if bpp == 4 {
+                            assert_eq!(img[y * stride + x * bpp + 3], 0x5a, "{format}: x byte written");
+                        }
+                    }
+                }
+                out
+            };
+            let mut c = img.clone();
+            sc.draw_contour(&mut c, stride, format, &m, [1, 2, 3], 2).unwrap();
+            assert!(as_bgr(&c) == want_c, "{format} contour");
+            let mut f = img.clone();
+            sc.fill_translucent(&mut f, stride, format, &m, [0, 0, 255], 0.35).unwrap();
+            assert!(as_bgr(&f) == want_f, "{format} fill");
+            // A stride too small for the format's pixels is refused.
+            assert!(sc.draw_contour(&mut c, dw * bpp - 1, format, &m, [1, 2, 3], 2).is_err());
+        }
     }
 }

@@ -103,27 +103,30 @@ impl TrainConfig {
         self.variant.parse()
     }
 
-    /// Rejects values no run could use, before any data is read.
+    /// Rejects values no run could use, before any data is read. Every number is checked to be
+    /// finite and in its range here, so that `--momentum NaN` is refused up front instead of
+    /// surfacing later as a diverged loss.
     pub fn validate(&self) -> Result<()> {
         self.variant()?;
         let bad = |m: String| Err(Error::InvalidSetting(m));
-        if self.batch == 0 {
-            return bad("batch must be at least 1".into());
-        }
-        if self.size < 16 {
-            return bad(format!("image size must be >= 16, got {}", self.size));
-        }
-        if !(self.optimizer.lr > 0.0 && self.optimizer.lr.is_finite()) {
-            return bad(format!("learning rate must be > 0, got {}", self.optimizer.lr));
-        }
-        if self.optimizer.weight_decay.is_nan() || self.optimizer.weight_decay < 0.0 {
-            return bad(format!("weight decay must be >= 0, got {}", self.optimizer.weight_decay));
-        }
+        crate::model::check_input(self.batch, self.size, self.size)?;
+        let o = &self.optimizer;
+        let check = |name: &str, v: f64, in_range: bool, range: &str| {
+            if v.is_finite() && in_range {
+                Ok(())
+            } else {
+                bad(format!("{name} must be a finite number in {range}, got {v}"))
+            }
+        };
+        check("learning rate", o.lr, o.lr > 0.0 && o.lr <= 1.0, "(0, 1]")?;
+        check("weight decay", o.weight_decay, (0.0..=1.0).contains(&o.weight_decay), "[0, 1]")?;
+        check("momentum", o.momentum, (0.0..1.0).contains(&o.momentum), "[0, 1)")?;
+        check("Adam beta1", o.beta1, (0.0..1.0).contains(&o.beta1), "[0, 1)")?;
+        check("Adam beta2", o.beta2, (0.0..1.0).contains(&o.beta2), "[0, 1)")?;
+        check("Adam eps", o.eps, o.eps > 0.0 && o.eps <= 1.0, "(0, 1]")?;
+        check("plateau factor", self.plateau_factor, self.plateau_factor > 0.0 && self.plateau_factor < 1.0, "(0, 1)")?;
         if self.max_epochs == 0 {
             return bad("epochs must be at least 1".into());
-        }
-        if !(self.plateau_factor > 0.0 && self.plateau_factor < 1.0) {
-            return bad(format!("plateau factor must be in (0, 1), got {}", self.plateau_factor));
         }
         Ok(())
     }

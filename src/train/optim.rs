@@ -111,6 +111,25 @@ impl Optimizer {
         Ok(())
     }
 
+    /// The name of the first parameter whose gradient holds NaN or an infinity, if any. One sum
+    /// per gradient (NaN and infinities survive a sum), gathered into one transfer from the
+    /// device; run before [`Optimizer::step`], so that a bad gradient never reaches the weights.
+    pub fn first_non_finite_gradient(&self, grads: &GradStore) -> Result<Option<String>> {
+        let mut names = Vec::new();
+        let mut sums = Vec::new();
+        for (name, var) in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                names.push(name);
+                sums.push(g.sum_all()?.to_dtype(candle_core::DType::F32)?);
+            }
+        }
+        if sums.is_empty() {
+            return Ok(None);
+        }
+        let sums = Tensor::stack(&sums, 0)?.to_vec1::<f32>()?;
+        Ok(sums.iter().position(|s| !s.is_finite()).map(|i| names[i].clone()))
+    }
+
     /// The moments as named tensors: `exp_avg.<param>` / `exp_avg_sq.<param>` (Adam) or
     /// `momentum_buffer.<param>` (SGD).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {

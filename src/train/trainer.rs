@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{load_tensors, save_tensors};
+use super::checkpoint::{read_tensor_file, save_tensors, Checksum, TensorFile};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
 use super::history::{history_jsonl, EpochAccum, EpochRecord};
@@ -99,6 +99,9 @@ pub struct Trainer {
     /// When set, [`Trainer::train_step`] synchronises the device between its phases and keeps
     /// their seconds here: forward with loss, backward, optimizer update (`bench train`).
     phases: Option<[f64; 3]>,
+    /// The BatchNorm running statistics, which the training forward updates: copied before each
+    /// step and put back when the step fails, so that a failed step changes nothing.
+    buffers: Vec<Var>,
 }
 
 /// PyTorch's default initialisation, drawn from `seed`: every conv weight and its bias
@@ -145,6 +148,14 @@ fn trainable(varmap: &VarMap) -> Result<Vec<(String, Var)>> {
         vars.iter().filter(|(n, _)| !is_buffer(n)).map(|(n, v)| (n.clone(), v.clone())).collect();
     params.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(params)
+}
+
+/// The variables that are not trained but updated by the forward pass (running statistics).
+fn buffers(varmap: &VarMap) -> Result<Vec<Var>> {
+    let vars = varmap.data().lock().map_err(|_| Error::Poisoned("variable map"))?;
+    let mut named: Vec<(&String, &Var)> = vars.iter().filter(|(n, _)| is_buffer(n) && !n.ends_with("num_batches_tracked")).collect();
+    named.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(named.into_iter().map(|(_, v)| v.clone()).collect())
 }
 
 fn load_split(cfg: &TrainConfig, split: &str) -> Result<Dataset> {
@@ -212,7 +223,8 @@ impl Trainer {
             history: Vec::new(),
             finished: false,
         };
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None })
+        let buffers = buffers(&varmap)?;
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers })
     }
 
     /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
@@ -222,8 +234,21 @@ impl Trainer {
         if !path.exists() {
             return Err(Error::Input(format!("{} has no {CHECKPOINT_FILE} to resume from", out.display())));
         }
-        let (tensors, meta) = load_tensors(&path)?;
+        let TensorFile { tensors, metadata: meta, checksum } = read_tensor_file(&path)?;
         let bad = |reason: String| Error::Checkpoint { path: path.clone(), reason };
+        if checksum == Checksum::Absent {
+            tracing::warn!("{} has no checksum (written before checksums were added): not verified", path.display());
+        }
+        // A damaged file without a checksum (or one whose damage went in before it was written)
+        // must not be trained on either: no value may be NaN or infinite.
+        let mut names: Vec<&String> = tensors.keys().collect();
+        names.sort();
+        for name in names {
+            let values = tensors[name].flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!("{name}: value {i} of {} is {}", values.len(), values[i])));
+            }
+        }
         let get = |k: &str| meta.get(k).ok_or_else(|| bad(format!("no `{k}` metadata")));
         let mut cfg: TrainConfig = serde_json::from_str(get("config")?).map_err(|e| bad(e.to_string()))?;
         let mut state: TrainState = serde_json::from_str(get("state")?).map_err(|e| bad(e.to_string()))?;
@@ -261,7 +286,8 @@ impl Trainer {
             .collect();
         opt.load_state(state.global_step, &optim)?;
         opt.set_lr(state.lr);
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None })
+        let buffers = buffers(&varmap)?;
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers })
     }
 
     /// Shows an indicatif progress bar (on a terminal).
@@ -341,15 +367,28 @@ impl Trainer {
         let x = Tensor::from_vec(batch.images, (batch.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
         let y = Tensor::from_vec(batch.masks, (batch.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
         let keep = self.dropout_mask(batch.n)?;
+        // A few thousand values (one per channel of each BatchNorm): negligible beside a step.
+        let saved: Vec<Tensor> = self.buffers.iter().map(|v| v.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+        let restore = |buffers: &[Var]| -> Result<()> {
+            for (v, t) in buffers.iter().zip(&saved) {
+                v.set(t)?;
+            }
+            Ok(())
+        };
         let t0 = std::time::Instant::now();
         let logits = self.net.logits_t_with(&x, true, Dropout::Mask(&keep))?;
         let l = loss(self.cfg.loss, &logits, &y)?;
         let value = f64::from(l.to_scalar::<f32>()?); // waits for the device
         let t1 = std::time::Instant::now();
         if !value.is_finite() {
+            restore(&self.buffers)?;
             return Err(Error::NonFiniteLoss { value, step: self.state.global_step + 1 });
         }
         let grads = l.backward()?;
+        if let Some(name) = self.opt.first_non_finite_gradient(&grads)? {
+            restore(&self.buffers)?;
+            return Err(Error::NonFiniteGradient { name, step: self.state.global_step + 1 });
+        }
         if self.phases.is_some() {
             self.device.synchronize()?;
         }
@@ -471,6 +510,10 @@ impl Trainer {
         let t0 = Instant::now();
         let (val_loss, val_dice) = self.evaluate()?;
         let epoch = self.state.epoch + 1;
+        if !val_loss.is_finite() {
+            // Nothing of this epoch is written: the files on disk are the last good ones.
+            return Err(Error::NonFiniteValidation { value: val_loss, epoch });
+        }
         let a = std::mem::take(&mut self.state.accum);
         let images = a.images.max(1) as f64;
         let best = self.state.early_stop.update(epoch, val_loss);
