@@ -27,6 +27,8 @@ use lightunet::atomic_write::write_atomic;
 use lightunet::model::Variant;
 use lightunet::output::OutputPlan;
 use serde::Serialize;
+
+use super::train::DataDirs;
 use serde_json::Value;
 
 /// The screening list of issue 14: the seed recipe, then one change each.
@@ -80,14 +82,8 @@ pub struct AblationArgs {
     /// Print the built-in recipes and exit.
     #[arg(long)]
     list: bool,
-    #[arg(long, default_value = "train")]
-    train_dir: String,
-    #[arg(long, default_value = "val")]
-    val_dir: String,
-    #[arg(long, default_value = "images")]
-    images_dir: String,
-    #[arg(long, default_value = "mask")]
-    masks_dir: String,
+    #[command(flatten)]
+    dirs: DataDirs,
     /// Train flags given to every recipe, after `--` (e.g. `-- --size 128 --batch 4`).
     #[arg(last = true, value_name = "TRAIN FLAGS")]
     common: Vec<String>,
@@ -273,8 +269,8 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
     }
     check_flags(&args.common).context("the train flags after --")?;
     let (val_images, val_masks) = {
-        let base = args.data.join(&args.val_dir);
-        (base.join(&args.images_dir), base.join(&args.masks_dir))
+        let base = args.data.join(&args.dirs.val_dir);
+        (base.join(&args.dirs.images_dir), base.join(&args.dirs.masks_dir))
     };
     for dir in [&val_images, &val_masks] {
         if !dir.is_dir() {
@@ -282,9 +278,9 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         }
     }
     let mut plan = OutputPlan::new();
-    for split in [&args.train_dir, &args.val_dir] {
+    for split in [&args.dirs.train_dir, &args.dirs.val_dir] {
         let base = args.data.join(split);
-        plan.input_folder("data folder", base.join(&args.images_dir)).input_folder("data folder", base.join(&args.masks_dir));
+        plan.input_folder("data folder", base.join(&args.dirs.images_dir)).input_folder("data folder", base.join(&args.dirs.masks_dir));
     }
     let mut writes: Vec<&str> = vec![TABLE_MD, TABLE_JSON];
     writes.extend(recipes.iter().map(|r| r.name.as_str()));
@@ -301,7 +297,7 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         args.seed,
         if args.common.is_empty() { String::new() } else { format!(" -- {}", args.common.join(" ")) },
         args.data.display(),
-        args.val_dir,
+        args.dirs.val_dir,
     );
     let mut rows: Vec<Row> = Vec::new();
     let write_tables = |rows: &[Row]| -> anyhow::Result<()> {
@@ -346,7 +342,7 @@ fn run_recipe(
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let mut train: Vec<String> = vec!["train".into(), "--data".into(), s(&args.data), "--model".into(), args.model.to_string()];
     train.extend(["--out".into(), s(run_dir), "--epochs".into(), args.epochs.to_string(), "--seed".into(), args.seed.to_string()]);
-    for (flag, v) in [("--train-dir", &args.train_dir), ("--val-dir", &args.val_dir), ("--images-dir", &args.images_dir), ("--masks-dir", &args.masks_dir)] {
+    for (flag, v) in [("--train-dir", &args.dirs.train_dir), ("--val-dir", &args.dirs.val_dir), ("--images-dir", &args.dirs.images_dir), ("--masks-dir", &args.dirs.masks_dir)] {
         train.extend([flag.to_string(), v.clone()]);
     }
     train.extend(args.common.iter().cloned());

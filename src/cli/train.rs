@@ -133,18 +133,39 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps in total (writes a resumable checkpoint).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Folder names inside the data root.
-    #[arg(long, default_value = "train")]
-    train_dir: String,
-    #[arg(long, default_value = "val")]
-    val_dir: String,
-    #[arg(long, default_value = "images")]
-    images_dir: String,
-    #[arg(long, default_value = "mask")]
-    masks_dir: String,
+    #[command(flatten)]
+    dirs: DataDirs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Folder names inside the data root (`<root>/<train|val>/<images|masks>`), shared by `train` and
+/// `ablation`.
+#[derive(Args, Debug, Clone)]
+pub struct DataDirs {
+    /// Folder names inside the data root.
+    #[arg(long, default_value = "train")]
+    pub train_dir: String,
+    #[arg(long, default_value = "val")]
+    pub val_dir: String,
+    #[arg(long, default_value = "images")]
+    pub images_dir: String,
+    #[arg(long, default_value = "mask")]
+    pub masks_dir: String,
+}
+
+impl DataDirs {
+    /// The layout of the data under `root`.
+    pub fn layout(&self, root: PathBuf) -> lightunet::train::DataLayout {
+        lightunet::train::DataLayout {
+            root,
+            train: self.train_dir.clone(),
+            val: self.val_dir.clone(),
+            images: self.images_dir.clone(),
+            masks: self.masks_dir.clone(),
+        }
+    }
 }
 
 /// How long training may take to stop after Ctrl-C or SIGTERM before the process exits anyway:
@@ -155,18 +176,12 @@ const FINISH_GRACE: Duration = Duration::from_secs(600);
 fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     let Some(data) = &args.data else { bail!("--write-resized needs --data") };
     lightunet::model::check_input(1, args.size, args.size).context("--size")?;
-    let layout = lightunet::train::DataLayout {
-        root: data.clone(),
-        train: args.train_dir.clone(),
-        val: args.val_dir.clone(),
-        images: args.images_dir.clone(),
-        masks: args.masks_dir.clone(),
-    };
+    let layout = args.dirs.layout(data.clone());
     // Apart from the data's folders, and new or without the splits it writes: train has no
     // --overwrite.
     let mut plan = OutputPlan::new();
     data_folders(&mut plan, &layout);
-    plan.folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
+    plan.folder("--write-resized", dest, &[&args.dirs.train_dir, &args.dirs.val_dir], false);
     match plan.check() {
         Err(OutputError::FolderHolds { path, found, .. }) => {
             bail!("--write-resized {} already holds {}: give a new or empty folder", path.display(), found.display())
@@ -232,10 +247,7 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     cfg.augment = !args.no_augment;
     cfg.max_steps = args.max_steps;
     cfg.init = args.init.clone();
-    cfg.data.train = args.train_dir.clone();
-    cfg.data.val = args.val_dir.clone();
-    cfg.data.images = args.images_dir.clone();
-    cfg.data.masks = args.masks_dir.clone();
+    cfg.data = args.dirs.layout(cfg.data.root.clone());
     cfg.validate()?;
     Ok((cfg, out.clone()))
 }

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::ultrasound::{AugmentSet, Intensity, UsParams};
+use super::ultrasound::{bilinear_taps, AugmentSet, Intensity, UsParams};
 use crate::error::{Error, Result};
 use crate::image_io::{load_bgr, load_mask, pair_files, save_png, PngColor};
 use crate::preprocess::resize_planar_u8;
@@ -331,15 +331,7 @@ pub fn augment(sample: &Sample, s: usize, p: &AugmentParams) -> (Vec<f32>, Vec<f
                 _ => 0.0,
             };
             // Bilinear for the image.
-            let (x0, y0) = (fx.floor(), fy.floor());
-            let (wx, wy) = ((fx - x0) as f32, (fy - y0) as f32);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let taps = [
-                (x0, y0, (1.0 - wx) * (1.0 - wy)),
-                (x0 + 1, y0, wx * (1.0 - wy)),
-                (x0, y0 + 1, (1.0 - wx) * wy),
-                (x0 + 1, y0 + 1, wx * wy),
-            ];
+            let taps = bilinear_taps(fx, fy);
             for ch in 0..3 {
                 let src = &sample.image[ch * plane..(ch + 1) * plane];
                 let mut v = 0f32;

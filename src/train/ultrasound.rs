@@ -141,15 +141,7 @@ impl Geometry {
                 if inside(nx) && inside(ny) {
                     out_mask[o] = mask[ny as usize * s + nx as usize];
                 }
-                let (x0, y0) = (fx.floor(), fy.floor());
-                let (wx, wy) = ((fx - x0) as f32, (fy - y0) as f32);
-                let (x0, y0) = (x0 as i64, y0 as i64);
-                let taps = [
-                    (x0, y0, (1.0 - wx) * (1.0 - wy)),
-                    (x0 + 1, y0, wx * (1.0 - wy)),
-                    (x0, y0 + 1, (1.0 - wx) * wy),
-                    (x0 + 1, y0 + 1, wx * wy),
-                ];
+                let taps = bilinear_taps(fx, fy);
                 for ch in 0..3 {
                     let src = &image[ch * plane..(ch + 1) * plane];
                     let mut v = 0f32;
@@ -164,6 +156,21 @@ impl Geometry {
         }
         (img, out_mask)
     }
+}
+
+/// The four source pixels of a bilinear sample at `(fx, fy)` and their weights (which sum to 1),
+/// for the augmentations' resampling; the caller skips taps outside the image (zero there) or
+/// maps them by its border rule.
+pub(crate) fn bilinear_taps(fx: f64, fy: f64) -> [(i64, i64, f32); 4] {
+    let (x0, y0) = (fx.floor(), fy.floor());
+    let (wx, wy) = ((fx - x0) as f32, (fy - y0) as f32);
+    let (x0, y0) = (x0 as i64, y0 as i64);
+    [
+        (x0, y0, (1.0 - wx) * (1.0 - wy)),
+        (x0 + 1, y0, wx * (1.0 - wy)),
+        (x0, y0 + 1, (1.0 - wx) * wy),
+        (x0 + 1, y0 + 1, wx * wy),
+    ]
 }
 
 /// The displacement at `(u, v)` (fractions of the size, 0..1) between the control points:
