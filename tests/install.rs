@@ -47,6 +47,14 @@ impl Installed {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        // A binary just copied can be "busy" (ETXTBSY) for a moment: another test thread that
+        // forked while the copy's write handle was open holds it until that child execs.
+        for _ in 0..50 {
+            match cmd.output() {
+                Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => std::thread::sleep(std::time::Duration::from_millis(100)),
+                r => return r.expect("the copied binary runs"),
+            }
+        }
         cmd.output().expect("the copied binary runs")
     }
 
