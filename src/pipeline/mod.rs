@@ -33,6 +33,7 @@
 
 pub mod clip;
 pub mod config;
+pub mod display;
 pub mod error;
 pub mod frame;
 pub mod inference;
@@ -40,19 +41,20 @@ pub mod latency;
 pub mod latest;
 pub mod overlay;
 pub mod plot;
+pub mod priority;
 pub mod run;
 pub mod sink;
 pub mod source;
 
 pub use config::{
-    FramePattern, InvalidPipeline, Mode, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, PipelineListing, ProcessConfig,
+    FramePattern, InvalidPipeline, Mode, Show, NamedPipeline, OutputFormat, OverlayConfig, OverlayStyle, PipelineListing, ProcessConfig,
     Roi, SinkSpec, SourceSpec,
 };
 pub use error::{PipelineError, Result};
-pub use frame::{FrameLayout, FrameRef, FrameView, PixelFormat};
+pub use frame::{FrameLayout, FrameMask, FrameRef, FrameView, PixelFormat};
 pub use inference::{SegmentInput, Segmenter, UNetSegmenter};
-pub use latest::{HeldMask, LatestCounters, LatestInput, LatestMask, MaskResult};
+pub use latest::{HeldMask, LatestCounters, LatestInput, LatestMask, MaskResult, WorkerOptions};
 pub use overlay::{draw_mask, FrameProcessor, MaskStage};
-pub use latency::{end_to_end_thirds, Counters, FrameRecord, LesionStats, Percentiles, StageTimes, STAGE_NAMES};
+pub use latency::{end_to_end_thirds, Counters, FrameRecord, LesionStats, MaskRecord, MaskSummary, Percentiles, StageTimes, STAGE_NAMES};
 pub use clip::write_phantom_clip;
 pub use run::{run, run_staged, Job, Report};
