@@ -764,9 +764,32 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let batch = if mode == Mode::Recorded { job.config.batch } else { 1 };
     let half = args.model_runs.div_ceil(2);
     let model_size = job.config.model_size;
-    let time = |b: usize| time_model(&net, &device, model_size, b, half);
+    // Latest-mask runs the model on a pool of its own at a lower priority: the model alone is
+    // timed the same way, so that the refresh ratio compares like with like (on a quiet machine
+    // the priority changes nothing; on a shared one it does).
+    let latest_mask = mode == Mode::Live && job.config.show == Show::LatestMask;
+    let model_pool = if latest_mask {
+        let threads = job.config.model_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let nice = job.config.model_nice;
+        Some((
+            threads,
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .start_handler(move |_| {
+                    let _ = lightunet::pipeline::priority::lower_this_thread(nice);
+                })
+                .build()?,
+        ))
+    } else {
+        None
+    };
+    let time = |b: usize| match &model_pool {
+        Some((_, pool)) => pool.install(|| time_model(&net, &device, model_size, b, half)),
+        None => time_model(&net, &device, model_size, b, half),
+    };
     let before = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     job.stop = stop_flag();
+    let job_nice = job.config.model_nice;
     let (report, mut staged) = run_staged(job, seg).context("bench pipeline")?;
     let after = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     drop(net);
@@ -783,6 +806,7 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         "weights": chosen.describe(),
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
         "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs,
+                        "threads": model_pool.as_ref().map(|p| p.0), "nice": model_pool.as_ref().map(|_| job_nice),
                         "median_ms_before": before.0 .0, "median_ms_after": after.0 .0 },
         "pipeline_batch": batch,
         "model_only_at_batch": batched.map(|(ms, fps)| serde_json::json!({ "batch": batch, "median_ms_per_frame": ms, "fps": fps })),
@@ -808,6 +832,9 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", report_table(&report));
+        if let Some((threads, _)) = &model_pool {
+            println!("model only timed as the run runs it: a pool of {threads} threads at nice {job_nice}");
+        }
         println!(
             "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s; {:.1} ms before the run, {:.1} after); pipeline {:.2} frames/s = {:.2}x model",
             before.0 .0,

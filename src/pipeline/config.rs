@@ -110,8 +110,7 @@ pub struct ProcessConfig {
     pub first_frame_timeout: Option<Duration>,
     /// Live: every frame with the latest mask, or only processed frames.
     pub show: Show,
-    /// Live, latest-mask: threads of the model's own pool (`None`: rayon's global pool, as many
-    /// threads as cores).
+    /// Live, latest-mask: threads of the model's own pool (`None`: one per core).
     pub model_threads: Option<usize>,
     /// Live, latest-mask: nice value of the model's threads and of the recording's encoder
     /// (0: as the rest of the process).

@@ -44,10 +44,14 @@ pub struct Display {
 }
 
 impl Display {
-    /// Starts the latest-mask worker on `segmenter`, with the model's threads and priority of
-    /// `cfg` (`model_threads`, `model_nice`).
+    /// Starts the latest-mask worker on `segmenter`, with the model's threads (default: one per
+    /// core) and priority of `cfg` (`model_threads`, `model_nice`).
     pub fn new(cfg: ProcessConfig, default_roi: Option<Roi>, want_masks: bool, segmenter: Box<dyn Segmenter>) -> Result<Display> {
-        let options = WorkerOptions { threads: cfg.model_threads, nice: cfg.model_nice };
+        // Always a pool of its own: rayon's global pool may already exist (a model timed before
+        // the run), its threads at the priority of whoever started it, and the lower priority
+        // would then not reach the model's loops.
+        let threads = cfg.model_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let options = WorkerOptions { threads: Some(threads), nice: cfg.model_nice };
         let latest = LatestMask::start_with(segmenter, &cfg, options)?;
         Ok(Display {
             core: FrameProcessor::new(cfg, default_roi),

@@ -9,13 +9,15 @@
 //! Recorded mode: the appsink callback blocks on a full queue (every frame is processed, in order).
 //! Live mode: it never blocks; on a full queue the oldest frame is dropped and counted. Live with
 //! [`Show::LatestMask`] (the default) puts the display thread ([`Display`]) where the inference
-//! thread is: every frame is drawn with the newest mask and goes on at once, while the model runs
-//! on the latest-mask worker (its own pool, niced) on the newest frame it can take:
+//! and pusher threads are: every frame is drawn with the newest mask and pushed at once, while
+//! the model runs on the latest-mask worker (its own pool, niced) on the newest frame it can take:
 //! ```text
 //! appsink callback -> [queue] -> display thread (model input when the worker is free; newest
-//!     mask drawn) -> [queue: 2] -> pusher thread -> outputs
+//!     mask drawn; pushed) -> outputs
 //!                        '-> latest-mask worker (model, mask) -> the newest mask -'
 //! ```
+//! One thread from the queue to the outputs: on a loaded 2-core machine each hand-over between
+//! threads cost a frame up to several ms at p99 (measured: 7 ms between display and pusher).
 //! A live recording (`record`) is an output of its own whose failure ends the recording, not the
 //! run (see [`super::sink::Recording`]).
 //! Shutdown: EOS (end of input, Ctrl-C, `max_frames`, a stalled live source) closes the input
@@ -176,16 +178,25 @@ struct FramesDone {
     largest_batch: usize,
     /// Latest-mask: the worker's counters.
     latest: Option<LatestCounters>,
+    /// The display thread, which pushes: when it pushed the last frame.
+    last_push: Option<Instant>,
 }
 
-/// The two worker threads. Each returns its error at join.
+/// The worker threads. Each returns its error at join.
 struct Workers {
     /// The inference thread, or the display thread (live, latest-mask).
     inference: JoinHandle<Result<FramesDone>>,
     /// Its name, for errors.
     frames_thread: &'static str,
-    /// Returns when it pushed the last frame.
-    pusher: JoinHandle<Result<Option<Instant>>>,
+    /// Returns when it pushed the last frame. `None`: the display thread pushes itself.
+    pusher: Option<JoinHandle<Result<Option<Instant>>>>,
+}
+
+impl Workers {
+    /// The thread that pushes into the outputs has ended (and sent them EOS, unless it failed).
+    fn pushing_done(&self) -> bool {
+        self.pusher.as_ref().map_or_else(|| self.inference.is_finished(), JoinHandle::is_finished)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -242,7 +253,6 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
     // A recorded batch can only take frames that are waiting: the queue holds at least one batch.
     let capacity = if live { job.config.queue_capacity } else { job.config.queue_capacity.max(job.config.batch) };
     let (in_tx, in_rx) = bounded::<Frame>(capacity);
-    let (out_tx, out_rx) = bounded::<Processed>(2);
     let ctx = Arc::new(RunContext {
         mode,
         max_frames: job.max_frames,
@@ -261,14 +271,18 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
     let out_buses: Vec<gst::Bus> = outputs.required().filter_map(|o| o.pipeline.bus()).collect();
     let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
     let latest_mask = live && job.config.show == Show::LatestMask;
-    let (frames_thread, frames) = if latest_mask {
+    let workers = if latest_mask {
         let display = Display::new(job.config.clone(), default_roi, want_masks, segmenter)?;
-        ("display", spawn_display(ctx.clone(), display, in_rx, out_tx)?)
+        Workers { inference: spawn_display(ctx.clone(), display, outputs, in_rx)?, frames_thread: "display", pusher: None }
     } else {
+        let (out_tx, out_rx) = bounded::<Processed>(2);
         let processor = Processor::new(job.config.clone(), default_roi, want_masks);
-        ("inference", spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?)
+        Workers {
+            inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
+            frames_thread: "inference",
+            pusher: Some(spawn_pusher(ctx.clone(), outputs, out_rx)?),
+        }
     };
-    let workers = Workers { inference: frames, frames_thread, pusher: spawn_pusher(ctx.clone(), outputs, out_rx)? };
 
     let in_bus = input.pipeline.bus().ok_or_else(|| PipelineError::gst("input", "no bus"))?;
     let outcome = (|| -> Result<Loop> {
@@ -289,7 +303,7 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
     }
     lock(&ctx.sender).take();
     let inference_result = join(workers.inference, workers.frames_thread);
-    let pusher_result = join(workers.pusher, "pusher");
+    let pusher_result = workers.pusher.map(|p| join(p, "pusher"));
     let _ = input.pipeline.set_state(gst::State::Null);
     for p in &out_pipelines {
         let _ = p.set_state(gst::State::Null);
@@ -303,11 +317,14 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
     let outcome = outcome?;
     // The inference thread's own error is the cause when it stopped the run; a pusher error after
     // an output error is only the consequence (a flushing appsrc).
-    let FramesDone { largest_batch, latest } = inference_result?;
+    let FramesDone { largest_batch, latest, last_push } = inference_result?;
     if let Some(e) = outcome.error {
         return Err(e);
     }
-    let last_push = pusher_result?;
+    let last_push = match pusher_result {
+        Some(r) => r?,
+        None => last_push,
+    };
 
     let mut c = lock(&ctx.collector);
     c.flush();
@@ -506,14 +523,16 @@ fn on_sample(
     Ok(gst::FlowSuccess::Ok)
 }
 
-/// The display thread (live, latest-mask): each frame through the [`Display`] and on to the
-/// pusher, in order. Ends when the input queue closes, when the pusher is gone, or at once on
-/// abort; then stops the latest-mask worker, whose error (a failed or panicking model) is the
-/// thread's.
-fn spawn_display(ctx: Arc<RunContext>, mut display: Display, rx: Receiver<Frame>, tx: Sender<Processed>) -> Result<JoinHandle<Result<FramesDone>>> {
+/// The display thread (live, latest-mask): each frame through the [`Display`] and into the
+/// outputs, in order; EOS into them when the input queue closes. Ends then, or at once on abort
+/// or an output error; stops the latest-mask worker, whose error (a failed or panicking model)
+/// is the thread's. An error leaves the outputs without EOS: the watch sees the thread gone with
+/// the input still open and ends the run.
+fn spawn_display(ctx: Arc<RunContext>, mut display: Display, mut outputs: Outputs, rx: Receiver<Frame>) -> Result<JoinHandle<Result<FramesDone>>> {
     let exit_ctx = ctx.clone();
     let on_exit = move || exit_ctx.consumer_gone.store(true, Ordering::SeqCst);
     spawn("display", on_exit, move || {
+        let mut last_push = None;
         let shown = (|| -> Result<()> {
             loop {
                 if ctx.abort.load(Ordering::SeqCst) {
@@ -522,11 +541,12 @@ fn spawn_display(ctx: Arc<RunContext>, mut display: Display, rx: Receiver<Frame>
                 let frame = match rx.recv_timeout(Duration::from_millis(100)) {
                     Ok(f) => f,
                     Err(RecvTimeoutError::Timeout) => continue,
-                    Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                    Err(RecvTimeoutError::Disconnected) => {
+                        outputs.end_of_stream();
+                        return Ok(());
+                    }
                 };
-                if tx.send(display.show(frame)?).is_err() {
-                    return Ok(()); // the pusher stopped (its error is reported by it)
-                }
+                last_push = Some(push_processed(&ctx, &mut outputs, display.show(frame)?)?);
             }
         })();
         let stopped = display.stop();
@@ -534,9 +554,20 @@ fn spawn_display(ctx: Arc<RunContext>, mut display: Display, rx: Receiver<Frame>
             // The worker stopped: its own error is the cause.
             (Err(PipelineError::ThreadStopped { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
             (Err(e), _) => Err(e),
-            (Ok(()), Ok(c)) => Ok(FramesDone { largest_batch: 1, latest: Some(c) }),
+            (Ok(()), Ok(c)) => Ok(FramesDone { largest_batch: 1, latest: Some(c), last_push }),
         }
     })
+}
+
+/// Records a processed frame in the collector and pushes it into the outputs; returns when.
+fn push_processed(ctx: &RunContext, outputs: &mut Outputs, p: Processed) -> Result<Instant> {
+    let Processed { mut frame, masks, stats, mask } = p;
+    let now = Instant::now();
+    frame.stamps.pushed = Some(now);
+    lock(&ctx.collector).pushed(frame.seq, frame.pts, stats, frame.stamps, mask);
+    outputs.push(frame, masks.as_ref())?;
+    ctx.pushed_any.store(true, Ordering::SeqCst);
+    Ok(now)
 }
 
 /// The inference thread: takes the frames already waiting (up to a batch), runs the processor on
@@ -553,7 +584,7 @@ fn spawn_inference(
     let on_exit = move || exit_ctx.consumer_gone.store(true, Ordering::SeqCst);
     spawn("inference", on_exit, move || {
         let mut largest = 0usize;
-        let done = |largest| Ok(FramesDone { largest_batch: largest, latest: None });
+        let done = |largest| Ok(FramesDone { largest_batch: largest, latest: None, last_push: None });
         let max_batch = processor.max_batch();
         loop {
             if ctx.abort.load(Ordering::SeqCst) {
@@ -591,13 +622,8 @@ fn spawn_inference(
 fn spawn_pusher(ctx: Arc<RunContext>, mut outputs: Outputs, rx: Receiver<Processed>) -> Result<JoinHandle<Result<Option<Instant>>>> {
     spawn("pusher", || {}, move || {
         let mut last = None;
-        for Processed { mut frame, masks, stats, mask } in rx.iter() {
-            let now = Instant::now();
-            frame.stamps.pushed = Some(now);
-            lock(&ctx.collector).pushed(frame.seq, frame.pts, stats, frame.stamps, mask);
-            outputs.push(frame, masks.as_ref())?;
-            ctx.pushed_any.store(true, Ordering::SeqCst);
-            last = Some(now);
+        for processed in rx.iter() {
+            last = Some(push_processed(&ctx, &mut outputs, processed)?);
         }
         outputs.end_of_stream();
         Ok(last)
@@ -702,12 +728,16 @@ fn watch(
             }
             return out;
         }
-        if workers.inference.is_finished() && !workers.pusher.is_finished() && lock(&ctx.sender).is_some() {
+        let stopped_early = match &workers.pusher {
+            Some(p) => !p.is_finished(),
+            None => true, // the display thread pushes: ended with the input open, it failed
+        };
+        if workers.inference.is_finished() && stopped_early && lock(&ctx.sender).is_some() {
             // The inference thread failed: its error is collected at join.
             out.error = Some(PipelineError::ThreadStopped { thread: workers.frames_thread });
             return out;
         }
-        if workers.pusher.is_finished() {
+        if workers.pushing_done() {
             let t = *pusher_done.get_or_insert_with(Instant::now);
             if !ctx.pushed_any.load(Ordering::SeqCst) {
                 return out; // nothing was pushed: no EOS will come from an unnegotiated output
