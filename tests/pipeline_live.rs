@@ -87,7 +87,8 @@ fn latest_mask_shows_every_frame_while_a_slow_model_runs() {
     assert!(c.mask_none >= 1 && c.mask_none <= 8, "the first frames come before the first mask: {c:?}");
     // The model input was made for the frames the model took, not for every frame.
     let l = report.latest.unwrap();
-    assert!(l.submitted < c.frames_in / 2 && l.replaced * 3 <= l.submitted, "{l:?}");
+    // (A frame may replace a waiting one when frames come in a burst, before the worker is due.)
+    assert!(l.submitted < c.frames_in / 2 && l.replaced * 2 <= l.submitted, "{l:?}");
     assert!(l.inferred >= c.mask_fresh, "{l:?}");
     let preprocess = report.latency_ms.iter().find(|(n, _)| *n == "preprocess").unwrap().1;
     assert_eq!(preprocess.n as u64, l.submitted);

@@ -28,7 +28,8 @@ enum Command {
     Check(model_cmds::CheckArgs),
     /// Segment a recorded video (or the phantom): every frame, original timestamps, annotated output.
     Process(pipeline::ProcessArgs),
-    /// Live: capture, segment and show/stream with bounded latency (drops the oldest frames).
+    /// Live: capture, segment and show/stream every frame with the newest mask (--show processed:
+    /// only frames the model saw; the others are dropped).
     Live(pipeline::LiveArgs),
     /// Write a synthetic B-mode phantom clip and its ground-truth masks.
     Phantom(pipeline::PhantomArgs),

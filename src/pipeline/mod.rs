@@ -14,6 +14,11 @@
 //! The output pad probe stamps the frame at the sink and the collector finishes its record
 //! (`--metadata` line, percentiles, counters).
 //!
+//! Live with [`Show::LatestMask`] (the default of `lightunet live`), the display thread
+//! ([`display::Display`]) takes the inference and pusher threads' place: every frame is drawn
+//! with the newest mask and pushed at once, and the model runs on the latest-mask worker
+//! ([`LatestMask`], its own pool, niced) on the newest frame it can take.
+//!
 //! - [`config`]: typed settings, sources, sinks and the named pipelines of `pipelines/`.
 //! - [`frame`]: a frame in flight: pixels, layout (sizes, checked), stream timing, stamps.
 //! - [`source`]: the input pipeline, ending in the appsink, and the capture copy.
@@ -24,9 +29,13 @@
 //!   [`overlay::Processor`] wraps it for the inference thread.
 //! - [`latest`]: the latest-mask worker for live video ([`LatestMask`]: the model on its own
 //!   thread, on the newest frame; every frame drawn with the newest mask).
-//! - [`sink`]: the output pipelines, by role ([`sink::Outputs`]: video, masks).
+//! - [`display`]: live, latest-mask: the display thread's work on each frame.
+//! - [`priority`]: per-thread nice values (the model and the recording under the display).
+//! - [`sink`]: the output pipelines, by role ([`sink::Outputs`]: video, masks, the live
+//!   recording).
 //! - [`latency`]: per-frame stamps, counters, percentiles, `--metadata` lines.
-//! - [`run`](mod@run): the appsink callback, the two threads, the bus watch and ordered shutdown.
+//! - [`run`](mod@run): the appsink callback, the worker threads, the bus watch and ordered
+//!   shutdown.
 //! - [`error`]: the pipeline's error type.
 //! - [`clip`]: phantom clips with ground-truth masks.
 //! - [`plot`]: the latency plot of `bench pipeline`.
