@@ -5,6 +5,8 @@
 # 300 frames again with a recording (--record) to show that it does not cost the display. Each
 # run prints its table and its targets beside their bars; a summary of both cases follows.
 #   scripts/bench-live.sh [extra bench pipeline options, e.g. --model-threads 1 --model-nice 0]
+# A smoke check of the script itself (no numbers): BENCH_LIVE_FRAMES="60 90" BENCH_LIVE_MODEL_RUNS=4
+# scripts/bench-live.sh (the frame counts of the two cases, the model-only runs).
 # Run it on a quiet machine (no build, no training): the targets are about scheduling, and a
 # shared machine measures the other programs. Reports (JSON) go to target/bench-live/.
 set -euo pipefail
@@ -14,18 +16,23 @@ out=target/bench-live
 mkdir -p "$out"
 bin=target/release/lightunet
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
-common=(--mode live --source phantom:1280x720@30 --sink fakesink --device cpu --model-runs 40 --overwrite)
-for frames in 300 1800; do
+read -r -a cases <<<"${BENCH_LIVE_FRAMES:-300 1800}"
+common=(--mode live --source phantom:1280x720@30 --sink fakesink --device cpu --model-runs "${BENCH_LIVE_MODEL_RUNS:-40}" --overwrite)
+names=()
+for frames in "${cases[@]}"; do
     echo "== $frames frames ($((frames / 30)) s) =="
     "$bin" bench pipeline "${common[@]}" --frames "$frames" --report "$out/live-$frames.json" "$@"
+    names+=("live-$frames")
 done
-echo "== 300 frames with a recording =="
-"$bin" bench pipeline "${common[@]}" --frames 300 --record "$out/recording.mkv" --report "$out/live-300-record.json" "$@"
-python3 - "$out" <<'PY'
+first=${cases[0]}
+echo "== $first frames with a recording =="
+"$bin" bench pipeline "${common[@]}" --frames "$first" --record "$out/recording.mkv" --report "$out/live-$first-record.json" "$@"
+names+=("live-$first-record")
+python3 - "$out" "${names[@]}" <<'PY'
 import json, sys
 out = sys.argv[1]
 print("\nsummary (bars: issue 13):")
-for name in ["live-300", "live-1800", "live-300-record"]:
+for name in sys.argv[2:]:
     r = json.load(open(f"{out}/{name}.json"))
     c = r["counters"]
     print(f"{name}: {c['frames_in']} captured, {c['frames_at_sink']} at the sink, {c['dropped']} dropped; "

@@ -42,6 +42,8 @@ enum Command {
     Bench(BenchCommand),
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Time the network alone: warm-up, then median and p90 per batch and per frame.

@@ -28,6 +28,9 @@ use super::overlay::{FrameProcessor, Processed};
 /// The frame interval assumed until two frames have been seen and the source gives none.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(33);
 
+/// What a full-frame mask was made for: the result's id (`None`: no mask yet) and the frame size.
+type MaskFor = (Option<u64>, (usize, usize));
+
 /// The display thread's per-frame work (see the module comment).
 pub struct Display {
     core: FrameProcessor,
@@ -35,7 +38,7 @@ pub struct Display {
     want_masks: bool,
     /// The full-frame mask last made for the masks output: for which result (`None`: no mask
     /// yet) at which frame size, and the mask itself (its key changes with each new one).
-    frame_mask: Option<((Option<u64>, (usize, usize)), FrameMask)>,
+    frame_mask: Option<(MaskFor, FrameMask)>,
     next_mask_key: u64,
     last_capture: Option<Instant>,
     /// Moving average of the time between captures (s): when the next frame is due, and the

@@ -386,6 +386,10 @@ pub fn check_recording(path: &Path) -> Result<()> {
 /// What the run and the report see of a recording, shared with the thread that feeds it.
 #[derive(Debug, Default)]
 struct RecordState {
+    /// The regular file this run created (or truncated, with `--overwrite`) for the recording:
+    /// removed if it gets no frame. `None` for an existing FIFO or device, written in place and
+    /// never removed.
+    owned_file: Mutex<Option<PathBuf>>,
     /// Frames handed to the recording's pipeline.
     recorded: AtomicU64,
     /// Frames dropped because RECORD_QUEUE frames were still waiting for the encoder.
@@ -394,6 +398,28 @@ struct RecordState {
     after_failure: AtomicU64,
     failed: AtomicBool,
     error: Mutex<Option<String>>,
+}
+
+impl RecordState {
+    /// Removes the file this run made for the recording if it got no frame (see `owned_file`).
+    fn remove_if_empty(&self) {
+        if self.recorded.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let owned = self.owned_file.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(path) = owned {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!("recording {}: cannot remove the empty file: {e}", path.display());
+            }
+        }
+    }
+}
+
+impl Drop for RecordState {
+    /// A run that ended before its first frame (an error while starting) leaves no empty file.
+    fn drop(&mut self) {
+        self.remove_if_empty();
+    }
 }
 
 /// A recording's outcome, for the report.
@@ -432,10 +458,9 @@ impl RecordingHandle {
     }
 
     /// Removes the file (a recording that got no frame; call once its pipeline is `Null`).
+    /// Removes nothing once it got a frame, nor a FIFO or device it was written into; once only.
     pub fn remove_file(&self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            tracing::warn!("recording {}: cannot remove the empty file: {e}", self.path.display());
-        }
+        self.state.remove_if_empty();
     }
 
     pub fn failed(&self) -> bool {
@@ -471,15 +496,29 @@ impl Recording {
         let location = path
             .to_str()
             .ok_or_else(|| OutputError::NotUtf8 { role: "recording".into(), path: path.to_path_buf() })?;
-        // Claimed before GStreamer opens it: without --overwrite, a file that appeared since the
-        // plan was checked is not replaced.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(overwrite)
-            .create_new(!overwrite)
-            .open(path)
-            .map_err(|source| PipelineError::Io { path: path.to_path_buf(), source })?;
+        // Written under its own name, not staged: a crash must leave it where the user looks.
+        // An existing FIFO or device (as for the other outputs: a stream, not stored data) is
+        // written in place: not created, not synced, never removed.
+        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        let file = if special {
+            None
+        } else {
+            // Claimed before GStreamer opens it: without --overwrite, a file that appeared since
+            // the plan was checked is not replaced.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(overwrite)
+                .create_new(!overwrite)
+                .open(path)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => OutputError::Exists { role: "recording".into(), path: path.to_path_buf() },
+                    _ => OutputError::io("recording", path, e),
+                })?;
+            Some(f)
+        };
+        let state = Arc::new(RecordState::default());
+        *state.owned_file.lock().unwrap_or_else(|e| e.into_inner()) = file.as_ref().map(|_| path.to_path_buf());
         let output = build_output(&SinkSpec::Launch(chain.into()), "recording", gst_video::VideoFormat::Bgr, Mode::Live, None)?;
         let sink = output.pipeline.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("recording", "file sink missing"))?;
         sink.set_property("location", location);
@@ -502,16 +541,15 @@ impl Recording {
                 gst::BusSyncReply::Pass
             });
         }
-        let state = Arc::new(RecordState::default());
-        let sync = spawn_sync(file, path.to_path_buf(), state.clone())?;
-        Ok(Recording { output, path: path.to_path_buf(), state, sync: Some(sync) })
+        let sync = file.map(|f| spawn_sync(f, path.to_path_buf(), state.clone())).transpose()?;
+        Ok(Recording { output, path: path.to_path_buf(), state, sync })
     }
 
     fn handle(&self) -> RecordingHandle {
         RecordingHandle {
             pipeline: self.output.pipeline.clone(),
             // build_output made the pipeline from a description, which always has a bus.
-            bus: self.output.pipeline.bus().unwrap_or_else(gst::Bus::new),
+            bus: self.output.pipeline.bus().unwrap_or_default(),
             path: self.path.clone(),
             state: self.state.clone(),
         }
@@ -561,17 +599,25 @@ fn spawn_sync(file: File, path: PathBuf, state: Arc<RecordState>) -> Result<(Sen
     let (tx, rx) = bounded::<()>(0);
     let handle = std::thread::Builder::new()
         .name("lightunet-record-sync".into())
-        .spawn(move || loop {
-            let last = !matches!(rx.recv_timeout(RECORD_SYNC_EVERY), Err(RecvTimeoutError::Timeout));
-            if let Err(e) = file.sync_data() {
-                let mut err = state.error.lock().unwrap_or_else(|e| e.into_inner());
-                if err.is_none() {
-                    tracing::error!("recording {}: cannot sync to disk: {e}", path.display());
-                    *err = Some(format!("cannot sync to disk: {e}"));
-                }
+        .spawn(move || {
+            // The new name itself must reach the disk too, once: a power cut could otherwise
+            // leave synced data under no name (POSIX asks for the folder to be synced).
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Err(e) = File::open(folder).and_then(|d| d.sync_all()) {
+                tracing::warn!("recording {}: cannot sync its folder: {e}", path.display());
             }
-            if last {
-                return;
+            loop {
+                let last = !matches!(rx.recv_timeout(RECORD_SYNC_EVERY), Err(RecvTimeoutError::Timeout));
+                if let Err(e) = file.sync_data() {
+                    let mut err = state.error.lock().unwrap_or_else(|e| e.into_inner());
+                    if err.is_none() {
+                        tracing::error!("recording {}: cannot sync to disk: {e}", path.display());
+                        *err = Some(format!("cannot sync to disk: {e}"));
+                    }
+                }
+                if last {
+                    return;
+                }
             }
         })
         .map_err(|source| PipelineError::ThreadSpawn { thread: "recording sync", source })?;
