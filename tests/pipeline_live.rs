@@ -2,7 +2,8 @@
 //! (latest-mask, the default), fresh and held frames counted, mask ages growing while the model
 //! is busy, the model input made only for frames the model takes; the processed mode still drops
 //! the oldest frame and counts it; the masks output and a recording (that survives `kill -9`, and
-//! drops its own frames, counted, rather than hold the display up); RTP/H.264 over UDP on
+//! drops its own frames, counted, rather than hold the display up, and whose failure stops it
+//! alone, the run exiting non-zero at the end); RTP/H.264 over UDP on
 //! 127.0.0.1 in and out; a source that stops sending ends the run cleanly.
 
 mod pipeline_support;
@@ -214,6 +215,39 @@ fn a_recording_cut_by_kill_9_still_plays() {
         assert!(d.frames.iter().all(|(w, h, _)| (*w, *h) == (320, 240)));
         assert_no_temporary_files(&dir);
     }
+}
+
+/// A recording that fails (here a full disk: `/dev/full` behind the name) stops alone: every
+/// frame still reaches the display, and `live` says so and exits non-zero at the end.
+#[test]
+fn a_failing_recording_stops_alone_and_the_run_says_so() {
+    init();
+    if !Path::new("/dev/full").exists() {
+        eprintln!("SKIP: no /dev/full");
+        return;
+    }
+    let dir = scratch("live-record-full");
+    let path = dir.join("full.mkv");
+    std::os::unix::fs::symlink("/dev/full", &path).unwrap();
+    let report = dir.join("report.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_lightunet"))
+        .args(["live", "--source", "phantom:160x120@25", "--frames", "30", "--sink", "fakesink", "--record"])
+        .arg(&path)
+        .arg("--report")
+        .arg(&report)
+        .args(["--weights", "random", "--input-size", "32", "--device", "cpu"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    assert!(err.contains("the recording") && err.contains("failed") && err.contains("the display went on"), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["counters"]["frames_at_sink"], 30, "{r}");
+    let rec = &r["recording"];
+    assert!(rec["error"].is_string(), "{rec}");
+    assert_eq!(rec["recorded"].as_u64().unwrap() + rec["dropped"].as_u64().unwrap() + rec["after_failure"].as_u64().unwrap(), 30, "{rec}");
+    assert!(std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink(), "the link is left as it was");
 }
 
 fn assert_no_temporary_files(dir: &Path) {
