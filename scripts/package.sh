@@ -6,9 +6,8 @@
 #   /usr/share/doc/lightunet/                                 README, model card, pipelines README, copyright
 #
 # Usage: scripts/package.sh [--no-plugin]
-#   --no-plugin  package without the GStreamer plugin (only until gst-plugin-lightunet/ is a
-#                workspace member); without it, a missing target/release/libgstlightunet.so stops
-#                the script.
+#   --no-plugin  package without the GStreamer plugin; without it, a missing
+#                target/release/libgstlightunet.so stops the script.
 #
 # Built with dpkg-deb from a staged root, not cargo-deb: dpkg-deb comes with dpkg on every
 # Debian/Ubuntu machine, while cargo-deb would be one more crate tree to compile in CI (minutes on

@@ -1,6 +1,7 @@
 """PyTorch anchor for one training step of Lighter U-net@1 (batch 8, 256x256, Adam lr 1e-4 with
 L2 weight decay 1e-2, dice loss), median of 20 after 5 warm-up steps. A measuring tool to run
-beside `lightunet train` on the same card (needs ../shared/anchors/refnet.py next to it)."""
+beside `lightunet train` on the same card (needs ../shared/anchors/refnet.py next to it).
+  python3 torch_train_step.py [device] [steps] [warmup]      (defaults: cuda if available, 20, 5)"""
 import statistics, sys, time, json, os
 import torch
 from refnet import Net
@@ -21,11 +22,13 @@ def step():
     opt.step()
     if dev.type == "cuda": torch.cuda.synchronize()
 
-for _ in range(5): step()
+steps = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+warmup = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+for _ in range(warmup): step()
 ts = []
-for _ in range(20):
+for _ in range(steps):
     t = time.perf_counter(); step(); ts.append((time.perf_counter() - t) * 1e3)
 ms = statistics.median(ts)
-print(f"pytorch {torch.__version__} train step lighter@1 batch 8 256x256 on {dev}: {ms:.2f} ms (median of 20)")
+print(f"pytorch {torch.__version__} train step lighter@1 batch 8 256x256 on {dev}: {ms:.2f} ms (median of {steps}, {torch.get_num_threads()} threads)")
 if os.environ.get("OUT"):
     json.dump({"device": str(dev), "ms": ms, "torch": torch.__version__}, open(os.path.join(os.environ["OUT"], "torch_train_step.json"), "w"))

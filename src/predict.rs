@@ -4,7 +4,9 @@
 //! the model input by [`crate::preprocess`] (resized to `size x size` in 8 bits, /255).
 //! Post-processing: the probability map resized back to the image size, thresholded (`> 0.5` by
 //! default), and by default reduced to its largest connected component, filled
-//! ([`crate::postprocess`]). The report ([`Report`]) holds [`crate::metrics`]' values per image
+//! ([`crate::postprocess`]). With [`Tta::Hflip`] the probability map is the mean of the image's
+//! and of its mirror image's (mirrored back): twice the network's work, so `predict` only, never
+//! the live pipeline. The report ([`Report`]) holds [`crate::metrics`]' values per image
 //! and their means, as JSON, CSV and a terminal table.
 
 use std::path::PathBuf;
@@ -35,12 +37,33 @@ impl Default for PostOptions {
     }
 }
 
+/// Test-time augmentation (`predict --tta`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Tta {
+    /// The image alone.
+    #[default]
+    None,
+    /// The image and its horizontal mirror: probabilities averaged, the mirror's mirrored back.
+    /// Left and right are interchangeable in a B-mode image (the probe can be held either way
+    /// round); up and down are not (depth), so there is no vertical flip.
+    Hflip,
+}
+
 /// A network and its pre/post-processing.
 #[derive(Debug, Clone)]
 pub struct Predictor {
     net: InferenceNet,
     size: usize,
     post: PostOptions,
+    tta: Tta,
+}
+
+/// Reverses every row of `w` values in place: a horizontal mirror of `[.., h, w]` planes.
+fn mirror_rows(v: &mut [f32], w: usize) {
+    for row in v.chunks_exact_mut(w) {
+        row.reverse();
+    }
 }
 
 /// The result for one image.
@@ -57,7 +80,17 @@ impl Predictor {
         if size < 16 {
             return Err(Error::InvalidSetting(format!("network input size must be >= 16, got {size}")));
         }
-        Ok(Self { net, size, post })
+        Ok(Self { net, size, post, tta: Tta::None })
+    }
+
+    /// The same predictor with test-time augmentation `tta`.
+    pub fn with_tta(mut self, tta: Tta) -> Self {
+        self.tta = tta;
+        self
+    }
+
+    pub fn tta(&self) -> Tta {
+        self.tta
     }
 
     pub fn size(&self) -> usize {
@@ -79,9 +112,24 @@ impl Predictor {
             let (what, expected, got) = ("network inputs ([3, size, size] each)", inputs.len() * 3 * s * s, flat.len());
             return Err(ShapeError::Length { what, expected, got }.into());
         }
-        let x = Tensor::from_vec(flat, (inputs.len(), 3, s, s), &Device::Cpu)?.to_device(self.device())?;
-        let y = self.net.forward(&x)?.to_device(&Device::Cpu)?; // [N, 1, s, s]
-        let all = y.flatten_all()?.to_vec1::<f32>()?;
+        let n = inputs.len();
+        let forward = |flat: Vec<f32>| -> Result<Vec<f32>> {
+            let x = Tensor::from_vec(flat, (n, 3, s, s), &Device::Cpu)?.to_device(self.device())?;
+            let y = self.net.forward(&x)?.to_device(&Device::Cpu)?; // [N, 1, s, s]
+            Ok(y.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let all = match self.tta {
+            Tta::None => forward(flat)?,
+            Tta::Hflip => {
+                let mut mirrored = flat.clone();
+                mirror_rows(&mut mirrored, s);
+                let a = forward(flat)?;
+                let mut b = forward(mirrored)?;
+                mirror_rows(&mut b, s);
+                // (a + b) / 2 in either order: mirroring the input only swaps the two terms.
+                a.iter().zip(&b).map(|(p, q)| 0.5 * (p + q)).collect()
+            }
+        };
         Ok(all.chunks_exact(s * s).map(<[f32]>::to_vec).collect())
     }
 
@@ -139,6 +187,8 @@ pub struct Report {
     pub weights: String,
     pub size: usize,
     pub post: PostOptions,
+    /// Test-time augmentation used.
+    pub tta: Tta,
     pub images: Vec<ImageReport>,
     pub images_without_mask: Vec<PathBuf>,
     pub masks_without_image: Vec<PathBuf>,
@@ -258,6 +308,13 @@ pub fn report_table(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mirror_rows_reverses_each_row() {
+        let mut v: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        mirror_rows(&mut v, 3);
+        assert_eq!(v, [2.0, 1.0, 0.0, 5.0, 4.0, 3.0]);
+    }
 
     #[test]
     fn csv_quotes() {

@@ -519,6 +519,33 @@ fn training_that_diverges_stops_and_keeps_the_last_good_checkpoint() {
     assert_eq!(std::fs::read(&path).unwrap(), good);
 }
 
+/// Case 10 (training): the running statistics diverge (-inf means) while the loss stays finite:
+/// training never reads them and evaluation stays finite (the ReLUs turn what they make into
+/// zeros), so neither loss check fires. The end of the epoch still refuses to write them: the run
+/// stops naming the tensor, and the checkpoint and the best weights stay the last good ones.
+#[test]
+fn diverged_running_statistics_are_never_saved() {
+    let dir = scratch("trust-running-stats");
+    train_util::write_dataset(&dir, 4, 2, 32);
+    let out = dir.join("run");
+    let mut t = Trainer::new(train_config(&dir), &out, Device::Cpu).unwrap();
+    t.run(&AtomicBool::new(false)).unwrap();
+    let ckpt = out.join(lightunet::train::trainer::CHECKPOINT_FILE);
+    let best = out.join("best.safetensors");
+    let (good_ckpt, good_best) = (std::fs::read(&ckpt).unwrap(), std::fs::read(&best).unwrap());
+    let mut t = Trainer::resume(&out, Device::Cpu, |c| c.max_steps = Some(4)).unwrap();
+    {
+        let vars = t.varmap().data().lock().unwrap();
+        for (_, v) in vars.iter().filter(|(n, _)| n.ends_with("running_mean")) {
+            v.set(&v.as_tensor().affine(0.0, f64::NEG_INFINITY).unwrap()).unwrap();
+        }
+    }
+    let err = t.run(&AtomicBool::new(false)).unwrap_err();
+    assert!(matches!(&err, lightunet::Error::NonFiniteTensor { name } if name.ends_with("running_mean")), "{err}");
+    assert_eq!(std::fs::read(&ckpt).unwrap(), good_ckpt, "the last good checkpoint is kept");
+    assert_eq!(std::fs::read(&best).unwrap(), good_best, "the last good best weights are kept");
+}
+
 /// Case 10 (training): one NaN pixel in a batch. The loss stays finite (ReLU and max-pooling
 /// drop the NaN on the way forward) but the gradients do not: training stops before the step is
 /// applied, naming the first parameter hit.

@@ -295,3 +295,77 @@ fn model_is_detected_or_checked_against_the_weights() {
     let e = run(Some("unet")).expect("an error");
     assert!(e.contains("shape"), "{e}");
 }
+
+/// One BGR phantom frame through the element with `props`: the output pixels, the mask from the
+/// metadata, the element's message, and the input frame and its ground truth.
+fn run_one(props: &[(&str, &str)]) -> (Vec<u8>, Vec<u8>, gst::Structure, Vec<u8>, Vec<u8>) {
+    let cfg = PhantomConfig { width: 320, height: 240, ..Default::default() };
+    let (x, y, rw, rh) = lightunet::phantom::Phantom::new(cfg.clone()).unwrap().image_rect();
+    let roi = format!("{x},{y},{rw},{rh}");
+    let mut all = vec![("device", "cpu"), ("roi", roi.as_str())];
+    all.extend_from_slice(props);
+    let el = element(&all);
+    let bus = gst::Bus::new();
+    el.set_bus(Some(&bus));
+    let mut hs = harness(&el, &caps(PixelFormat::Bgr, cfg.width, cfg.height));
+    let (frame, stride, truth) = phantom_frame(&cfg, 0, PixelFormat::Bgr);
+    assert_eq!(stride, cfg.width * 3);
+    let out = hs.push_and_pull(buffer(frame.clone(), 0)).unwrap();
+    let pixels = out.map_readable().unwrap().to_vec();
+    let mask = mask_from_meta(&out, cfg.width, cfg.height).expect("a lesion meta");
+    let msgs = messages(&bus);
+    assert_eq!(msgs.len(), 1);
+    el.set_bus(None);
+    (pixels, mask, msgs[0].clone(), frame, truth)
+}
+
+/// Without `weights` the element runs the weights built into the library (the same file as
+/// pretrained_models/, so the very same pixels); `overlay` decides what is drawn: `none` leaves
+/// the frame as it came (the mask still goes downstream as metadata), `fill` changes only pixels
+/// of the mask, `contour` only pixels on its outline, `both` the union of the two; the message's
+/// mean probability is that of a lesion (above the threshold).
+#[test]
+fn default_weights_and_overlay_styles() {
+    init();
+    let shipped = shipped_weights();
+    let (explicit, mask, _, frame, truth) = run_one(&[("weights", shipped.as_str())]);
+    let (default, default_mask, msg, _, _) = run_one(&[]);
+    assert_eq!(default, explicit, "the built-in weights are the shipped file");
+    assert_eq!(default_mask, mask);
+    let d = dice(&mask, &truth);
+    assert!(d > 0.8, "dice {d} with the built-in weights");
+    let p = msg.get::<f64>("mean-probability").unwrap();
+    assert!(p > 0.5 && p <= 1.0, "mean probability {p}");
+
+    let changed = |out: &[u8]| -> Vec<bool> { (0..mask.len()).map(|i| out[3 * i..3 * i + 3] != frame[3 * i..3 * i + 3]).collect() };
+    let (none, none_mask, _, _, _) = run_one(&[("overlay", "none")]);
+    assert_eq!(none, frame, "overlay=none draws nothing");
+    assert_eq!(none_mask, mask, "the mask still comes as metadata");
+
+    let contour = changed(&default);
+    let (fill_px, _, _, _, _) = run_one(&[("overlay", "fill")]);
+    let fill = changed(&fill_px);
+    let (both_px, _, _, _, _) = run_one(&[("overlay", "both")]);
+    let both = changed(&both_px);
+    let area = mask.iter().filter(|&&v| v > 0).count();
+    let n = |v: &[bool]| v.iter().filter(|&&c| c).count();
+    assert!(fill.iter().zip(&mask).all(|(&c, &m)| !c || m > 0), "fill stays inside the mask");
+    // A translucent fill can leave a pixel as it was where rounding lands on it: most change.
+    assert!(n(&fill) * 10 > area * 9, "fill changed {} of {area} mask pixels", n(&fill));
+    assert!(n(&contour) > 50 && n(&contour) < area, "the outline: {} pixels, the mask {area}", n(&contour));
+    // The outline is a line along the mask's edge: it never reaches the interior (mask pixels
+    // with the mask all around them for 3 pixels), and nothing far from the mask changes.
+    let (w, h) = (320usize, 240usize);
+    let around = |i: usize, r: isize, f: &dyn Fn(usize) -> bool| {
+        let (x, y) = ((i % w) as isize, (i / w) as isize);
+        (-r..=r).all(|dy| (-r..=r).all(|dx| {
+            let (xx, yy) = (x + dx, y + dy);
+            xx >= 0 && yy >= 0 && (xx as usize) < w && (yy as usize) < h && f(yy as usize * w + xx as usize)
+        }))
+    };
+    let interior: Vec<usize> = (0..mask.len()).filter(|&i| around(i, 3, &|j| mask[j] > 0)).collect();
+    assert!(!interior.is_empty() && interior.iter().all(|&i| !contour[i]), "the outline stays off the interior");
+    assert!((0..mask.len()).all(|i| !contour[i] || !around(i, 3, &|j| mask[j] == 0)), "the outline stays by the mask");
+    assert!((0..mask.len()).all(|i| both[i] == (fill[i] || contour[i]) || (both[i] && mask[i] > 0)), "both = fill and outline");
+    assert!(contour.iter().zip(&both).all(|(&c, &b)| !c || b), "both draws the outline");
+}

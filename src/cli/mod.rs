@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod ablation;
 mod convert;
 mod interrupt;
 mod model_cmds;
@@ -33,8 +34,10 @@ enum Command {
     Live(pipeline::LiveArgs),
     /// Write a synthetic B-mode phantom clip and its ground-truth masks.
     Phantom(pipeline::PhantomArgs),
-    /// Train a model with the original recipe (resumable; Ctrl-C writes a checkpoint).
+    /// Train a model: the original recipe unless options change it (resumable; Ctrl-C writes a checkpoint).
     Train(train::TrainArgs),
+    /// Train named recipes one change at a time and tabulate their val Dice and HD95.
+    Ablation(ablation::AblationArgs),
     /// Segment a folder of images; with --masks, per-image and mean metrics.
     Predict(predict::PredictArgs),
     /// Benchmarks.
@@ -92,6 +95,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Info(args) => model_cmds::info(args),
         Command::Check(args) => model_cmds::check(args),
         Command::Train(args) => train::run(args),
+        Command::Ablation(args) => ablation::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Bench(BenchCommand::Model(args)) => model_cmds::bench_model(args),
         Command::Bench(BenchCommand::Pipeline(args)) => pipeline::bench_pipeline(args),

@@ -22,7 +22,7 @@ use lightunet::metrics::{Metrics, Summary};
 use lightunet::model::Variant;
 use lightunet::output::{discard_pending, OutputPlan, PendingDir, Staged};
 use lightunet::postprocess::draw_contour_rgb;
-use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report};
+use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report, Tta};
 use rayon::prelude::*;
 
 use super::weights::Chosen;
@@ -71,6 +71,10 @@ pub struct PredictArgs {
     /// Replace an earlier run's results in --out (masks, overlays, metrics).
     #[arg(long)]
     overwrite: bool,
+    /// Test-time augmentation: hflip averages the probabilities of each image and of its mirror
+    /// image (mirrored back); twice the network's work.
+    #[arg(long, value_enum, default_value = "none")]
+    tta: Tta,
 }
 
 pub fn run(args: PredictArgs) -> anyhow::Result<()> {
@@ -113,7 +117,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let net = chosen.load(&device)?;
     tracing::info!("model {variant}, weights: {}", chosen.describe());
     let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
-    let predictor = Predictor::new(net, size, post)?;
+    let predictor = Predictor::new(net, size, post)?.with_tta(args.tta);
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
     if pairing.pairs.is_empty() {
         bail!("no images in {} (expected .png, .jpg, .bmp or .tif files)", args.images.display());
@@ -196,6 +200,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
         weights: chosen.describe(),
         size,
         post,
+        tta: args.tta,
         images: rows,
         images_without_mask: pairing.images_without_mask.clone(),
         masks_without_image: pairing.masks_without_image.clone(),

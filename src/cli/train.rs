@@ -12,6 +12,8 @@ use lightunet::output::{OutputError, OutputPlan, PendingDir, Staged};
 use lightunet::percentile::{percentile, percentile_sorted};
 use lightunet::train::loss::LossKind;
 use lightunet::train::optim::OptimizerKind;
+use lightunet::train::schedule::ScheduleKind;
+use lightunet::train::ultrasound::AugmentSet;
 use lightunet::train::data::Batch;
 use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
 use lightunet::train::{Outcome, TrainConfig, Trainer};
@@ -64,7 +66,7 @@ pub struct TrainArgs {
     write_resized: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped (the recipe comes from its
     /// checkpoint; only --epochs and --max-steps may be changed).
-    #[arg(long, conflicts_with_all = ["data", "model", "out"])]
+    #[arg(long, conflicts_with_all = ["data", "model", "out", "schedule", "warmup_epochs", "ema", "augment"])]
     resume: Option<PathBuf>,
     /// Start from these weights (safetensors, PyTorch names, e.g. a shipped model) instead of a
     /// fresh initialisation: fine-tuning. The optimizer and schedule start fresh.
@@ -94,12 +96,32 @@ pub struct TrainArgs {
     /// Early stopping: epochs without improvement of the validation loss.
     #[arg(long, default_value_t = 15)]
     patience: usize,
-    /// Early stopping only from this epoch on.
-    #[arg(long, default_value_t = 50)]
-    min_epochs: usize,
+    /// Early stopping only from this epoch on (default 50; with --schedule cosine or one-cycle,
+    /// --epochs: the schedule is laid over them, and stopping early would cut its decay short).
+    #[arg(long)]
+    min_epochs: Option<usize>,
     /// ReduceLROnPlateau patience (factor 0.5).
     #[arg(long, default_value_t = 5)]
     lr_patience: usize,
+    /// Learning-rate schedule: plateau (the original: halve after --lr-patience epochs without a
+    /// better val loss), cosine (step by step from --lr down to 0 at the end of --epochs) or
+    /// one-cycle (step by step from --lr/25 up to --lr, then down to --lr/2.5e5 at the end).
+    #[arg(long, value_enum, default_value = "plateau")]
+    schedule: ScheduleKind,
+    /// Linear warm-up of cosine or one-cycle, in epochs (default: none; one-cycle rises over 30 %
+    /// of the run).
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: usize,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999; ramped in
+    /// as (1+t)/(10+t) over the first steps), evaluated on val each epoch beside the trained
+    /// weights: the better of the two is the epoch's candidate for best.safetensors.
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
+    /// Augmentation: original (flips, large affine), us (ultrasound: horizontal flip, small
+    /// rotation/scale/shift, elastic; gain, depth gain curve, speckle, gamma) or original+us
+    /// (the original geometry with the ultrasound intensity changes).
+    #[arg(long, value_enum, default_value = "original", conflicts_with = "no_augment")]
+    augment: AugmentSet,
     /// Images are resized to SIZE x SIZE.
     #[arg(long, default_value_t = 256)]
     size: usize,
@@ -111,18 +133,39 @@ pub struct TrainArgs {
     /// Stop after this many optimizer steps in total (writes a resumable checkpoint).
     #[arg(long)]
     max_steps: Option<u64>,
-    /// Folder names inside the data root.
-    #[arg(long, default_value = "train")]
-    train_dir: String,
-    #[arg(long, default_value = "val")]
-    val_dir: String,
-    #[arg(long, default_value = "images")]
-    images_dir: String,
-    #[arg(long, default_value = "mask")]
-    masks_dir: String,
+    #[command(flatten)]
+    dirs: DataDirs,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// Folder names inside the data root (`<root>/<train|val>/<images|masks>`), shared by `train` and
+/// `ablation`.
+#[derive(Args, Debug, Clone)]
+pub struct DataDirs {
+    /// Folder names inside the data root.
+    #[arg(long, default_value = "train")]
+    pub train_dir: String,
+    #[arg(long, default_value = "val")]
+    pub val_dir: String,
+    #[arg(long, default_value = "images")]
+    pub images_dir: String,
+    #[arg(long, default_value = "mask")]
+    pub masks_dir: String,
+}
+
+impl DataDirs {
+    /// The layout of the data under `root`.
+    pub fn layout(&self, root: PathBuf) -> lightunet::train::DataLayout {
+        lightunet::train::DataLayout {
+            root,
+            train: self.train_dir.clone(),
+            val: self.val_dir.clone(),
+            images: self.images_dir.clone(),
+            masks: self.masks_dir.clone(),
+        }
+    }
 }
 
 /// How long training may take to stop after Ctrl-C or SIGTERM before the process exits anyway:
@@ -133,18 +176,12 @@ const FINISH_GRACE: Duration = Duration::from_secs(600);
 fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     let Some(data) = &args.data else { bail!("--write-resized needs --data") };
     lightunet::model::check_input(1, args.size, args.size).context("--size")?;
-    let layout = lightunet::train::DataLayout {
-        root: data.clone(),
-        train: args.train_dir.clone(),
-        val: args.val_dir.clone(),
-        images: args.images_dir.clone(),
-        masks: args.masks_dir.clone(),
-    };
+    let layout = args.dirs.layout(data.clone());
     // Apart from the data's folders, and new or without the splits it writes: train has no
     // --overwrite.
     let mut plan = OutputPlan::new();
     data_folders(&mut plan, &layout);
-    plan.folder("--write-resized", dest, &[&args.train_dir, &args.val_dir], false);
+    plan.folder("--write-resized", dest, &[&args.dirs.train_dir, &args.dirs.val_dir], false);
     match plan.check() {
         Err(OutputError::FolderHolds { path, found, .. }) => {
             bail!("--write-resized {} already holds {}: give a new or empty folder", path.display(), found.display())
@@ -195,17 +232,22 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
         cfg.max_epochs = e;
     }
     cfg.early_stop_patience = args.patience;
-    cfg.min_epochs = args.min_epochs;
+    cfg.schedule = args.schedule;
+    cfg.warmup_epochs = args.warmup_epochs;
+    cfg.ema = args.ema;
+    cfg.augment_set = args.augment;
+    cfg.min_epochs = match args.min_epochs {
+        Some(m) => m,
+        None if args.schedule == ScheduleKind::Plateau => cfg.min_epochs,
+        None => cfg.max_epochs,
+    };
     cfg.plateau_patience = args.lr_patience;
     cfg.size = args.size;
     cfg.seed = args.seed;
     cfg.augment = !args.no_augment;
     cfg.max_steps = args.max_steps;
     cfg.init = args.init.clone();
-    cfg.data.train = args.train_dir.clone();
-    cfg.data.val = args.val_dir.clone();
-    cfg.data.images = args.images_dir.clone();
-    cfg.data.masks = args.masks_dir.clone();
+    cfg.data = args.dirs.layout(cfg.data.root.clone());
     cfg.validate()?;
     Ok((cfg, out.clone()))
 }
@@ -289,11 +331,15 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         ),
     }
     if let Some(b) = best {
+        let (loss, dice, which) = match (b.selected.as_deref(), b.ema_val_loss, b.ema_val_dice) {
+            (Some("ema"), Some(l), Some(d)) => (l, d, " (weight average)"),
+            _ => (b.val_loss, b.val_dice, ""),
+        };
         println!(
-            "best epoch {}: val loss {:.4}, val Dice {:.4} -> {}",
+            "best epoch {}{which}: val loss {:.4}, val Dice {:.4} -> {}",
             b.epoch,
-            b.val_loss,
-            b.val_dice,
+            loss,
+            dice,
             out.join(lightunet::train::trainer::BEST_FILE).display()
         );
     }

@@ -1,5 +1,5 @@
 //! What this machine and this process let the model run: CPU features and the `LIGHTUNET_CUDA_*`
-//! switches, read once by [`Capabilities::detect`]. The inference plan (`model::inference`)
+//! and `LIGHTUNET_CPU_TRAIN` switches, read once by [`Capabilities::detect`]. The inference plan (`model::inference`)
 //! consults it when it chooses each block's kernels, the training graph's ops when they choose
 //! between our own op and a candle composition; nothing else reads the environment.
 
@@ -21,6 +21,10 @@ pub struct Capabilities {
     /// asks for the candle-op compositions instead (to time both in one run, and as a way around
     /// a kernel fault).
     pub cuda_train_ops: bool,
+    /// A training step of Lighter U-net@1 runs as one fused op on the CPU (`model::train_fused`,
+    /// AVX-512), unless `LIGHTUNET_CPU_TRAIN=graph` asks for the op-by-op graph (to time both
+    /// in one run, and as a way around a fault).
+    pub cpu_train_fused: bool,
 }
 
 impl Capabilities {
@@ -34,6 +38,7 @@ impl Capabilities {
                 avx512: avx512(),
                 cuda_fused: cfg!(feature = "cuda") && env_is("LIGHTUNET_CUDA_FUSED", "1"),
                 cuda_train_ops: cfg!(feature = "cuda") && !env_is("LIGHTUNET_CUDA_TRAIN_OPS", "graph"),
+                cpu_train_fused: !env_is("LIGHTUNET_CPU_TRAIN", "graph"),
             }
         })
     }

@@ -171,8 +171,8 @@ impl ConvSet {
 /// BatchNorm2d with PyTorch semantics (eps 1e-5, momentum 0.1, unbiased running variance).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
-    weight: Tensor,
-    bias: Tensor,
+    pub(super) weight: Tensor,
+    pub(super) bias: Tensor,
     running_mean: Tensor,
     running_var: Tensor,
 }
@@ -221,7 +221,7 @@ impl BatchNorm {
     /// Running statistics follow PyTorch: momentum 0.1, unbiased variance, from the batch `mean`
     /// and biased `var` over `count` values per channel. They are state, not part of the graph,
     /// and only variables (a training VarMap) can be updated.
-    fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
+    pub(super) fn update_running(&self, mean: &Tensor, var: &Tensor, count: usize) -> candle_core::Result<()> {
         if self.running_mean.is_variable() && self.running_var.is_variable() {
             let count = count as f64;
             let mean = mean.flatten_all()?.detach();

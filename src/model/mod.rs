@@ -18,8 +18,12 @@
 //! - `inference`: [`InferenceNet`], the folded network with a plan: [`UNet::fold`] (or
 //!   [`InferenceNet::load`]) folds BatchNorm into the convolutions and chooses each block's
 //!   kernels once ([`BlockPath`], [`InferenceNet::describe`]).
-//! - `capabilities`: [`Capabilities`], the CPU features and `LIGHTUNET_CUDA_*` switches, read once;
-//!   the only place the model reads the environment.
+//! - `train_fused`: the training step of a network whose conv sets are all depthwise separable
+//!   (Lighter U-net@1) as one op on AVX-512 CPUs, which [`UNet::logits_t_with`] takes where it
+//!   runs: the forward and backward of every block band by band in cache, one map stored per
+//!   conv set, three autograd nodes instead of a few hundred.
+//! - `capabilities`: [`Capabilities`], the CPU features and `LIGHTUNET_CUDA_*` /
+//!   `LIGHTUNET_CPU_TRAIN` switches, read once; the only place the model reads the environment.
 //! - [`ops`]: the custom ops (kernels), one file per op family; [`profile`]: per-op timing marks
 //!   (`lightunet bench model --profile`); [`parity`]: the PyTorch parity fixtures and gradient
 //!   checks on any device.
@@ -41,6 +45,8 @@ mod layers;
 pub mod ops;
 pub mod parity;
 pub mod profile;
+#[cfg(target_arch = "x86_64")]
+mod train_fused;
 mod unet;
 mod variant;
 

@@ -6,13 +6,18 @@
 //! [`UNet::forward_t`] runs the training graph (`train`: batch statistics, dropout, candle
 //! autograd) or, with `train` false, the same graph in eval mode (running statistics): the
 //! reference path. Fast inference folds the network first (`UNet::fold`, defined in
-//! `inference.rs`, which builds on this file and not the other way round).
+//! `inference.rs`, which builds on this file and not the other way round). In training mode on
+//! an AVX-512 CPU, Lighter U-net@1 (every conv set depthwise separable) runs the same step as
+//! one fused op instead (`train_fused`), the graph's numbers to the last bits of summation
+//! order; `logits_graph` is the graph, the reference its tests compare with.
 
 use candle_core::{DType, Device, Module, ModuleT, Tensor};
 use candle_nn::VarBuilder;
 
 use super::arch::{Arch, BlockKind};
 use super::layers::{BatchNorm, ConvParams, ConvSet};
+#[cfg(target_arch = "x86_64")]
+use super::train_fused::{self, BufferPool, SetRef};
 use super::ops::{batchnorm, ConvInput};
 use super::profile::mark;
 use super::variant::Variant;
@@ -120,6 +125,9 @@ pub struct UNet {
     /// `up1` .. `up4`.
     pub(super) up: Vec<Up>,
     pub(super) outc: ConvParams,
+    /// The fused training step's buffers, reused from step to step (`train_fused`).
+    #[cfg(target_arch = "x86_64")]
+    fused: BufferPool,
 }
 
 impl UNet {
@@ -137,6 +145,8 @@ impl UNet {
             down: down.collect::<Result<_>>()?,
             up: up.collect::<Result<_>>()?,
             outc: ConvParams::new(&vb.pp(head.name).pp("conv"), head.c_out, head.c_in, 1, head.c_in)?,
+            #[cfg(target_arch = "x86_64")]
+            fused: BufferPool::default(),
         })
     }
 
@@ -180,7 +190,60 @@ impl UNet {
     /// [`UNet::logits_t`] with the dropout mask chosen by the caller.
     pub fn logits_t_with(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<Tensor> {
         let x = model_input(&self.arch, x, self.dtype())?;
-        let mut x = self.inc.forward_t(&x, train)?; // x1 [N, 64, H, W]
+        #[cfg(target_arch = "x86_64")]
+        if train {
+            if let Some(sets) = self.separable_sets() {
+                if train_fused::runs(&self.arch, &sets, &x)? {
+                    let keep = self.keep_mask(&x, dropout)?;
+                    return train_fused::logits(&self.arch, &sets, &self.outc, &self.fused, &x, &keep);
+                }
+            }
+        }
+        self.logits_graph(&x, train, dropout)
+    }
+
+    /// The conv sets with their BatchNorms in network order, when all are separable.
+    #[cfg(target_arch = "x86_64")]
+    fn separable_sets(&self) -> Option<Vec<SetRef<'_>>> {
+        let blocks = std::iter::once(&self.inc)
+            .chain(self.down.iter().map(|d| &d.maxpool_conv_1))
+            .chain(self.up.iter().map(|u| &u.conv));
+        let mut sets = Vec::new();
+        for dc in blocks {
+            for (conv, bn) in [(&dc.conv0, &dc.bn1), (&dc.conv3, &dc.bn4)] {
+                match conv {
+                    ConvSet::Separable(conv) => sets.push(SetRef { conv, bn }),
+                    ConvSet::Regular(_) => return None,
+                }
+            }
+        }
+        Some(sets)
+    }
+
+    /// The dropout keep mask for the fused step: the caller's (checked against the bottleneck's
+    /// shape), or drawn here as candle's dropout draws it.
+    #[cfg(target_arch = "x86_64")]
+    fn keep_mask(&self, x: &Tensor, dropout: Dropout) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        let dims = self.arch.bottleneck_dims(n, h, w);
+        match dropout {
+            Dropout::Mask(keep) => {
+                if keep.dims() != dims {
+                    return Err(Error::Input(format!("dropout mask has shape {:?}, the bottleneck {dims:?}", keep.dims())));
+                }
+                Ok(keep.to_device(x.device())?.to_dtype(x.dtype())?.detach())
+            }
+            Dropout::Device => {
+                let kept = Tensor::rand(0f32, 1f32, dims.to_vec(), x.device())?.ge(f64::from(DROPOUT_P))?;
+                Ok(kept.to_dtype(x.dtype())?.affine(1.0 / (1.0 - f64::from(DROPOUT_P)), 0.0)?)
+            }
+        }
+    }
+
+    /// [`UNet::logits_t_with`] as the op-by-op graph (the reference the fused step is tested
+    /// against), `x` already checked by `model_input`.
+    pub(super) fn logits_graph(&self, x: &Tensor, train: bool, dropout: Dropout) -> Result<Tensor> {
+        let mut x = self.inc.forward_t(x, train)?; // x1 [N, 64, H, W]
         // x2 [N, 128, H/2, W/2], x3 [N, 256, H/4, W/4], x4 [N, 512, H/8, W/8], then x5
         // [N, 512, H/16, W/16] stays in x; the skip connections x1 .. x4 are kept.
         let mut skips = Vec::with_capacity(self.down.len());
@@ -242,6 +305,8 @@ mod tests {
     use super::*;
     use crate::model::arch::expected_shapes;
     use candle_nn::VarMap;
+    #[cfg(target_arch = "x86_64")]
+    use rand::{Rng, SeedableRng};
 
     /// The network built by `UNet::new` asks for exactly the keys and shapes of the table (the
     /// structs spell the module paths; the table the names and widths).
@@ -259,4 +324,119 @@ mod tests {
             assert_eq!(got, want, "{v}");
         }
     }
+
+    /// A Lighter U-net@1 with every variable drawn from `seed`: conv weights in PyTorch's
+    /// bounds, conv biases, BatchNorm gammas (0.8 to 1.2), betas and running statistics, so that
+    /// no two BatchNorms share coefficients.
+    #[cfg(target_arch = "x86_64")]
+    fn random_net(seed: u64) -> candle_core::Result<(VarMap, UNet)> {
+        let vm = VarMap::new();
+        let net = UNet::new(Variant::Lighter(1), VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu)).map_err(candle_core::Error::wrap)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let data = vm.data().lock().expect("lock");
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        for name in names {
+            let v = &data[name];
+            let vals: Vec<f32> = if name.ends_with("running_var") {
+                (0..v.elem_count()).map(|_| rng.random_range(0.5..2.0)).collect()
+            } else if v.rank() == 1 && name.ends_with(".weight") {
+                (0..v.elem_count()).map(|_| rng.random_range(0.8..1.2)).collect()
+            } else if v.rank() == 1 {
+                (0..v.elem_count()).map(|_| rng.random_range(-0.1..0.1)).collect()
+            } else {
+                let bound = 1.0 / ((v.dims()[1] * v.dims()[2] * v.dims()[3]) as f32).sqrt();
+                (0..v.elem_count()).map(|_| rng.random_range(-bound..bound)).collect()
+            };
+            v.set(&Tensor::from_vec(vals, v.shape(), &Device::Cpu)?)?;
+        }
+        drop(data);
+        Ok((vm, net))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn rel(a: &Tensor, b: &Tensor) -> candle_core::Result<f32> {
+        let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?.max(1e-12);
+        Ok((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? / scale)
+    }
+
+    /// The fused training step (`train_fused`) against the op-by-op graph: logits, every
+    /// parameter's gradient and the running statistics after the step, at batch 1 to 3, on
+    /// sizes that leave odd maps at every level (floor pooling, padded upsampling, strips with
+    /// halo rows), with the dropout mask. The fused forward computes the graph's activations
+    /// bit for bit, so every ReLU mask and pooling choice is the same and the gradients differ
+    /// only by summation order (about 1e-6 here). Without that, a value at a ReLU's threshold
+    /// or a pooling near-tie could go either way and move one element's share of a gradient:
+    /// the graph against itself, input scaled by 1 + 1e-7, differs by up to 1e-2 on these
+    /// nets. Then the same step again: bit-identical.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn fused_step_matches_graph() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        for (n, h, w, seed) in [(2usize, 64usize, 64usize, 1u64), (1, 50, 38, 2), (3, 35, 81, 3), (2, 16, 16, 4)] {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut uniform = |len: usize, lo: f32, hi: f32| -> Vec<f32> { (0..len).map(|_| rng.random_range(lo..hi)).collect() };
+            let x = Tensor::from_vec(uniform(n * 3 * h * w, 0.0, 1.0), (n, 3, h, w), &dev)?;
+            let dims = UNet::bottleneck_dims(n, h, w);
+            let keep: Vec<f32> = uniform(dims.iter().product(), 0.0, 1.0).iter().map(|&u| if u >= 0.5 { 2.0 } else { 0.0 }).collect();
+            let keep = Tensor::from_vec(keep, dims.to_vec(), &dev)?;
+            let r = Tensor::from_vec(uniform(n * h * w, -1.0, 1.0), (n, 1, h, w), &dev)?;
+            let (vm_a, net_a) = random_net(seed)?;
+            if !train_fused::runs(&net_a.arch, &net_a.separable_sets().expect("separable"), &x).map_err(candle_core::Error::wrap)? {
+                eprintln!("skipped: the fused training step does not run on this CPU");
+                return Ok(());
+            }
+            let (vm_b, net_b) = random_net(seed)?;
+            let what = format!("[{n}, 3, {h}, {w}]");
+            let fused = net_a.logits_t_with(&x, true, Dropout::Mask(&keep)).map_err(candle_core::Error::wrap)?;
+            let graph = net_b.logits_graph(&x, true, Dropout::Mask(&keep)).map_err(candle_core::Error::wrap)?;
+            let d = rel(&fused, &graph)?;
+            assert!(d < 1e-5, "{what}: logits differ by {d:e}");
+            let ga = (&fused * &r)?.sum_all()?.backward()?;
+            let gb = (&graph * &r)?.sum_all()?.backward()?;
+            let (va, vb) = (vm_a.data().lock().expect("lock"), vm_b.data().lock().expect("lock"));
+            let mut global = 0f32;
+            for v in vb.values() {
+                if let Some(g) = gb.get(v) {
+                    global = global.max(g.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?);
+                }
+            }
+            let mut diffs = Vec::new();
+            for (name, b) in vb.iter() {
+                let a = &va[name];
+                if name.contains("running") {
+                    let d = rel(a.as_tensor(), b.as_tensor())?;
+                    assert!(d < 1e-5, "{what}: {name} differs by {d:e}");
+                    continue;
+                }
+                let (Some(g_a), Some(g_b)) = (ga.get(a), gb.get(b)) else { panic!("{what}: no gradient for {name}") };
+                let max_b = g_b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                if max_b <= 1e-5 * global {
+                    // Conv biases right before a BatchNorm: zero up to rounding in both.
+                    let max_a = g_a.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+                    assert!(max_a <= 1e-4 * global, "{what}: {name} gradient {max_a:e} should vanish");
+                    continue;
+                }
+                diffs.push((rel(g_a, g_b)?, name.clone()));
+            }
+            diffs.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (median, worst) = (&diffs[diffs.len() / 2], &diffs[diffs.len() - 1]);
+            eprintln!("{what}: {} gradients, median difference {:e}, worst {:e} ({})", diffs.len(), median.0, worst.0, worst.1);
+            assert!(diffs.len() > 50, "{what}: only {} gradients compared", diffs.len());
+            assert!(median.0 < 1e-5 && worst.0 < 2e-4, "{what}: gradients differ: median {:e}, worst {:e} ({})", median.0, worst.0, worst.1);
+            drop((va, vb));
+            // Determinism: the same step on the same weights (running statistics aside, which
+            // the first step moved and the step does not read) gives the same bits.
+            let again = net_a.logits_t_with(&x, true, Dropout::Mask(&keep)).map_err(candle_core::Error::wrap)?;
+            assert_eq!((&again - &fused)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?, 0.0, "{what}: logits not repeatable");
+            let g2 = (&again * &r)?.sum_all()?.backward()?;
+            for v in vm_a.data().lock().expect("lock").values() {
+                if let (Some(a), Some(b)) = (ga.get(v), g2.get(v)) {
+                    assert_eq!((a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?, 0.0, "{what}: gradients not repeatable");
+                }
+            }
+        }
+        Ok(())
+    }
 }
+

@@ -1,5 +1,7 @@
 //! The training configuration: the original recipe as defaults, every knob overridable, and the
-//! whole thing serialised into config.json and the resumable checkpoint.
+//! whole thing serialised into config.json and the resumable checkpoint. The options added after
+//! the original recipe (schedule, warm-up, weight average, augmentation set) default to the
+//! original's behaviour, also when read from a checkpoint written before they existed.
 
 use std::path::PathBuf;
 
@@ -7,6 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::loss::LossKind;
 use super::optim::{OptimizerConfig, OptimizerKind};
+use super::schedule::ScheduleKind;
+use super::ultrasound::AugmentSet;
 use crate::error::{Error, Result};
 use crate::model::Variant;
 
@@ -56,6 +60,20 @@ pub struct TrainConfig {
     /// Weights the run started from (fine-tuning) instead of a seeded initialisation.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// The learning-rate schedule (the original: plateau).
+    #[serde(default)]
+    pub schedule: ScheduleKind,
+    /// Linear warm-up of a cosine or one-cycle schedule, in epochs (0: none; one-cycle then
+    /// rises over 30 % of the run).
+    #[serde(default)]
+    pub warmup_epochs: usize,
+    /// Decay of the weight average evaluated beside the trained weights each epoch (`None`:
+    /// none, the original).
+    #[serde(default)]
+    pub ema: Option<f64>,
+    /// Which augmentation, when `augment` is on (the original's set by default).
+    #[serde(default)]
+    pub augment_set: AugmentSet,
 }
 
 /// The original's weight decay: 1e-4 for U-net and Lighter@128, 1e-3 for Light U-net, 1e-2 for
@@ -96,6 +114,10 @@ impl TrainConfig {
             seed: 0,
             max_steps: None,
             init: None,
+            schedule: ScheduleKind::Plateau,
+            warmup_epochs: 0,
+            ema: None,
+            augment_set: AugmentSet::Original,
         }
     }
 
@@ -128,6 +150,50 @@ impl TrainConfig {
         if self.max_epochs == 0 {
             return bad("epochs must be at least 1".into());
         }
+        if let Some(d) = self.ema {
+            check("EMA decay", d, d > 0.0 && d < 1.0, "(0, 1)")?;
+        }
+        if self.warmup_epochs > 0 {
+            if self.schedule == ScheduleKind::Plateau {
+                return bad("a warm-up needs a step-wise schedule (--schedule cosine or one-cycle)".into());
+            }
+            if self.warmup_epochs >= self.max_epochs {
+                return bad(format!("the warm-up ({} epochs) must be shorter than the run ({} epochs)", self.warmup_epochs, self.max_epochs));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The config of a checkpoint written before the new options existed (copied from one such
+    /// checkpoint, the data root shortened) reads back as the original recipe: plateau, no
+    /// warm-up, no average, the original augmentation.
+    #[test]
+    fn old_checkpoint_config_reads_as_the_original_recipe() {
+        let old = r#"{"variant":"lighter@1","data":{"root":"/data","train":"train","val":"val","images":"images","masks":"mask"},"loss":"dice","optimizer":{"kind":"adam","lr":0.0001,"weight_decay":0.01,"beta1":0.9,"beta2":0.999,"eps":1e-8,"momentum":0.9},"batch":8,"size":256,"max_epochs":200,"min_epochs":50,"early_stop_patience":15,"plateau_patience":5,"plateau_factor":0.5,"augment":true,"seed":0,"max_steps":null,"init":null}"#;
+        let cfg: TrainConfig = serde_json::from_str(old).unwrap();
+        assert_eq!(cfg, TrainConfig::recipe(Variant::Lighter(1), PathBuf::from("/data")));
+        assert_eq!((cfg.schedule, cfg.warmup_epochs, cfg.ema, cfg.augment_set), (ScheduleKind::Plateau, 0, None, AugmentSet::Original));
+    }
+
+    #[test]
+    fn new_options_are_checked() {
+        let base = TrainConfig::recipe(Variant::Lighter(1), PathBuf::from("/data"));
+        let err = |f: &dyn Fn(&mut TrainConfig)| {
+            let mut c = base.clone();
+            f(&mut c);
+            c.validate().err().map(|e| e.to_string())
+        };
+        assert_eq!(err(&|_| {}), None);
+        assert!(err(&|c| c.ema = Some(1.0)).unwrap().contains("EMA decay"));
+        assert!(err(&|c| c.ema = Some(f64::NAN)).unwrap().contains("EMA decay"));
+        assert_eq!(err(&|c| c.ema = Some(0.999)), None);
+        assert!(err(&|c| c.warmup_epochs = 2).unwrap().contains("--schedule cosine"));
+        assert_eq!(err(&|c| { c.schedule = ScheduleKind::Cosine; c.warmup_epochs = 2 }), None);
+        assert!(err(&|c| { c.schedule = ScheduleKind::OneCycle; c.warmup_epochs = 200 }).unwrap().contains("shorter than the run"));
     }
 }

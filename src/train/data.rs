@@ -10,6 +10,9 @@
 //! - a non-binary mask (grey levels other than 0/255, e.g. JPEG artefacts): warning, binarised
 //!   at > 127 (a 0/1 label image is read as is), see [`crate::image_io::load_mask`].
 //!
+//! Augmentation: the original set ([`AugmentParams`]) or the ultrasound one
+//! ([`super::ultrasound`]), drawn per sample from a stream keyed by (seed, epoch, position).
+//!
 //! Geometry: every image is resized to `size x size` (bilinear, bytes) as in inference
 //! ([`crate::preprocess`]); its mask is resized with the same bilinear weights and re-binarised
 //! at 0.5.
@@ -23,6 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+use super::ultrasound::{bilinear_taps, AugmentSet, Intensity, UsParams};
 use crate::error::{Error, Result};
 use crate::image_io::{load_bgr, load_mask, pair_files, save_png, PngColor};
 use crate::preprocess::resize_planar_u8;
@@ -327,15 +331,7 @@ pub fn augment(sample: &Sample, s: usize, p: &AugmentParams) -> (Vec<f32>, Vec<f
                 _ => 0.0,
             };
             // Bilinear for the image.
-            let (x0, y0) = (fx.floor(), fy.floor());
-            let (wx, wy) = ((fx - x0) as f32, (fy - y0) as f32);
-            let (x0, y0) = (x0 as i64, y0 as i64);
-            let taps = [
-                (x0, y0, (1.0 - wx) * (1.0 - wy)),
-                (x0 + 1, y0, wx * (1.0 - wy)),
-                (x0, y0 + 1, (1.0 - wx) * wy),
-                (x0 + 1, y0 + 1, wx * wy),
-            ];
+            let taps = bilinear_taps(fx, fy);
             for ch in 0..3 {
                 let src = &sample.image[ch * plane..(ch + 1) * plane];
                 let mut v = 0f32;
@@ -392,11 +388,32 @@ pub struct Loader {
     handle: Option<JoinHandle<()>>,
 }
 
-/// Where augmentation randomness comes from; `None` in [`Loader::spawn`] means no augmentation.
+/// Where augmentation randomness comes from, and which set is drawn; `None` in
+/// [`Loader::spawn`] means no augmentation.
 #[derive(Debug, Clone, Copy)]
 pub struct AugmentSeed {
     pub seed: u64,
     pub epoch: usize,
+    pub set: AugmentSet,
+}
+
+/// One sample through the augmentation `set`, every draw from `rng`. The original set is the
+/// original's path exactly (the same draws in the same order): seeded runs of the original
+/// recipe are unchanged by the other sets' existence.
+pub fn augment_with(sample: &Sample, s: usize, set: AugmentSet, rng: &mut impl Rng) -> (Vec<f32>, Vec<f32>) {
+    match set {
+        AugmentSet::Original => augment(sample, s, &AugmentParams::draw(rng)),
+        AugmentSet::Us => {
+            let p = UsParams::draw(rng);
+            let (img, mask) = augment(sample, s, &AugmentParams::IDENTITY);
+            p.apply(&img, &mask, s)
+        }
+        AugmentSet::OriginalUs => {
+            let (mut img, mask) = augment(sample, s, &AugmentParams::draw(rng));
+            Intensity::draw(rng).apply(&mut img, s);
+            (img, mask)
+        }
+    }
 }
 
 impl Loader {
@@ -419,15 +436,14 @@ impl Loader {
                         .par_iter()
                         .enumerate()
                         .map(|(j, &idx)| {
-                            let p = match augment_seed {
+                            match augment_seed {
                                 Some(a) => {
                                     let pos = (bi * batch + j) as u64;
                                     let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(a.seed, a.epoch as u64, pos));
-                                    AugmentParams::draw(&mut rng)
+                                    augment_with(&data.samples[idx], s, a.set, &mut rng)
                                 }
-                                None => AugmentParams::IDENTITY,
-                            };
-                            augment(&data.samples[idx], s, &p)
+                                None => augment(&data.samples[idx], s, &AugmentParams::IDENTITY),
+                            }
                         })
                         .collect();
                     let n = items.len();
@@ -536,6 +552,47 @@ mod tests {
         assert_eq!(Border::Wrap.index(-1, 4), Some(3));
         assert_eq!(Border::Edge.index(9, 4), Some(3));
         assert_eq!(Border::Constant.index(-1, 4), None);
+    }
+
+    /// The loader's batches are [`augment_with`] on the stream of (seed, epoch, position), for
+    /// every set: for the original set that is `augment(AugmentParams::draw(..))`, the
+    /// original's path. A resumed epoch (first_batch 1) gets the same samples.
+    #[test]
+    fn loader_draws_each_set_from_the_sample_stream() {
+        let s = 16;
+        let samples: Vec<Sample> = (0..5)
+            .map(|k| {
+                let mut smp = sample(s);
+                smp.image.iter_mut().for_each(|v| *v = v.wrapping_add(k * 37));
+                smp
+            })
+            .collect();
+        let data = Arc::new(Dataset { size: s, samples, fingerprint: String::new(), warnings: Vec::new() });
+        let order = epoch_order(5, 11, 3);
+        for set in [AugmentSet::Original, AugmentSet::Us, AugmentSet::OriginalUs] {
+            let seed = AugmentSeed { seed: 11, epoch: 3, set };
+            let loader = Loader::spawn(data.clone(), order.clone(), 2, 0, Some(seed), 1);
+            let mut got = Vec::new();
+            while let Some(b) = loader.next_batch() {
+                got.push(b);
+            }
+            assert_eq!(got.iter().map(|b| b.n).collect::<Vec<_>>(), [2, 2, 1]);
+            for (pos, &idx) in order.iter().enumerate() {
+                let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(11, 3, pos as u64));
+                let (img, mask) = augment_with(&data.samples[idx], s, set, &mut rng);
+                let b = &got[pos / 2];
+                let j = pos % 2;
+                assert!(b.images[j * 3 * s * s..(j + 1) * 3 * s * s] == img[..], "{set:?} sample {pos}");
+                assert!(b.masks[j * s * s..(j + 1) * s * s] == mask[..], "{set:?} mask {pos}");
+                if set == AugmentSet::Original {
+                    let mut rng = ChaCha8Rng::seed_from_u64(stream_seed(11, 3, pos as u64));
+                    assert!(augment(&data.samples[idx], s, &AugmentParams::draw(&mut rng)).0 == img);
+                }
+            }
+            let resumed = Loader::spawn(data.clone(), order.clone(), 2, 1, Some(seed), 1);
+            let first = resumed.next_batch().unwrap();
+            assert!(first.images == got[1].images && first.masks == got[1].masks);
+        }
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub struct EpochRecord {
     pub lr: f64,
     pub seconds: f64,
     pub best: bool,
+    /// With `--ema`: the weight average's validation loss and Dice, and which weights were the
+    /// epoch's candidate for best (`"ema"` or `"model"`, the lower loss). Absent otherwise, so
+    /// the original recipe's log has the original's fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_loss: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_val_dice: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected: Option<String>,
 }
 
 /// Running sums over the batches of the current epoch.

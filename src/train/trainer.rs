@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! RUN/checkpoint.safetensors   resumable: weights (`model.*`), optimizer moments (`optim.*`),
-//!                              run state and config as JSON metadata; rewritten each epoch,
+//!                              the weight average (`ema.*`, with --ema), run state (step-wise
+//!                              schedule included) and config as JSON metadata; rewritten each epoch,
 //!                              on Ctrl-C and at --max-steps
-//! RUN/best.safetensors         best validation loss weights, PyTorch key names
+//! RUN/best.safetensors         best validation loss weights, PyTorch key names (with --ema, the
+//!                              trained or the averaged weights, whichever had the lower loss)
 //! RUN/config.json              variant, recipe, preprocessing, data fingerprint, epochs, metrics
 //! RUN/log.jsonl                one line per finished epoch
 //! RUN/curves.png               train/val loss and val Dice per epoch
@@ -35,11 +37,12 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{read_tensor_file, save_tensors, Checksum, TensorFile};
 use super::config::TrainConfig;
 use super::data::{epoch_order, stream_seed, AugmentSeed, Batch, Dataset, Loader};
+use super::ema::{Ema, EMA_PREFIX};
 use super::history::{history_jsonl, EpochAccum, EpochRecord};
 use super::loss::{hard_confusions, loss};
 use super::optim::Optimizer;
 use super::plot::plot_curves;
-use super::schedule::{EarlyStop, Plateau};
+use super::schedule::{EarlyStop, Plateau, StepSchedule};
 use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
@@ -69,6 +72,10 @@ pub struct TrainState {
     pub accum: EpochAccum,
     pub history: Vec<EpochRecord>,
     pub finished: bool,
+    /// The learning rate of every step, for `--schedule cosine` or `one-cycle` (`None`: the
+    /// plateau schedule, which changes `lr` per epoch). Fixed when the run starts.
+    #[serde(default)]
+    pub step_schedule: Option<StepSchedule>,
 }
 
 /// Why [`Trainer::run`] returned.
@@ -102,6 +109,8 @@ pub struct Trainer {
     /// The BatchNorm running statistics, which the training forward updates: copied before each
     /// step and put back when the step fails, so that a failed step changes nothing.
     buffers: Vec<Var>,
+    /// The weight average (`--ema`), updated after every step.
+    ema: Option<Ema>,
 }
 
 /// PyTorch's default initialisation, drawn from `seed`: every conv weight and its bias
@@ -212,6 +221,22 @@ impl Trainer {
             init_from(&varmap, variant, path, &device)?;
         }
         let opt = Optimizer::new(cfg.optimizer, trainable(&varmap)?);
+        let step_schedule = StepSchedule::new(
+            cfg.schedule,
+            cfg.optimizer.lr,
+            train.len().div_ceil(cfg.batch.max(1)),
+            cfg.max_epochs,
+            cfg.warmup_epochs,
+        );
+        if step_schedule.is_some() && cfg.min_epochs < cfg.max_epochs {
+            tracing::warn!(
+                "early stopping may end the {:?} schedule before its learning rate has decayed (min epochs {} < epochs {})",
+                cfg.schedule,
+                cfg.min_epochs,
+                cfg.max_epochs
+            );
+        }
+        let ema = cfg.ema.map(|d| Ema::new(d, &varmap, variant, &device)).transpose()?;
         let state = TrainState {
             epoch: 0,
             batch_in_epoch: 0,
@@ -222,9 +247,10 @@ impl Trainer {
             accum: EpochAccum::default(),
             history: Vec::new(),
             finished: false,
+            step_schedule,
         };
         let buffers = buffers(&varmap)?;
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers, ema })
     }
 
     /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
@@ -254,8 +280,15 @@ impl Trainer {
         let mut state: TrainState = serde_json::from_str(get("state")?).map_err(|e| bad(e.to_string()))?;
         let fingerprints: HashMap<String, String> =
             serde_json::from_str(get("data")?).map_err(|e| bad(e.to_string()))?;
+        let planned_epochs = cfg.max_epochs;
         adjust(&mut cfg);
         cfg.validate()?;
+        if state.step_schedule.is_some() && cfg.max_epochs != planned_epochs {
+            return Err(Error::InvalidSetting(format!(
+                "the {:?} schedule is laid over the run's {planned_epochs} epochs: a resumed run keeps them (got {})",
+                cfg.schedule, cfg.max_epochs
+            )));
+        }
         state.early_stop.max_epochs = cfg.max_epochs;
         // A finished run continues only if the new limits allow more epochs.
         state.finished = state.epoch > 0 && state.early_stop.should_stop(state.epoch);
@@ -286,8 +319,16 @@ impl Trainer {
             .collect();
         opt.load_state(state.global_step, &optim)?;
         opt.set_lr(state.lr);
+        let ema = match cfg.ema {
+            Some(d) => {
+                let ema = Ema::new(d, &varmap, variant, &device)?;
+                ema.load(&tensors).map_err(|e| bad(e.to_string()))?;
+                Some(ema)
+            }
+            None => None,
+        };
         let buffers = buffers(&varmap)?;
-        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers })
+        Ok(Self { cfg, variant, device, varmap, net, opt, state, train, val, out: out.to_path_buf(), progress: false, step_seconds: Vec::new(), phases: None, buffers, ema })
     }
 
     /// Shows an indicatif progress bar (on a terminal).
@@ -314,6 +355,11 @@ impl Trainer {
 
     pub fn varmap(&self) -> &VarMap {
         &self.varmap
+    }
+
+    /// The weight average, with `--ema`.
+    pub fn ema(&self) -> Option<&Ema> {
+        self.ema.as_ref()
     }
 
     /// Wall time of each optimizer step this process took (data loading excluded).
@@ -408,6 +454,11 @@ impl Trainer {
     /// Validation in inference mode (running statistics, no dropout): mean loss and mean Dice
     /// per image (at the training size, threshold 0.5, no clean-up).
     pub fn evaluate(&self) -> Result<(f64, f64)> {
+        self.evaluate_net(&self.net)
+    }
+
+    /// [`Trainer::evaluate`] for `net`: the trained network or the weight average.
+    fn evaluate_net(&self, net: &UNet) -> Result<(f64, f64)> {
         let s = self.cfg.size;
         let order: Vec<usize> = (0..self.val.len()).collect();
         let loader = Loader::spawn(self.val.clone(), order, self.cfg.batch, 0, None, 2);
@@ -415,7 +466,7 @@ impl Trainer {
         while let Some(b) = loader.next_batch() {
             let x = Tensor::from_vec(b.images, (b.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
             let y = Tensor::from_vec(b.masks, (b.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
-            let logits = self.net.logits_t(&x, false)?;
+            let logits = net.logits_t(&x, false)?;
             loss_sum += f64::from(loss(self.cfg.loss, &logits, &y)?.to_scalar::<f32>()?) * b.n as f64;
             dice_sum += hard_confusions(&logits, &y)?.iter().map(Confusion::dice).sum::<f64>();
             n += b.n;
@@ -458,7 +509,7 @@ impl Trainer {
             bar.set_prefix(format!("{}/{}", epoch + 1, self.cfg.max_epochs));
             bar.set_position(self.state.batch_in_epoch as u64);
             let order = epoch_order(self.train.len(), self.cfg.seed, epoch);
-            let aug = self.cfg.augment.then_some(AugmentSeed { seed: self.cfg.seed, epoch });
+            let aug = self.cfg.augment.then_some(AugmentSeed { seed: self.cfg.seed, epoch, set: self.cfg.augment_set });
             let loader = Loader::spawn(self.train.clone(), order, self.cfg.batch, self.state.batch_in_epoch, aug, 2);
             loop {
                 let t0 = Instant::now();
@@ -471,9 +522,11 @@ impl Trainer {
                     return Ok(outcome);
                 }
                 let n = batch.n;
+                self.apply_step_schedule();
                 let t_step = Instant::now();
                 let (l, conf) = self.train_step(batch)?;
                 self.step_seconds.push(t_step.elapsed().as_secs_f64());
+                self.update_ema()?;
                 let a = &mut self.state.accum;
                 a.loss_sum += l * n as f64;
                 a.dice_sum += conf.iter().map(Confusion::dice).sum::<f64>();
@@ -496,6 +549,59 @@ impl Trainer {
         Ok(Outcome::Finished)
     }
 
+    /// Sets the learning rate of the step about to be taken from a step-wise schedule (the
+    /// plateau schedule changes it once per epoch, in [`Trainer::epoch_schedule`]). A function
+    /// of the step count alone, so a resumed run takes the rates of the straight run.
+    fn apply_step_schedule(&mut self) {
+        if let Some(schedule) = &self.state.step_schedule {
+            let lr = schedule.lr(self.state.global_step);
+            self.opt.set_lr(lr);
+            self.state.lr = lr;
+        }
+    }
+
+    /// The end-of-epoch learning-rate update: the plateau schedule on the trained network's
+    /// validation loss; nothing for a step-wise schedule. Returns the new rate.
+    fn epoch_schedule(&mut self, val_loss: f64, lr_used: f64) -> f64 {
+        if self.state.step_schedule.is_some() {
+            return lr_used;
+        }
+        let new_lr = self.state.plateau.step(val_loss, lr_used);
+        if new_lr != lr_used {
+            tracing::info!("validation loss plateaued: learning rate {lr_used:.1e} -> {new_lr:.1e}");
+        }
+        self.opt.set_lr(new_lr);
+        self.state.lr = new_lr;
+        new_lr
+    }
+
+    /// Folds the step just taken into the weight average (its update count is the step's).
+    fn update_ema(&mut self) -> Result<()> {
+        match &self.ema {
+            Some(ema) => ema.update(self.state.global_step.saturating_sub(1)),
+            None => Ok(()),
+        }
+    }
+
+    /// The weight average's validation loss and Dice, when there is one; a non-finite loss is
+    /// an error as for the trained network.
+    fn evaluate_ema(&self, epoch: usize) -> Result<Option<(f64, f64)>> {
+        let Some(ema) = &self.ema else { return Ok(None) };
+        let (loss, dice) = self.evaluate_net(ema.net())?;
+        if !loss.is_finite() {
+            return Err(Error::NonFiniteValidation { value: loss, epoch });
+        }
+        Ok(Some((loss, dice)))
+    }
+
+    /// The weights `best.safetensors` gets this epoch: the average when it had the lower loss.
+    fn best_tensors(&self, from_ema: bool) -> Result<Vec<(String, Tensor)>> {
+        match (&self.ema, from_ema) {
+            (Some(ema), true) => Ok(ema.named_tensors()),
+            _ => self.named_tensors(),
+        }
+    }
+
     fn limit_reached(&self, stop: &AtomicBool) -> Option<Outcome> {
         if stop.load(Ordering::SeqCst) {
             Some(Outcome::Interrupted)
@@ -514,9 +620,13 @@ impl Trainer {
             // Nothing of this epoch is written: the files on disk are the last good ones.
             return Err(Error::NonFiniteValidation { value: val_loss, epoch });
         }
+        let ema = self.evaluate_ema(epoch)?;
+        // With an average, the epoch's candidate is whichever weights had the lower loss.
+        let from_ema = ema.is_some_and(|(l, _)| l < val_loss);
+        let selected_loss = if from_ema { ema.map_or(val_loss, |(l, _)| l) } else { val_loss };
         let a = std::mem::take(&mut self.state.accum);
         let images = a.images.max(1) as f64;
-        let best = self.state.early_stop.update(epoch, val_loss);
+        let best = self.state.early_stop.update(epoch, selected_loss);
         let lr_used = self.opt.lr();
         let record = EpochRecord {
             epoch,
@@ -528,9 +638,16 @@ impl Trainer {
             lr: lr_used,
             seconds: a.seconds + t0.elapsed().as_secs_f64(),
             best,
+            ema_val_loss: ema.map(|(l, _)| l),
+            ema_val_dice: ema.map(|(_, d)| d),
+            selected: ema.map(|_| if from_ema { "ema" } else { "model" }.to_string()),
+        };
+        let ema_note = match ema {
+            Some((l, d)) => format!(" | ema loss {l:.4} dice {d:.4}{}", if from_ema { " (selected)" } else { "" }),
+            None => String::new(),
         };
         tracing::info!(
-            "epoch {epoch}: train loss {:.4} dice {:.4} | val loss {:.4} dice {:.4} | lr {:.1e}{}",
+            "epoch {epoch}: train loss {:.4} dice {:.4} | val loss {:.4} dice {:.4}{ema_note} | lr {:.1e}{}",
             record.train_loss,
             record.train_dice,
             val_loss,
@@ -539,17 +656,12 @@ impl Trainer {
             if best { " | best" } else { "" }
         );
         self.state.history.push(record);
-        let new_lr = self.state.plateau.step(val_loss, lr_used);
-        if new_lr != lr_used {
-            tracing::info!("validation loss plateaued: learning rate {lr_used:.1e} -> {new_lr:.1e}");
-        }
-        self.opt.set_lr(new_lr);
-        self.state.lr = new_lr;
+        self.epoch_schedule(val_loss, lr_used);
         self.state.epoch = epoch;
         self.state.batch_in_epoch = 0;
         self.state.finished = self.state.early_stop.should_stop(epoch);
         if best {
-            save_tensors(&self.out.join(BEST_FILE), &self.named_tensors()?, None)?;
+            save_tensors(&self.out.join(BEST_FILE), &self.best_tensors(from_ema)?, None)?;
         }
         self.write_config()?;
         self.write_log()?;
@@ -598,6 +710,9 @@ impl Trainer {
         let mut tensors: Vec<(String, Tensor)> =
             self.named_tensors()?.into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
         tensors.extend(self.opt.state_tensors().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+        if let Some(ema) = &self.ema {
+            tensors.extend(ema.named_tensors().into_iter().map(|(n, t)| (format!("{EMA_PREFIX}{n}"), t)));
+        }
         let data = HashMap::from([
             ("train".to_string(), self.train.fingerprint.clone()),
             ("val".to_string(), self.val.fingerprint.clone()),

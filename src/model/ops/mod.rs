@@ -16,6 +16,9 @@
 //! - `separable`: a whole separable conv set (or both sets of a DoubleConv) as one fused pass: on
 //!   AVX-512 CPUs ([`separable_fused`], [`double_separable_fused`]; kernels in `separable_cpu`),
 //!   or as one CUDA kernel ([`separable_cuda`]).
+//! - `train_cpu`: the AVX-512 kernels of the fused CPU training step (`model::train_fused`):
+//!   activations recomputed from a stored map, the depthwise 3x3 and its adjoint over bands,
+//!   weight gradients, BatchNorm's backward per row, the pooling and upsampling adjoints.
 //! - `cuda` (feature `cuda`): the launchers of the CUDA kernels in `kernels/ops.cu`.
 //! - `common`: what several kernels share (uninitialised buffers, CPU storage views, conv
 //!   geometry, upsampling taps). A leaf: no op module imports another through this facade.
@@ -37,10 +40,13 @@ pub mod pointwise_train;
 mod separable;
 #[cfg(target_arch = "x86_64")]
 mod separable_cpu;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod train_cpu;
 mod upsample;
 
 pub use grouped_conv::{conv3x3_bias_act, grouped_conv3x3, WIDE_GROUP};
 pub use input::ConvInput;
+pub(crate) use input::up_padding;
 pub use pointwise::{bias_act, pointwise};
 pub use separable::{double_separable_fused, separable_cuda, separable_fused, SeparableWeights};
 pub use upsample::upsample2x;

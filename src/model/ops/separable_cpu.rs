@@ -66,14 +66,34 @@ pub(crate) fn available(co: usize) -> bool {
 
 /// Horizontal taps of the 2x upsample for 16 output columns: one source load at `base`, two
 /// lane permutations and a blend.
-struct UpChunk {
+pub(crate) struct UpChunk {
     base: usize,
     idx0: [i32; 16],
     idx1: [i32; 16],
     fx: [f32; 16],
 }
 
-fn up_chunks(w: usize) -> Vec<UpChunk> {
+impl UpChunk {
+    /// The first source column this chunk of 16 outputs reads.
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The two taps (offsets from `base`) and the weight of the second, as vectors.
+    ///
+    /// # Safety
+    /// AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn taps(&self) -> (__m512i, __m512i, __m512) {
+        (
+            _mm512_loadu_si512(self.idx0.as_ptr() as *const _),
+            _mm512_loadu_si512(self.idx1.as_ptr() as *const _),
+            _mm512_loadu_ps(self.fx.as_ptr()),
+        )
+    }
+}
+
+pub(crate) fn up_chunks(w: usize) -> Vec<UpChunk> {
     let ow = 2 * w;
     (0..ow.div_ceil(16))
         .map(|j| {
@@ -497,7 +517,7 @@ fn rows_read(src: &Source, ni: usize, cc: usize, h: usize, w: usize, y0: usize, 
 
 /// `dst[x] = max(a[2x], a[2x+1], b[2x], b[2x+1])` for `x < w`.
 #[target_feature(enable = "avx512f")]
-unsafe fn pool_row(a: *const f32, b: *const f32, dst: *mut f32, w: usize) {
+pub(crate) unsafe fn pool_row(a: *const f32, b: *const f32, dst: *mut f32, w: usize) {
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let mut x0 = 0;
@@ -537,9 +557,24 @@ unsafe fn up_row(
     if y < top || y >= top + 2 * sh {
         return;
     }
-    // Blend the two source rows first (contiguous), then interpolate along x with permutes.
     let (r0, r1, fy) = super::common::ac_taps(y - top, sh);
-    let (s0, s1) = (plane.add(r0 * sw), plane.add(r1 * sw));
+    up_blend(plane.add(r0 * sw), plane.add(r1 * sw), fy, sw, chunks, tmp, dst.add(left));
+}
+
+/// `2 * sw` upsampled values at `dst` from two source rows `s0`, `s1` (`sw` floats each) blended
+/// with weight `fy` on `s1`: blend the two rows first (contiguous), then interpolate along x with
+/// permutes. `tmp` holds at least `sw` floats.
+#[target_feature(enable = "avx512f")]
+unsafe fn up_blend(
+    s0: *const f32,
+    s1: *const f32,
+    fy: f32,
+    sw: usize,
+    chunks: &[UpChunk],
+    tmp: &mut [f32],
+    dst: *mut f32,
+) {
+    let ow = 2 * sw;
     let fyv = _mm512_set1_ps(fy);
     let t = tmp.as_mut_ptr();
     let mut x0 = 0;
@@ -550,12 +585,11 @@ unsafe fn up_row(
         _mm512_mask_storeu_ps(t.add(x0), m, _mm512_fmadd_ps(_mm512_sub_ps(b, a), fyv, a));
         x0 += 16;
     }
-    let d = dst.add(left);
     for (j, c) in chunks.iter().enumerate() {
         let v = _mm512_maskz_loadu_ps(mask(sw - c.base), t.add(c.base));
         let a = _mm512_permutexvar_ps(_mm512_loadu_si512(c.idx0.as_ptr() as *const _), v);
         let b = _mm512_permutexvar_ps(_mm512_loadu_si512(c.idx1.as_ptr() as *const _), v);
         let fx = _mm512_loadu_ps(c.fx.as_ptr());
-        _mm512_mask_storeu_ps(d.add(16 * j), mask(ow - 16 * j), _mm512_fmadd_ps(_mm512_sub_ps(b, a), fx, a));
+        _mm512_mask_storeu_ps(dst.add(16 * j), mask(ow - 16 * j), _mm512_fmadd_ps(_mm512_sub_ps(b, a), fx, a));
     }
 }
