@@ -459,3 +459,80 @@ fn a_second_interrupt_leaves_no_temporary_files() {
     assert!(names.iter().all(|n| !n.contains(".lightunet-")), "{names:?} {err}");
     assert!(names.is_empty() || (decode(&out).is_ok() && meta.exists() && names.iter().any(|n| n.starts_with("m_"))), "{names:?} {:?} {err}", o.status);
 }
+
+/// `live --record` (and `bench pipeline --record`) follows the same rules: never an input (by
+/// name, symbolic or hard link) or another output, even with --overwrite; an existing file only
+/// with --overwrite. It is written under its own name, not staged (a crash must leave it where
+/// the user looks), so a refused run leaves nothing and an existing FIFO is written in place:
+/// not replaced, not removed.
+#[test]
+fn live_recordings_follow_the_output_rules() {
+    let dir = scratch("safety-record");
+    let clip = dir.join("clip.mkv");
+    phantom_clip(&clip, 3);
+    let bytes = std::fs::read(&clip).unwrap();
+    let link = dir.join("link.mkv");
+    std::os::unix::fs::symlink(&clip, &link).unwrap();
+    let hard = dir.join("hard.mkv");
+    std::fs::hard_link(&clip, &hard).unwrap();
+    // `--sink` defaults to fakesink here unless a case gives its own.
+    let live = |args: &[&str]| {
+        let sink: &[&str] = if args.contains(&"--sink") { &[] } else { &["--sink", "fakesink"] };
+        lightunet(&[&["live"][..], sink, args, &FAST].concat())
+    };
+    for (record, why) in [(&clip, "same file as the input"), (&link, "symbolic link"), (&hard, "hard link")] {
+        let o = live(&["--source", s(&clip), "--record", s(record), "--overwrite"]);
+        refused(&o, &["recording", why]);
+    }
+    assert_eq!(std::fs::read(&clip).unwrap(), bytes);
+    assert_eq!(listing(&dir), ["clip.mkv", "hard.mkv", "link.mkv"]);
+
+    let (rec, meta) = (dir.join("rec.mkv"), dir.join("frames.jsonl"));
+    let phantom = ["--source", "phantom:160x120@25", "--frames", "10"];
+    for clash in [
+        vec!["--sink", s(&rec)],
+        vec!["--metadata", s(&rec)],
+        vec!["--report", s(&rec)],
+        vec!["--masks", s(&rec)],
+    ] {
+        let o = live(&[&phantom[..], &["--record", s(&rec), "--overwrite"], &clash].concat());
+        refused(&o, &["recording", "two outputs cannot share a file"]);
+        assert!(!rec.exists(), "{clash:?}: nothing written");
+    }
+    let o = lightunet(&[&["bench", "pipeline", "--mode", "live", "--frames", "2", "--record", s(&rec), "--report", s(&rec)][..], &FAST].concat());
+    refused(&o, &["recording", "two outputs cannot share a file"]);
+    // `process` has no recording: its output file is the recording.
+    let o = lightunet(&[&["process", "phantom:160x120@25", "--frames", "2", "-o", s(&dir.join("o.mp4")), "--record", s(&rec)][..], &FAST].concat());
+    assert!(!o.status.success() && !rec.exists(), "{}", stderr(&o));
+
+    // With --overwrite an existing recording is replaced by the new one.
+    std::fs::write(&rec, b"an old recording").unwrap();
+    let o = live(&[&phantom[..], &["--record", s(&rec), "--metadata", s(&meta), "--overwrite"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(decode(&rec).unwrap().frames.len() >= 2);
+    assert_eq!(read_jsonl(&meta).len(), 10);
+
+    // An existing FIFO is a stream: written in place without --overwrite, and still a FIFO.
+    let fifo = dir.join("pipe.mkv");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("SKIP (FIFO part): mkfifo failed");
+        return;
+    }
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = live(&[&phantom[..], &["--record", s(&fifo)]].concat());
+    if !o.status.success() {
+        // The reader waits for a writer: let it go before failing.
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo));
+        panic!("{}", stderr(&o));
+    }
+    let streamed = reader.join().unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the FIFO is still there");
+    let copy = dir.join("streamed.mkv");
+    std::fs::write(&copy, &streamed).unwrap();
+    assert!(decode(&copy).unwrap().frames.len() >= 2, "{} bytes through the FIFO", streamed.len());
+}

@@ -226,3 +226,50 @@ fn gst_element_missing(name: &str) -> bool {
     }
     missing
 }
+
+/// `live --show`, `--masks`, `--record` and `bench pipeline --mode live`: a recording of another
+/// format is refused before anything starts, an existing one without --overwrite too; the old
+/// mode is still there; the bench reports each live target beside its bar.
+#[test]
+fn live_show_masks_record_and_bench_targets() {
+    let dir = scratch("cli-live-options");
+    let src = ["--source", "phantom:160x120@25", "--sink", "fakesink", "--frames", "20"];
+    let o = lightunet(&[&["live"][..], &src, &["--record", s(&dir.join("rec.avi"))], &FAST].concat());
+    assert_clean_failure(&o, "use .mkv");
+    let existing = dir.join("old.mkv");
+    std::fs::write(&existing, b"keep me").unwrap();
+    let o = lightunet(&[&["live"][..], &src, &["--record", s(&existing)], &FAST].concat());
+    assert_clean_failure(&o, "--overwrite");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+
+    let (masks, rec, report) = (dir.join("m_%03d.png"), dir.join("rec.mkv"), dir.join("report.json"));
+    let o = lightunet(&[&["live"][..], &src, &["--masks", s(&masks), "--record", s(&rec), "--report", s(&report)], &FAST].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("shown (latest-mask)") && err.contains("recording "), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let out = r["counters"]["frames_out"].as_u64().unwrap();
+    assert_eq!(out, 20);
+    let sum = ["mask_fresh", "mask_held", "mask_none"].iter().map(|k| r["counters"][k].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum, out);
+    assert_eq!(files(&dir, "m_").len() as u64, out);
+    assert_eq!(r["recording"]["recorded"].as_u64().unwrap() + r["recording"]["dropped"].as_u64().unwrap(), out);
+    assert!(decode(&rec).unwrap().frames.len() >= 2);
+
+    let o = lightunet(&[&["live"][..], &src, &["--show", "processed"], &FAST].concat());
+    assert!(o.status.success() && stderr(&o).contains("shown (processed)"), "{}", stderr(&o));
+
+    let o = lightunet(&[
+        &["bench", "pipeline", "--mode", "live", "--source", "phantom:160x120@25", "--frames", "25", "--model-runs", "2", "--json"][..],
+        &FAST,
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = j["targets"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    for want in ["frames at the sink", "capture to sink, p99", "masks refreshed / model alone", "mask age p99 (ms)", "last third"] {
+        assert!(names.iter().any(|n| n.contains(want)), "{want}: {names:?}");
+    }
+    assert_eq!(j["show"], "latest-mask");
+    assert!(j["targets"][0]["pass"].is_boolean() && j["model_only"]["threads"].is_u64());
+}

@@ -29,7 +29,8 @@ enum Command {
     Check(model_cmds::CheckArgs),
     /// Segment a recorded video (or the phantom): every frame, original timestamps, annotated output.
     Process(pipeline::ProcessArgs),
-    /// Live: capture, segment and show/stream with bounded latency (drops the oldest frames).
+    /// Live: capture, segment and show/stream every frame with the newest mask (--show processed:
+    /// only frames the model saw; the others are dropped).
     Live(pipeline::LiveArgs),
     /// Write a synthetic B-mode phantom clip and its ground-truth masks.
     Phantom(pipeline::PhantomArgs),
@@ -44,6 +45,8 @@ enum Command {
     Bench(BenchCommand),
 }
 
+// Parsed once at start-up: the size of the largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Time the network alone: warm-up, then median and p90 per batch and per frame.

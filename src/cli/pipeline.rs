@@ -15,9 +15,10 @@ use lightunet::assets::{Catalog, Lookup, Source};
 use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
+use lightunet::pipeline::config::DEFAULT_MODEL_NICE;
 use lightunet::pipeline::{
-    run_staged, write_phantom_clip, Job, Mode, OverlayStyle, ProcessConfig, Report, Roi, Segmenter, SinkSpec,
-    SourceSpec, UNetSegmenter,
+    run_staged, write_phantom_clip, Job, Mode, OverlayStyle, Percentiles, ProcessConfig, Report, Roi, Segmenter, Show,
+    SinkSpec, SourceSpec, UNetSegmenter,
 };
 
 use super::outputs::{pending, stage_json};
@@ -91,6 +92,49 @@ impl ProcessingOpts {
     }
 }
 
+/// What `live` and `bench pipeline --mode live` show, and how the model shares the machine.
+#[derive(Debug, Args, Clone)]
+pub struct LiveOpts {
+    /// latest-mask: every frame at the source's rate, drawn with the newest mask (the model takes
+    /// the newest frame whenever it is free; a mask is up to one model run old, its age is
+    /// reported). processed: only frames that went through the model, each with its own mask;
+    /// frames that arrive while the model is busy are dropped (what `live` did before latest-mask).
+    #[arg(long, value_enum, default_value = "latest-mask")]
+    show: Show,
+    /// latest-mask: threads of the model's own pool (default: one per core). Fewer leave cores
+    /// to capture, drawing and output; the model's loops never queue behind theirs either way.
+    #[arg(long, value_name = "N")]
+    model_threads: Option<usize>,
+    /// latest-mask: nice value of the model's threads and of the recording's encoder (0 to 19;
+    /// 0: the same priority as the display path).
+    #[arg(long, default_value_t = DEFAULT_MODEL_NICE, value_name = "N")]
+    model_nice: i32,
+    /// Also record the annotated video to FILE (.mkv: Matroska written as it goes; .mp4:
+    /// fragmented, 1 s fragments), under its own name from the first frame: a crash or power
+    /// cut leaves it playable up to about a second before. The display never waits for it: when
+    /// the encoder falls behind, recorded frames are dropped (and counted), not displayed ones;
+    /// if it fails (disk full) the recording stops and the display goes on.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+}
+
+impl LiveOpts {
+    fn apply(&self, c: &mut ProcessConfig) {
+        c.show = self.show;
+        c.model_threads = self.model_threads;
+        c.model_nice = self.model_nice;
+    }
+
+    /// The default queue: one waiting frame for `processed` (see LIVE_QUEUE), two for
+    /// `latest-mask` (see LATEST_MASK_QUEUE).
+    fn default_queue(&self) -> usize {
+        match self.show {
+            Show::LatestMask => LATEST_MASK_QUEUE,
+            Show::Processed => LIVE_QUEUE,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
@@ -150,9 +194,14 @@ pub struct LiveArgs {
     /// List the named pipelines, where each comes from and what it overrides, and exit.
     #[arg(long)]
     list: bool,
-    /// Frames the queue holds before the oldest is dropped (default 1: the lowest latency).
+    /// Frames the queue holds before the oldest is dropped (default: 2 with latest-mask, where
+    /// the queue is normally empty; 1 with processed, the lowest latency).
     #[arg(long)]
     queue: Option<usize>,
+    /// Raw masks (0/255) as a second output, as `process --masks` (a PNG pattern keeps them
+    /// lossless); one per frame shown, the mask it was drawn with.
+    #[arg(long)]
+    masks: Option<PathBuf>,
     /// A frame later than this (capture to output, ms) is counted late.
     #[arg(long, default_value_t = 500)]
     late_ms: u64,
@@ -178,6 +227,8 @@ pub struct LiveArgs {
     report: Option<PathBuf>,
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    live: LiveOpts,
     #[command(flatten)]
     model: ModelOpts,
     #[command(flatten)]
@@ -228,7 +279,8 @@ pub struct BenchPipelineArgs {
     /// recorded (every frame, as fast as possible) or live (real time, drops).
     #[arg(long, default_value = "recorded")]
     mode: String,
-    /// Frames the input queue holds (default: 1 live, 4 recorded, as `live` and `process`).
+    /// Frames the input queue holds (default as `live` and `process`: live 2 with latest-mask, 1
+    /// with processed; recorded 4).
     #[arg(long)]
     queue: Option<usize>,
     /// Timed model-only runs (same variant and device) for the pipeline/model throughput ratio,
@@ -246,6 +298,9 @@ pub struct BenchPipelineArgs {
     json: bool,
     #[arg(long)]
     overwrite: bool,
+    /// --mode live: what is shown, the model's threads and priority, a recording.
+    #[command(flatten)]
+    live: LiveOpts,
     #[command(flatten)]
     model: ModelOpts,
     #[command(flatten)]
@@ -273,10 +328,16 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(v).map_err(|e| format!("`{s}`: {e}"))
 }
 
-/// Live default: one waiting frame. When the model is slower than the source, every further
+/// Live, processed: one waiting frame. When the model is slower than the source, every further
 /// frame the queue may hold adds a frame interval of latency (measured at 1280x720@30 on the
 /// 2-core machine: p99 100 ms with 1, 134 ms with 2), and none adds output frames.
 const LIVE_QUEUE: usize = 1;
+
+/// Live, latest-mask: the display thread takes each frame within a millisecond or two, so the
+/// queue is normally empty and its length adds no latency; the second place keeps a frame when
+/// the display thread is descheduled for a frame interval (a loaded machine) instead of dropping
+/// it.
+const LATEST_MASK_QUEUE: usize = 2;
 
 /// How long a run may take to finish after Ctrl-C or SIGTERM before the process exits anyway:
 /// the frames already queued go through the model first (up to a queue and a batch: 8 frames by
@@ -337,6 +398,37 @@ fn report_table(report: &Report) -> String {
     if report.batch > 1 {
         s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", report.batch));
     }
+    if let Some(show) = report.show {
+        s.push_str(&format!(
+            "shown ({show}): {} frames with a fresh mask, {} with a held one, {} before the first mask\n",
+            c.mask_fresh, c.mask_held, c.mask_none
+        ));
+    }
+    if let Some(m) = &report.masks {
+        s.push_str(&format!(
+            "mask age: p50 {:.1} frames ({:.1} ms), p99 {:.1} frames ({:.1} ms), max {:.0} frames; new masks {:.2}/s",
+            m.age_frames.p50, m.age_ms.p50, m.age_frames.p99, m.age_ms.p99, m.age_frames.max, m.refresh_fps
+        ));
+        if m.model_ms.n > 0 {
+            s.push_str(&format!("; model run p50 {:.1} ms, p99 {:.1} ms", m.model_ms.p50, m.model_ms.p99));
+        }
+        s.push('\n');
+    }
+    if let Some(l) = &report.latest {
+        s.push_str(&format!(
+            "model inputs: {} made, {} replaced by a newer frame before the model took them; {} masks made\n",
+            l.submitted, l.replaced, l.inferred
+        ));
+    }
+    if let Some(r) = &report.recording {
+        s.push_str(&format!(
+            "recording {}: {} frames, {} dropped (the encoder was behind){}\n",
+            r.path.display(),
+            r.recorded,
+            r.dropped,
+            r.error.as_ref().map(|e| format!("; FAILED after that ({} frames not recorded): {e}", r.after_failure)).unwrap_or_default()
+        ));
+    }
     s.push_str(&format!("{:<13} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9}\n", "stage (ms)", "n", "mean", "p50", "p95", "p99", "max"));
     for (name, p) in &report.latency_ms {
         s.push_str(&format!(
@@ -354,6 +446,11 @@ fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
     }
     if interrupted_is_error && report.stopped.is_some() {
         bail!("interrupted after {} frames (the output was finalised)", report.counters.frames_out);
+    }
+    if let Some(r) = &report.recording {
+        if let Some(e) = &r.error {
+            bail!("the recording {} failed after {} frames (the display went on): {e}", r.path.display(), r.recorded);
+        }
     }
     Ok(())
 }
@@ -443,12 +540,15 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
     }
     let source = SourceSpec::parse(&source, args.frames)?;
     let mut job = Job::new(source, SinkSpec::parse(&sink, args.overwrite));
+    job.masks = args.masks.clone().map(|p| SinkSpec::File { path: p, overwrite: args.overwrite });
+    job.record = args.live.record.clone();
     job.metadata = args.metadata;
     job.overwrite = args.overwrite;
     job.max_frames = args.frames;
     let mut processing = args.processing.clone();
     processing.roi = roi;
-    job.config = processing.config(Mode::Live, queue.unwrap_or(LIVE_QUEUE));
+    job.config = processing.config(Mode::Live, queue.unwrap_or(args.live.default_queue()));
+    args.live.apply(&mut job.config);
     job.config.late_after = Duration::from_millis(args.late_ms);
     job.config.report_every = Duration::from_secs(args.report_every.max(1));
     job.config.stall_timeout = Duration::from_secs(args.stall_timeout.max(1));
@@ -459,7 +559,10 @@ pub fn live(args: LiveArgs) -> anyhow::Result<()> {
         plan.file("report", r, args.overwrite);
     }
     plan.check()?;
-    let writes_files = matches!(job.output, SinkSpec::File { .. }) || job.metadata.is_some() || args.report.is_some();
+    let writes_files = matches!(job.output, SinkSpec::File { .. })
+        || matches!(job.masks, Some(SinkSpec::File { .. }))
+        || job.metadata.is_some()
+        || args.report.is_some();
     let report_file = pending("report", &args.report, args.overwrite)?;
     let (seg, _, _, _) = segmenter(&args.model)?;
     job.stop = stop_flag();
@@ -551,6 +654,58 @@ pub fn phantom(args: PhantomArgs) -> anyhow::Result<()> {
 /// fastest model take minutes).
 const MAX_MODEL_RUNS: usize = 10_000;
 
+/// One of `bench pipeline --mode live`'s targets: the measured value beside its bar.
+#[derive(serde::Serialize)]
+struct Target {
+    name: &'static str,
+    value: Option<f64>,
+    bar: String,
+    /// `None`: reported, no bar.
+    pass: Option<bool>,
+}
+
+/// The source's frame rate over the frames shown: (n - 1) over the time from the first capture
+/// to the last (exact when every frame is shown, as with latest-mask).
+fn source_fps(report: &Report) -> Option<f64> {
+    let (first, last) = (report.records.first()?, report.records.last()?);
+    let frames = last.frame.checked_sub(first.frame)?;
+    (last.t_s > first.t_s && frames > 0).then(|| frames as f64 / (last.t_s - first.t_s))
+}
+
+/// The live targets (issue 13): frames reaching the sink, a frame's own trip, how often masks are
+/// refreshed against the model alone, mask age, and no growth over the run.
+fn live_targets(report: &Report, model_fps: f64, thirds: Option<(Percentiles, Percentiles)>) -> Vec<Target> {
+    let c = &report.counters;
+    let stage = |name: &str| report.latency_ms.iter().find(|(n, _)| *n == name).map(|(_, p)| *p).filter(|p| p.n > 0);
+    let bar = |name, value: Option<f64>, bar: &str, ok: &dyn Fn(f64) -> bool| Target { name, value, bar: bar.into(), pass: value.map(ok) };
+    let info = |name, value: Option<f64>, bar: &str| Target { name, value, bar: bar.into(), pass: None };
+    let at_sink = (c.frames_in > 0).then(|| c.frames_at_sink as f64 / c.frames_in as f64);
+    let refresh = report.masks.as_ref().map(|m| m.refresh_fps);
+    let reachable = source_fps(report).map(|s| s.min(model_fps));
+    let mut v = vec![
+        bar("frames at the sink / frames captured", at_sink, ">= 0.97", &|x| x >= 0.97),
+        bar("capture to sink, p99 (ms)", stage("end_to_end").map(|p| p.p99), "<= 15", &|x| x <= 15.0),
+        bar("masks refreshed / model alone (frames/s)", refresh.map(|r| r / model_fps), ">= 0.85", &|x| x >= 0.85),
+        info("masks refreshed / min(model alone, source)", refresh.zip(reachable).map(|(r, m)| r / m), "(the source caps the refresh)"),
+        info("mask age p50 (frames)", report.masks.as_ref().map(|m| m.age_frames.p50), "reported"),
+        info("mask age p99 (frames)", report.masks.as_ref().map(|m| m.age_frames.p99), "reported"),
+        info("mask age p50 (ms)", report.masks.as_ref().map(|m| m.age_ms.p50), "reported"),
+        info("mask age p99 (ms)", report.masks.as_ref().map(|m| m.age_ms.p99), "reported"),
+    ];
+    // No growth: the last third's p99 within 25% (at least 2 ms) of the first third's.
+    let growth = thirds.map(|(a, b)| (b.p99, a.p99));
+    v.push(Target {
+        name: "capture to sink p99, last third (ms)",
+        value: growth.map(|g| g.0),
+        bar: growth.map_or("<= first third + max(2, 25%)".into(), |(_, first)| format!("<= {:.2} (first third {first:.2})", first + (0.25 * first).max(2.0))),
+        pass: growth.map(|(last, first)| last <= first + (0.25 * first).max(2.0)),
+    });
+    if let Some(r) = &report.recording {
+        v.push(info("recording: frames dropped (encoder behind)", Some(r.dropped as f64), "reported"));
+    }
+    v
+}
+
 /// Median model-only time per frame (ms) and frames/s, running `batch` frames at a time.
 fn time_model(net: &lightunet::model::InferenceNet, device: &Device, size: (usize, usize), batch: usize, runs: usize) -> anyhow::Result<(f64, f64)> {
     let x = Tensor::rand(0f32, 1f32, (batch, 3, size.1, size.0), device)?;
@@ -584,8 +739,12 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     job.overwrite = args.overwrite;
     job.max_frames = Some(args.frames);
     job.keep_records = true;
-    let queue = args.queue.unwrap_or(if mode == Mode::Live { LIVE_QUEUE } else { 4 });
+    let queue = args.queue.unwrap_or(if mode == Mode::Live { args.live.default_queue() } else { 4 });
     job.config = args.processing.config(mode, queue);
+    if mode == Mode::Live {
+        args.live.apply(&mut job.config);
+    }
+    job.record = args.live.record.clone();
     job.config.validate()?;
     let mut plan = job.output_plan()?;
     if let Some(r) = &args.report {
@@ -605,9 +764,32 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let batch = if mode == Mode::Recorded { job.config.batch } else { 1 };
     let half = args.model_runs.div_ceil(2);
     let model_size = job.config.model_size;
-    let time = |b: usize| time_model(&net, &device, model_size, b, half);
+    // Latest-mask runs the model on a pool of its own at a lower priority: the model alone is
+    // timed the same way, so that the refresh ratio compares like with like (on a quiet machine
+    // the priority changes nothing; on a shared one it does).
+    let latest_mask = mode == Mode::Live && job.config.show == Show::LatestMask;
+    let model_pool = if latest_mask {
+        let threads = job.config.model_threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let nice = job.config.model_nice;
+        Some((
+            threads,
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .start_handler(move |_| {
+                    let _ = lightunet::pipeline::priority::lower_this_thread(nice);
+                })
+                .build()?,
+        ))
+    } else {
+        None
+    };
+    let time = |b: usize| match &model_pool {
+        Some((_, pool)) => pool.install(|| time_model(&net, &device, model_size, b, half)),
+        None => time_model(&net, &device, model_size, b, half),
+    };
     let before = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     job.stop = stop_flag();
+    let job_nice = job.config.model_nice;
     let (report, mut staged) = run_staged(job, seg).context("bench pipeline")?;
     let after = (time(1)?, if batch > 1 { Some(time(batch)?) } else { None });
     drop(net);
@@ -618,11 +800,13 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
     let (model_ms, model_fps) = mean(before.0, after.0);
     let batched = before.1.zip(after.1).map(|(a, b)| mean(a, b));
     let thirds = lightunet::pipeline::end_to_end_thirds(&report.records);
+    let targets = if mode == Mode::Live { live_targets(&report, model_fps, thirds) } else { Vec::new() };
     let json = serde_json::json!({
         "source": args.source, "sink": args.sink, "mode": report.mode, "variant": chosen.variant.to_string(),
         "weights": chosen.describe(),
         "device": args.model.device, "threads": candle_core::utils::get_num_threads(),
         "model_only": { "median_ms": model_ms, "fps": model_fps, "runs": args.model_runs,
+                        "threads": model_pool.as_ref().map(|p| p.0), "nice": model_pool.as_ref().map(|_| job_nice),
                         "median_ms_before": before.0 .0, "median_ms_after": after.0 .0 },
         "pipeline_batch": batch,
         "model_only_at_batch": batched.map(|(ms, fps)| serde_json::json!({ "batch": batch, "median_ms_per_frame": ms, "fps": fps })),
@@ -630,6 +814,9 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         "counters": report.counters, "wall_s": report.wall_s, "rss_mb": report.rss_mb, "peak_rss_mb": report.peak_rss_mb,
         "latency_ms": report.latency_ms.iter().map(|(n, p)| (n.to_string(), serde_json::to_value(p).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "end_to_end_first_third_ms": thirds.map(|t| t.0), "end_to_end_last_third_ms": thirds.map(|t| t.1),
+        "show": report.show, "masks": report.masks, "latest": report.latest, "recording": report.recording,
+        "source_fps": source_fps(&report),
+        "targets": targets,
         "input_error": report.input_error,
     });
     stage_json(report_file, &json, &mut staged)?;
@@ -645,6 +832,9 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print!("{}", report_table(&report));
+        if let Some((threads, _)) = &model_pool {
+            println!("model only timed as the run runs it: a pool of {threads} threads at nice {job_nice}");
+        }
         println!(
             "model only: {model_ms:.1} ms/frame ({model_fps:.2} frames/s; {:.1} ms before the run, {:.1} after); pipeline {:.2} frames/s = {:.2}x model",
             before.0 .0,
@@ -663,6 +853,18 @@ pub fn bench_pipeline(args: BenchPipelineArgs) -> anyhow::Result<()> {
                 "model only at the pipeline's batch {batch}: {ms:.1} ms/frame ({fps:.2} frames/s); pipeline = {:.2}x that",
                 report.fps_out / fps
             );
+        }
+        if !targets.is_empty() {
+            println!("targets (live, {}):", report.show.unwrap_or("?"));
+            for t in &targets {
+                let value = t.value.map_or("-".to_string(), |v| format!("{v:.3}"));
+                let verdict = match t.pass {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "",
+                };
+                println!("  {:<48} {:>10}   bar {:<28} {verdict}", t.name, value, t.bar);
+            }
         }
     }
     if let Some(e) = &report.input_error {

@@ -25,6 +25,13 @@
 //!   renamed into place when it does not exist yet, else merged file by file as above.
 //! - An existing special file (a FIFO, `/dev/stdout`, `/dev/null`) is written in place: it is a
 //!   stream, not stored data, so it needs no `--overwrite` and is never renamed over.
+//! - A live recording (`live --record`, [`crate::pipeline::sink::Recording`]) is checked by the
+//!   same plan but not staged: it must survive a crash where the user looks for it, so it is
+//!   created under its own name before the first frame (exclusively without `--overwrite`, so a
+//!   file that appeared since the check is kept; with `--overwrite` an existing file is
+//!   truncated then, not replaced at the end), synced every second, and left in place when the
+//!   run fails. A recording that got no frame is removed (one this run created, never a special
+//!   file).
 //! - A process killed outright (SIGKILL, a second Ctrl-C) can leave a hidden temporary
 //!   `.NAME.lightunet-XXXXXX.part` file or folder; [`discard_pending`] removes the ones this
 //!   process made and is called on a second Ctrl-C.

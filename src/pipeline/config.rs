@@ -21,6 +21,34 @@ pub enum Mode {
 
 pub use crate::roi::Roi;
 
+/// Live mode: which frames are shown, and with which mask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Show {
+    /// Every captured frame, at the source's rate, drawn with the newest mask there is; the
+    /// model takes the newest frame whenever it is free (on its own thread). A mask is up to a
+    /// model run old; its age is reported.
+    #[default]
+    LatestMask,
+    /// Only frames that went through the model, each with its own mask; the frames that arrive
+    /// while the model is busy are dropped (the behaviour before latest-mask).
+    Processed,
+}
+
+impl Show {
+    pub fn name(self) -> &'static str {
+        match self {
+            Show::LatestMask => "latest-mask",
+            Show::Processed => "processed",
+        }
+    }
+}
+
+/// Live, latest-mask: the nice value of the model's threads (and the recording's encoder). The
+/// display path (capture, drawing, pushing) stays at the process's own priority, so that on a
+/// machine with fewer free cores than busy threads it is scheduled first and the model gets what
+/// is left. 10 gives a nice-0 thread about nine times the CPU share of a nice-10 one.
+pub const DEFAULT_MODEL_NICE: i32 = 10;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OverlayStyle {
     /// Outline (the original: red, 2 px).
@@ -80,6 +108,13 @@ pub struct ProcessConfig {
     /// wait forever). A source that never sends (a UDP port nobody streams to, an unplugged
     /// card that still opens) would otherwise wait without end.
     pub first_frame_timeout: Option<Duration>,
+    /// Live: every frame with the latest mask, or only processed frames.
+    pub show: Show,
+    /// Live, latest-mask: threads of the model's own pool (`None`: one per core).
+    pub model_threads: Option<usize>,
+    /// Live, latest-mask: nice value of the model's threads and of the recording's encoder
+    /// (0: as the rest of the process).
+    pub model_nice: i32,
 }
 
 impl Default for ProcessConfig {
@@ -98,6 +133,9 @@ impl Default for ProcessConfig {
             report_every: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
             first_frame_timeout: Some(DEFAULT_FIRST_FRAME_TIMEOUT),
+            show: Show::LatestMask,
+            model_threads: None,
+            model_nice: DEFAULT_MODEL_NICE,
         }
     }
 }
@@ -111,6 +149,10 @@ pub const DEFAULT_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// further frame adds a frame interval of latency) and recorded mode gains nothing from more than
 /// one batch waiting.
 pub const MAX_QUEUE: usize = 64;
+
+/// Most threads the model's own pool may have: each is an OS thread with its stack, started
+/// before the first frame; no machine this runs on has more cores than this.
+pub const MAX_MODEL_THREADS: usize = 256;
 
 /// Thickest outline drawn, in pixels: wider than this covers the lesion it outlines.
 pub const MAX_THICKNESS: usize = 64;
@@ -127,6 +169,12 @@ impl ProcessConfig {
         }
         if self.batch == 0 {
             return bad("the batch must be at least 1".into());
+        }
+        if let Some(n) = self.model_threads.filter(|n| !(1..=MAX_MODEL_THREADS).contains(n)) {
+            return bad(format!("--model-threads {n} must be 1 to {MAX_MODEL_THREADS}"));
+        }
+        if !(0..=super::priority::MAX_NICE).contains(&self.model_nice) {
+            return bad(format!("--model-nice {} must be 0 to {}", self.model_nice, super::priority::MAX_NICE));
         }
         if !(0.0..1.0).contains(&self.smooth) {
             return bad(format!("--smooth {} must be in [0, 1)", self.smooth));

@@ -176,6 +176,16 @@ pub struct Timing {
     pub seq: u64,
 }
 
+/// A frame's mask for the masks output: `width * height` bytes, 0 or 255, packed. Frames shown
+/// with the same mask (live, latest-mask) share its pixels and its `key`, and the masks output
+/// pushes the buffer it already made for that key (no copy per frame).
+#[derive(Clone, Debug)]
+pub struct FrameMask {
+    /// Equal keys, equal pixels (within one run).
+    pub key: u64,
+    pub data: std::sync::Arc<Vec<u8>>,
+}
+
 /// One captured frame: BGR pixels in `layout`, its stream timing and its stamps.
 #[derive(Debug)]
 pub struct Frame {

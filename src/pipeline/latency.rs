@@ -19,6 +19,9 @@ pub struct Stamps {
     pub dequeue: Option<Instant>,
     pub infer_start: Option<Instant>,
     pub infer_end: Option<Instant>,
+    /// Live, latest-mask: the frame's drawing began (its model input, when one was made for it,
+    /// is done by then; the model itself runs apart, so `infer_*` stay empty).
+    pub draw_start: Option<Instant>,
     pub overlay_done: Option<Instant>,
     /// Handed to the output appsrc.
     pub pushed: Option<Instant>,
@@ -28,7 +31,7 @@ pub struct Stamps {
 
 impl Stamps {
     pub fn new(capture: Instant) -> Stamps {
-        Stamps { capture, dequeue: None, infer_start: None, infer_end: None, overlay_done: None, pushed: None, sink: None }
+        Stamps { capture, dequeue: None, infer_start: None, infer_end: None, draw_start: None, overlay_done: None, pushed: None, sink: None }
     }
 
     /// Milliseconds per stage; a stage whose stamps are missing is `None`.
@@ -42,7 +45,7 @@ impl Stamps {
             queue: ms(c, self.dequeue),
             preprocess: ms(self.dequeue, self.infer_start),
             inference: ms(self.infer_start, self.infer_end),
-            postprocess: ms(self.infer_end, self.overlay_done),
+            postprocess: ms(self.infer_end.or(self.draw_start), self.overlay_done),
             output_queue: ms(self.overlay_done, self.pushed),
             output: ms(self.pushed, self.sink),
             end_to_end: ms(c, self.sink.or(self.pushed)),
@@ -55,11 +58,13 @@ impl Stamps {
 pub struct StageTimes {
     /// Capture to dequeue by the inference thread (time waiting in the input queue).
     pub queue: Option<f64>,
-    /// Crop, resize, channel order, scaling.
+    /// Crop, resize, channel order, scaling. Latest-mask: only the frames whose model input was
+    /// made (the others have none).
     pub preprocess: Option<f64>,
-    /// The network alone.
+    /// The network alone. Latest-mask: none (the model runs apart: [`MaskRecord::model_ms`]).
     pub inference: Option<f64>,
-    /// Resize back, threshold, components, statistics, overlay.
+    /// Resize back, threshold, components, statistics, overlay. Latest-mask: the held mask
+    /// drawn (and the masks output and text made).
     pub postprocess: Option<f64>,
     /// Overlay done to pushed into the output appsrc.
     pub output_queue: Option<f64>,
@@ -100,6 +105,44 @@ pub struct FrameRecord {
     pub latency_ms: StageTimes,
     /// Seconds since the pipeline started, at capture (for plots over time).
     pub t_s: f64,
+    /// Live: the mask the frame was shown with (absent in recorded runs, and in live runs before
+    /// the first mask). The lesion fields above are that mask's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mask: Option<MaskRecord>,
+}
+
+/// Live: the mask one frame was shown with, and how old it was.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct MaskRecord {
+    /// The frame the mask was made from.
+    pub from_frame: u64,
+    /// The first frame shown with this mask (a held mask: `false`).
+    pub fresh: bool,
+    /// Frames between the mask's frame and this one (0: its own).
+    pub age_frames: u64,
+    /// From the capture of the mask's frame to the capture of this one, in ms.
+    pub age_ms: f64,
+    /// Latest-mask: the model's run that made the mask (network and mask stage), in ms.
+    pub model_ms: Option<f64>,
+}
+
+impl MaskRecord {
+    /// A frame shown with its own mask (live, processed).
+    pub fn own(seq: u64) -> MaskRecord {
+        MaskRecord { from_frame: seq, fresh: true, age_frames: 0, age_ms: 0.0, model_ms: None }
+    }
+}
+
+/// Live: the masks the frames were shown with, over the kept records.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct MaskSummary {
+    /// Age of the mask each frame was shown with, in frames and in ms (frames with a mask).
+    pub age_frames: Percentiles,
+    pub age_ms: Percentiles,
+    /// New masks shown per second: fresh frames over the time from the first to the last.
+    pub refresh_fps: f64,
+    /// Latest-mask: the model's runs behind the masks shown (network and mask stage), in ms.
+    pub model_ms: Percentiles,
 }
 
 /// Counters of one run.
@@ -115,6 +158,12 @@ pub struct Counters {
     pub frames_at_sink: u64,
     /// Live: frames whose end-to-end latency exceeded the limit.
     pub late: u64,
+    /// Live: frames pushed with a mask no earlier frame had (processed: every frame, its own).
+    pub mask_fresh: u64,
+    /// Live, latest-mask: frames pushed with the mask the frame before had.
+    pub mask_held: u64,
+    /// Live: frames pushed before the first mask existed.
+    pub mask_none: u64,
 }
 
 /// Percentiles of one stage in milliseconds.
@@ -189,8 +238,14 @@ impl Collector {
     }
 
     /// A frame is about to be pushed to the output; it completes at [`Collector::at_sink`].
-    pub fn pushed(&mut self, seq: u64, pts: Option<gst::ClockTime>, stats: Option<LesionStats>, stamps: Stamps) {
+    /// `mask`: live, the mask it was drawn with (counted fresh or held).
+    pub fn pushed(&mut self, seq: u64, pts: Option<gst::ClockTime>, stats: Option<LesionStats>, stamps: Stamps, mask: Option<MaskRecord>) {
         self.counters.frames_out += 1;
+        match mask {
+            Some(m) if m.fresh => self.counters.mask_fresh += 1,
+            Some(_) => self.counters.mask_held += 1,
+            None => {}
+        }
         let record = FrameRecord {
             frame: seq,
             pts_ns: pts.map(|p| p.nseconds()),
@@ -199,6 +254,7 @@ impl Collector {
             stats,
             latency_ms: StageTimes::default(),
             t_s: stamps.capture.saturating_duration_since(self.start).as_secs_f64(),
+            mask,
         };
         self.pending.insert(seq, record);
         self.pending_stamps.insert(seq, stamps);
@@ -258,6 +314,25 @@ impl Collector {
         self.metadata_error.take().map(|(path, source)| PipelineError::Metadata { path, source })
     }
 
+    /// The masks the kept records were shown with; `None` when none had one.
+    pub fn mask_summary(&self) -> Option<MaskSummary> {
+        let masks: Vec<(f64, MaskRecord)> = self.done.iter().filter_map(|r| r.mask.map(|m| (r.t_s, m))).collect();
+        if masks.is_empty() {
+            return None;
+        }
+        let fresh: Vec<f64> = masks.iter().filter(|(_, m)| m.fresh).map(|(t, _)| *t).collect();
+        let refresh_fps = match (fresh.first(), fresh.last()) {
+            (Some(a), Some(b)) if b > a => (fresh.len() - 1) as f64 / (b - a),
+            _ => 0.0,
+        };
+        Some(MaskSummary {
+            age_frames: Percentiles::of(masks.iter().map(|(_, m)| m.age_frames as f64).collect()),
+            age_ms: Percentiles::of(masks.iter().map(|(_, m)| m.age_ms).collect()),
+            refresh_fps,
+            model_ms: Percentiles::of(masks.iter().filter(|(_, m)| m.fresh).filter_map(|(_, m)| m.model_ms).collect()),
+        })
+    }
+
     /// Percentiles per stage (in [`STAGE_NAMES`] order) over the kept records.
     pub fn summary(&self) -> Vec<(&'static str, Percentiles)> {
         STAGE_NAMES
@@ -291,6 +366,7 @@ mod tests {
             stats: None,
             latency_ms: StageTimes { end_to_end: e, ..Default::default() },
             t_s,
+            mask: None,
         };
         // Latency rising with time: 10 ms at the start, 40 ms at the end; one frame never timed.
         let mut v: Vec<FrameRecord> = (0..=30).map(|i| record(f64::from(i), Some(10.0 + f64::from(i)))).collect();
@@ -306,11 +382,35 @@ mod tests {
         let t = Instant::now();
         let mut c = Collector::new(t, 1e9, None);
         for seq in 0..3 {
-            c.pushed(seq, None, None, Stamps::new(t));
+            c.pushed(seq, None, None, Stamps::new(t), None);
         }
         c.at_sink(2, Instant::now());
         assert_eq!(c.counters.frames_at_sink, 1);
         assert_eq!(c.records().count(), 3);
         assert!(c.records().next().unwrap().latency_ms.output.is_none());
+    }
+
+    /// Fresh and held frames are counted apart; ages and the refresh rate come from the records
+    /// (fresh frames 0.1 s apart: 10 masks a second).
+    #[test]
+    fn mask_counters_and_summary() {
+        let t = Instant::now();
+        let mut c = Collector::new(t, 1e9, None);
+        c.pushed(0, None, None, Stamps::new(t), None);
+        for seq in 1..=9u64 {
+            let from = seq - (seq - 1) % 3; // frames 1, 4, 7 fresh; each mask held twice
+            let capture = t + std::time::Duration::from_millis(seq * 100 / 3);
+            let m = MaskRecord { from_frame: from, fresh: from == seq, age_frames: seq - from, age_ms: (seq - from) as f64 * 33.3, model_ms: Some(50.0) };
+            c.pushed(seq, None, None, Stamps::new(capture), Some(m));
+        }
+        c.flush();
+        assert_eq!((c.counters.frames_out, c.counters.mask_fresh, c.counters.mask_held), (10, 3, 6));
+        let s = c.mask_summary().unwrap();
+        assert_eq!((s.age_frames.n, s.age_frames.max, s.model_ms.n), (9, 2.0, 3));
+        assert!((s.refresh_fps - 10.0).abs() < 0.01, "{}", s.refresh_fps);
+        // JSON: the mask travels in the metadata line; a frame without one has no key.
+        let lines: Vec<String> = c.records().map(|r| serde_json::to_string(r).unwrap()).collect();
+        assert!(!lines[0].contains("\"mask\""));
+        assert!(lines[2].contains("\"mask\":{\"from_frame\":1,\"fresh\":false,\"age_frames\":1"), "{}", lines[2]);
     }
 }

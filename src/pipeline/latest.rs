@@ -15,6 +15,14 @@
 //! and forth between the two sides ([`LatestMask::input_buffer`]); the worker reuses the mask of
 //! a result nobody holds any more. [`LatestMask::stop`] joins the worker and returns its error;
 //! [`LatestMask::submit`] says when the worker has stopped.
+//!
+//! Making the model input costs the caller's thread time on every frame it is made for, so a
+//! caller that is short of time asks [`LatestMask::wants_input`] first: yes when the worker is
+//! idle, or will be before the next frame comes (it publishes when it started and how long its
+//! runs take), so that the input is waiting the moment the worker is free and is not made for
+//! frames the worker will never take. [`WorkerOptions`] give the worker a rayon pool of its own
+//! (the model's loops then never queue behind the caller's, nor the caller's behind the model's)
+//! and a lower priority ([`super::priority`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,6 +37,7 @@ use super::error::{PipelineError, Result};
 use super::inference::{SegmentInput, Segmenter};
 use super::latency::LesionStats;
 use super::overlay::MaskStage;
+use super::priority::lower_this_thread;
 use crate::metrics::Mask;
 
 const THREAD: &str = "latest mask";
@@ -44,7 +53,8 @@ pub struct LatestInput {
     /// `[3, h, w]` at the model size, B G R planes, 0..1 (`FrameProcessor::prepare_into`), in a
     /// buffer from [`LatestMask::input_buffer`].
     pub chw: Vec<f32>,
-    /// When the frame was submitted: a mask's age and latency count from here.
+    /// When the frame was captured (or submitted, for a caller without a capture time): a
+    /// mask's age and latency count from here.
     pub submitted: Instant,
 }
 
@@ -102,8 +112,29 @@ pub struct LatestCounters {
     pub without_mask: u64,
 }
 
+/// How the worker runs beside the caller's threads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkerOptions {
+    /// Threads of a rayon pool of the worker's own, where the model's parallel loops run;
+    /// `None`: rayon's global pool (shared with everyone else in the process).
+    pub threads: Option<usize>,
+    /// Nice value for the worker and its pool (0: the caller's; only ever raised, see
+    /// [`super::priority`]).
+    pub nice: i32,
+}
+
+/// What the worker is doing, for [`LatestMask::wants_input`].
+#[derive(Clone, Copy, Debug, Default)]
+struct Phase {
+    /// When it took the input it is running (`None`: waiting for one).
+    running_since: Option<Instant>,
+    /// Moving average of its runs (model and mask), from taking an input to publishing.
+    typical: Option<Duration>,
+}
+
 struct Shared {
     latest: Mutex<Option<Arc<MaskResult>>>,
+    phase: Mutex<Phase>,
     stop: AtomicBool,
 }
 
@@ -131,12 +162,20 @@ pub struct LatestMask {
 
 impl LatestMask {
     /// Starts the worker with the segmenter and the mask settings of `cfg` (threshold, smoothing,
-    /// largest component, model size).
+    /// largest component, model size), on rayon's global pool at the caller's priority.
     pub fn start(segmenter: Box<dyn Segmenter>, cfg: &ProcessConfig) -> Result<LatestMask> {
+        Self::start_with(segmenter, cfg, WorkerOptions::default())
+    }
+
+    /// [`LatestMask::start`] with a pool of the worker's own and a priority ([`WorkerOptions`]).
+    pub fn start_with(segmenter: Box<dyn Segmenter>, cfg: &ProcessConfig, options: WorkerOptions) -> Result<LatestMask> {
+        if options.threads == Some(0) {
+            return Err(PipelineError::Config("the model needs at least 1 thread".into()));
+        }
         let (tx, rx) = bounded::<LatestInput>(1);
         // Inputs in flight: one waiting, one in the worker, one being filled.
         let buffers = bounded::<Vec<f32>>(3);
-        let shared = Arc::new(Shared { latest: Mutex::new(None), stop: AtomicBool::new(false) });
+        let shared = Arc::new(Shared { latest: Mutex::new(None), phase: Mutex::new(Phase::default()), stop: AtomicBool::new(false) });
         let worker = Worker {
             rx: rx.clone(),
             recycle: buffers.0.clone(),
@@ -147,7 +186,7 @@ impl LatestMask {
         };
         let handle = std::thread::Builder::new()
             .name(THREAD.into())
-            .spawn(move || worker.run())
+            .spawn(move || worker.run_with(options))
             .map_err(|source| PipelineError::ThreadSpawn { thread: THREAD, source })?;
         Ok(LatestMask {
             tx,
@@ -202,6 +241,46 @@ impl LatestMask {
         // Only a second producer could fill the slot again: count this input as replaced.
         local.counters.replaced += 1;
         Ok(())
+    }
+
+    /// Whether a frame's input made now is one the worker will take: it is idle, or it is
+    /// expected to finish within `next_frame_in` (when the next frame is due), so that the input
+    /// is there the moment it is free. An input already waiting is only worth replacing while the
+    /// worker is still expected to finish before the next frame (then the newer frame goes in
+    /// its place); once the worker runs over its usual time, the waiting one stays. Until a
+    /// first run has been timed, one input may wait ahead. Also `true` once the worker has
+    /// stopped, so that [`LatestMask::submit`] reports it.
+    pub fn wants_input(&self, next_frame_in: Duration) -> bool {
+        if self.handle.as_ref().is_none_or(JoinHandle::is_finished) {
+            return true;
+        }
+        let waiting = !self.rx.is_empty();
+        let phase = *lock(&self.shared.phase);
+        let Some(since) = phase.running_since else { return true };
+        let Some(typical) = phase.typical else { return !waiting };
+        let done = since + typical;
+        let now = Instant::now();
+        let soon = done <= now + next_frame_in;
+        if waiting {
+            soon && done > now
+        } else {
+            soon
+        }
+    }
+
+    /// The worker is running the model (not waiting for an input).
+    pub fn busy(&self) -> bool {
+        lock(&self.shared.phase).running_since.is_some()
+    }
+
+    /// The moving average of the worker's runs (model and mask), once it has run.
+    pub fn typical_run(&self) -> Option<Duration> {
+        lock(&self.shared.phase).typical
+    }
+
+    /// The worker has ended (an error or a panic: [`LatestMask::stop`] returns it).
+    pub fn stopped(&self) -> bool {
+        self.handle.as_ref().is_none_or(JoinHandle::is_finished)
     }
 
     /// The newest mask, if any.
@@ -268,7 +347,35 @@ struct Worker {
     model_size: (usize, usize),
 }
 
+/// Weight of the newest run in [`Phase::typical`]: a few runs follow a change of speed (another
+/// program taking the cores) without one slow run throwing the estimate.
+const TYPICAL_WEIGHT: f64 = 0.25;
+
 impl Worker {
+    /// Lowers the thread's priority, starts the pool, and runs in it.
+    fn run_with(self, options: WorkerOptions) -> Result<u64> {
+        let nice = options.nice;
+        if nice > 0 {
+            if let Err(e) = lower_this_thread(nice) {
+                tracing::warn!("latest mask: cannot lower the model's priority to nice {nice}: {e}");
+            }
+        }
+        let Some(threads) = options.threads else { return self.run() };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("lightunet-model-{i}"))
+            // Threads inherit the nice value of the thread that starts them (this one); set it
+            // all the same, so that the pool does not depend on who builds it.
+            .start_handler(move |_| {
+                if nice > 0 {
+                    let _ = lower_this_thread(nice);
+                }
+            })
+            .build()
+            .map_err(|e| PipelineError::ThreadSpawn { thread: "model pool", source: std::io::Error::other(e) })?;
+        pool.install(|| self.run())
+    }
+
     /// Runs until stopped; returns the number of masks made, or the first error.
     fn run(mut self) -> Result<u64> {
         let mut next_id = 0u64;
@@ -282,6 +389,7 @@ impl Worker {
             };
             let (mw, mh) = self.model_size;
             let infer_start = Instant::now();
+            lock(&self.shared.phase).running_since = Some(infer_start);
             let seg_input = SegmentInput { seq: input.seq, pts: input.pts, chw: &input.chw, width: mw, height: mh, roi: input.roi };
             let mut probs = self.segmenter.segment(&seg_input)?;
             let stats = self.stage.run(input.seq, &mut probs, input.frame_size, input.roi)?;
@@ -304,7 +412,16 @@ impl Worker {
                 done: Instant::now(),
             };
             next_id += 1;
+            let took = result.done.saturating_duration_since(infer_start);
             spare = lock(&self.shared.latest).replace(Arc::new(result));
+            {
+                let mut phase = lock(&self.shared.phase);
+                phase.running_since = None;
+                phase.typical = Some(match phase.typical {
+                    Some(t) => t.mul_f64(1.0 - TYPICAL_WEIGHT) + took.mul_f64(TYPICAL_WEIGHT),
+                    None => took,
+                });
+            }
             let _ = self.recycle.try_send(input.chw);
         }
         Ok(next_id)
@@ -355,6 +472,88 @@ mod tests {
         assert_eq!(c.fresh + c.held + c.without_mask, frames);
         assert!(c.replaced > 0 && c.inferred > 1 && c.inferred < frames, "{c:?}");
         assert!(c.held > 0, "{c:?}");
+    }
+
+    /// The worker says when an input is worth making: idle; busy but due before the next frame;
+    /// not when it will still be busy then, nor (with one waiting) once it runs late.
+    #[test]
+    fn wants_input_follows_the_worker() {
+        let (go_tx, go_rx) = bounded::<()>(0);
+        let seg = move |i: &SegmentInput| -> Result<Vec<f32>> {
+            // Held until the test says go: the test decides how long each run takes.
+            let _ = go_rx.recv();
+            Ok(vec![0.0; i.width * i.height])
+        };
+        let m = LatestMask::start(Box::new(seg), &cfg(16)).unwrap();
+        let wait_until = |what: &str, f: &dyn Fn() -> bool| {
+            let t = Instant::now();
+            while !f() {
+                assert!(t.elapsed() < Duration::from_secs(20), "never: {what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        assert!(m.wants_input(Duration::ZERO), "idle");
+        m.submit(input(&m, 0, 0.0)).unwrap();
+        wait_until("busy with frame 0", &|| m.busy());
+        // No run timed yet: one input may wait ahead, not two.
+        assert!(m.wants_input(Duration::ZERO));
+        m.submit(input(&m, 1, 0.0)).unwrap();
+        assert!(!m.wants_input(Duration::from_secs(100)));
+        // Frame 0 takes about 400 ms; the worker goes straight on to frame 1.
+        std::thread::sleep(Duration::from_millis(400));
+        go_tx.send(()).unwrap();
+        wait_until("frame 0 published", &|| m.latest().is_some());
+        wait_until("busy with frame 1", &|| m.busy());
+        let typical = m.typical_run().unwrap();
+        assert!(typical >= Duration::from_millis(400), "{typical:?}");
+        assert!(!m.wants_input(Duration::from_millis(10)), "busy for about 400 ms more");
+        assert!(m.wants_input(Duration::from_secs(5)), "done before the next frame");
+        m.submit(input(&m, 2, 0.0)).unwrap();
+        // One waiting and the worker due before the next frame: a newer frame may replace it.
+        assert!(m.wants_input(Duration::from_secs(5)));
+        // Once the worker runs over its usual time the waiting input stays.
+        std::thread::sleep(typical + Duration::from_millis(100));
+        assert!(!m.wants_input(Duration::from_secs(5)), "late: keep the waiting input");
+        go_tx.send(()).unwrap();
+        wait_until("frame 1 published", &|| m.latest().is_some_and(|r| r.seq == 1));
+        go_tx.send(()).unwrap();
+        wait_until("idle", &|| !m.busy() && m.latest().is_some_and(|r| r.seq == 2));
+        assert!(m.wants_input(Duration::ZERO));
+        let c = m.stop().unwrap();
+        assert_eq!((c.submitted, c.replaced, c.inferred), (3, 0, 3));
+    }
+
+    /// With its own pool the model's loops run on that pool's threads, at the nice value asked
+    /// for; the caller's thread keeps its own.
+    #[test]
+    fn the_worker_runs_on_its_own_pool_and_priority() {
+        let seen = Arc::new(Mutex::new(None));
+        let s = seen.clone();
+        let seg = move |i: &SegmentInput| -> Result<Vec<f32>> {
+            let name = std::thread::current().name().map(str::to_string);
+            *lock(&s) = Some((rayon::current_num_threads(), name, super::super::priority::this_thread_nice()));
+            Ok(vec![0.0; i.width * i.height])
+        };
+        let before = super::super::priority::this_thread_nice();
+        let nice = before.map_or(5, |n| (n + 5).min(19));
+        let m = LatestMask::start_with(Box::new(seg), &cfg(16), WorkerOptions { threads: Some(1), nice }).unwrap();
+        m.submit(input(&m, 0, 0.0)).unwrap();
+        let t = Instant::now();
+        while m.latest().is_none() && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        m.stop().unwrap();
+        let (threads, name, got) = lock(&seen).clone().expect("the segmenter ran");
+        assert_eq!(threads, 1);
+        assert_eq!(name.as_deref(), Some("lightunet-model-0"));
+        if cfg!(target_os = "linux") {
+            assert_eq!(got, Some(nice));
+        }
+        assert_eq!(super::super::priority::this_thread_nice(), before);
+        assert!(matches!(
+            LatestMask::start_with(Box::new(|_: &SegmentInput| Ok(vec![])), &cfg(16), WorkerOptions { threads: Some(0), nice: 0 }),
+            Err(PipelineError::Config(_))
+        ));
     }
 
     /// The worker's error comes back from stop(); submit says the worker stopped.

@@ -18,15 +18,16 @@
 //! Buffers live in the processors, so steady-state frames do not allocate here (the segmenter's
 //! output vector aside).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
 
 use super::config::{Mode, OverlayConfig, OverlayStyle, ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
-use super::frame::{AsFrameRef, Frame, FrameLayout, FrameRef, FrameView, PixelFormat, GREY};
+use super::frame::{AsFrameRef, Frame, FrameLayout, FrameMask, FrameRef, FrameView, PixelFormat, GREY};
 use super::inference::{SegmentInput, Segmenter};
-use super::latency::LesionStats;
+use super::latency::{LesionStats, MaskRecord};
 use crate::metrics::{Mask, ShapeError};
 use crate::postprocess::{largest_component_into, ComponentScratch, MaskScaling};
 use crate::preprocess::Preprocessor;
@@ -36,8 +37,10 @@ use crate::preprocess::Preprocessor;
 pub struct Processed {
     pub frame: Frame,
     /// `width * height` bytes, 0 or 255.
-    pub masks: Option<Vec<u8>>,
+    pub masks: Option<FrameMask>,
     pub stats: Option<LesionStats>,
+    /// Live: the mask the frame was drawn with and its age (`None`: recorded, or no mask yet).
+    pub mask: Option<MaskRecord>,
 }
 
 /// From a probability map at model size to the lesion: temporal smoothing, threshold, largest
@@ -292,6 +295,17 @@ impl FrameProcessor {
     pub fn draw(&mut self, view: &mut FrameView, roi: Roi, mask: &Mask) -> Result<(), ShapeError> {
         draw_mask(view, roi, mask, &mut self.stage.scaling, &self.cfg.overlay)
     }
+
+    /// Writes 255 at the lesion pixels of a mask made elsewhere (model size, for `roi`) into a
+    /// `width`-wide, one-byte-per-pixel full-frame mask (`out`); other bytes are untouched.
+    pub fn write_mask(&mut self, mask: &Mask, roi: Roi, out: &mut [u8], width: usize) -> Result<(), ShapeError> {
+        let start = roi.y.checked_mul(width).and_then(|v| v.checked_add(roi.x)).ok_or(ShapeError::Overflow { what: "mask" })?;
+        let len = out.len();
+        let out = out.get_mut(start..).ok_or(ShapeError::Length { what: "mask buffer for the ROI", expected: start, got: len })?;
+        let scaling = &mut self.stage.scaling;
+        scaling.set_sizes(mask.width, mask.height, roi.w, roi.h);
+        scaling.write_mask(mask, out, width, 255)
+    }
 }
 
 /// The command line's inference thread: [`FrameProcessor`] over owned BGR [`Frame`]s, in
@@ -345,7 +359,7 @@ impl Processor {
         let masks = if self.want_masks {
             let mut m = vec![0u8; FrameLayout::packed(w, h, GREY)?.min_len(GREY)?];
             self.core.stage.write_mask(&mut m, w, roi).map_err(|e| PipelineError::Frame { seq, message: e.to_string() })?;
-            Some(m)
+            Some(FrameMask { key: seq, data: Arc::new(m) })
         } else {
             None
         };
@@ -363,6 +377,8 @@ impl Processor {
             let dt = now.duration_since(prev).as_secs_f64();
             self.dt_ema = if self.dt_ema == 0.0 { dt } else { 0.9 * self.dt_ema + 0.1 * dt };
         }
-        Ok(Processed { frame, masks, stats })
+        // Live: each frame shown has its own mask (the frames the model missed were dropped).
+        let mask = (self.core.cfg.mode == Mode::Live).then(|| MaskRecord::own(seq));
+        Ok(Processed { frame, masks, stats, mask })
     }
 }

@@ -88,6 +88,7 @@ mod tests {
                 stats: None,
                 latency_ms: StageTimes { end_to_end: Some(100.0 + (i % 7) as f64 * 10.0), inference: Some(80.0), queue: Some(5.0), ..Default::default() },
                 t_s: i as f64 * 0.04,
+                mask: None,
             })
             .collect();
         let path = std::env::temp_dir().join(format!("lightunet-plot-{}.png", std::process::id()));

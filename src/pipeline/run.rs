@@ -3,11 +3,23 @@
 //!
 //! ```text
 //! input pipeline -> appsink callback -> [queue: capacity N] -> inference thread (Processor)
-//!     -> [queue: 2] -> pusher thread -> appsrc -> output pipelines (video, masks)
+//!     -> [queue: 2] -> pusher thread -> appsrc -> output pipelines (video, masks, recording)
 //! ```
 //! What the callback, the threads and the bus watch share is one `RunContext`.
 //! Recorded mode: the appsink callback blocks on a full queue (every frame is processed, in order).
-//! Live mode: it never blocks; on a full queue the oldest frame is dropped and counted.
+//! Live mode: it never blocks; on a full queue the oldest frame is dropped and counted. Live with
+//! [`Show::LatestMask`] (the default) puts the display thread ([`Display`]) where the inference
+//! and pusher threads are: every frame is drawn with the newest mask and pushed at once, while
+//! the model runs on the latest-mask worker (its own pool, niced) on the newest frame it can take:
+//! ```text
+//! appsink callback -> [queue] -> display thread (model input when the worker is free; newest
+//!     mask drawn; pushed) -> outputs
+//!                        '-> latest-mask worker (model, mask) -> the newest mask -'
+//! ```
+//! One thread from the queue to the outputs: on a loaded 2-core machine each hand-over between
+//! threads cost a frame up to several ms at p99 (measured: 7 ms between display and pusher).
+//! A live recording (`record`) is an output of its own whose failure ends the recording, not the
+//! run (see [`super::sink::Recording`]).
 //! Shutdown: EOS (end of input, Ctrl-C, `max_frames`, a stalled live source) closes the input
 //! queue; the inference thread drains it and closes its queue; the pusher sends EOS into the
 //! outputs; the run ends when every output has posted EOS. An error aborts: outputs go to `Null`
@@ -26,13 +38,15 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, SendTimeoutError, S
 use gst::prelude::*;
 use serde::Serialize;
 
-use super::config::{Mode, ProcessConfig, Roi, SinkSpec, SourceSpec};
+use super::config::{Mode, ProcessConfig, Roi, Show, SinkSpec, SourceSpec};
+use super::display::Display;
 use super::error::{panic_message, PipelineError, Result};
 use super::inference::Segmenter;
 use super::frame::Frame;
-use super::latency::{Collector, Counters, FrameRecord, Percentiles, Stamps};
+use super::latency::{Collector, Counters, FrameRecord, MaskSummary, Percentiles, Stamps};
+use super::latest::LatestCounters;
 use super::overlay::{Processed, Processor};
-use super::sink::Outputs;
+use super::sink::{check_recording, Outputs, RecordingHandle, RecordingReport};
 use super::source::{build_input, capture_bgr, init, Captured};
 use crate::output::{OutputPlan, PendingFile, Staged};
 
@@ -42,6 +56,9 @@ pub struct Job {
     pub output: SinkSpec,
     /// Raw masks (0/255 grey) as a second output.
     pub masks: Option<SinkSpec>,
+    /// Live: the annotated frames recorded to this file (`.mkv`, `.mp4`) as they are shown,
+    /// under its own name from the first frame (a crash leaves it playable up to then).
+    pub record: Option<PathBuf>,
     /// Per-frame JSON lines.
     pub metadata: Option<PathBuf>,
     /// Replace existing output files (metadata included).
@@ -62,6 +79,7 @@ impl Job {
             source,
             output,
             masks: None,
+            record: None,
             metadata: None,
             overwrite: false,
             config: ProcessConfig::default(),
@@ -82,6 +100,13 @@ impl Job {
         if let Some(m) = &self.masks {
             m.plan(&mut plan, "masks output")?;
         }
+        if let Some(r) = &self.record {
+            if self.config.mode != Mode::Live {
+                return Err(PipelineError::Config("a recording (--record) is for live runs; `process` writes its output file".into()));
+            }
+            check_recording(r)?;
+            plan.file("recording", r, self.overwrite);
+        }
         if let Some(m) = &self.metadata {
             plan.file("metadata output", m, self.overwrite);
         }
@@ -93,6 +118,8 @@ impl Job {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub mode: &'static str,
+    /// Live: `latest-mask` (every frame, the newest mask) or `processed`.
+    pub show: Option<&'static str>,
     /// The most frames one model run took (recorded mode runs the frames waiting in the queue
     /// together, up to its `batch`; their inference stage is that whole run).
     pub batch: usize,
@@ -111,6 +138,12 @@ pub struct Report {
     pub input_error: Option<String>,
     /// The run was stopped from outside (Ctrl-C) or by a stalled live source.
     pub stopped: Option<String>,
+    /// Live: the masks the frames were shown with (age, refresh rate, the model's runs).
+    pub masks: Option<MaskSummary>,
+    /// Live, latest-mask: the worker's counters (inputs submitted and replaced, masks made).
+    pub latest: Option<LatestCounters>,
+    /// Live: the recording, when there was one.
+    pub recording: Option<RecordingReport>,
     #[serde(skip)]
     pub records: Vec<FrameRecord>,
 }
@@ -138,12 +171,32 @@ struct RunContext {
     callback_error: Mutex<Option<PipelineError>>,
 }
 
-/// The two worker threads. Each returns its error at join.
+/// What the thread that takes the frames (inference or display) returns.
+#[derive(Default)]
+struct FramesDone {
+    /// The largest batch the model ran (1 in live mode).
+    largest_batch: usize,
+    /// Latest-mask: the worker's counters.
+    latest: Option<LatestCounters>,
+    /// The display thread, which pushes: when it pushed the last frame.
+    last_push: Option<Instant>,
+}
+
+/// The worker threads. Each returns its error at join.
 struct Workers {
-    /// Returns the largest batch it ran.
-    inference: JoinHandle<Result<usize>>,
-    /// Returns when it pushed the last frame.
-    pusher: JoinHandle<Result<Option<Instant>>>,
+    /// The inference thread, or the display thread (live, latest-mask).
+    inference: JoinHandle<Result<FramesDone>>,
+    /// Its name, for errors.
+    frames_thread: &'static str,
+    /// Returns when it pushed the last frame. `None`: the display thread pushes itself.
+    pusher: Option<JoinHandle<Result<Option<Instant>>>>,
+}
+
+impl Workers {
+    /// The thread that pushes into the outputs has ended (and sent them EOS, unless it failed).
+    fn pushing_done(&self) -> bool {
+        self.pusher.as_ref().map_or_else(|| self.inference.is_finished(), JoinHandle::is_finished)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -184,6 +237,10 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
 
     let input = build_input(&job.source, live)?;
     let mut outputs = Outputs::build(&job.output, job.masks.as_ref(), mode, Some(collector.clone()))?;
+    let recording = match &job.record {
+        Some(p) => Some(outputs.add_recording(p, job.overwrite, job.config.model_nice)?),
+        None => None,
+    };
     let mut staged = outputs.take_staged();
     if let Some(f) = metadata_file {
         staged.push(f);
@@ -196,7 +253,6 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
     // A recorded batch can only take frames that are waiting: the queue holds at least one batch.
     let capacity = if live { job.config.queue_capacity } else { job.config.queue_capacity.max(job.config.batch) };
     let (in_tx, in_rx) = bounded::<Frame>(capacity);
-    let (out_tx, out_rx) = bounded::<Processed>(2);
     let ctx = Arc::new(RunContext {
         mode,
         max_frames: job.max_frames,
@@ -211,12 +267,21 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
 
     install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone());
 
-    let processor = Processor::new(job.config.clone(), default_roi, outputs.masks.is_some());
-    let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
+    let want_masks = outputs.masks.is_some();
+    let out_buses: Vec<gst::Bus> = outputs.required().filter_map(|o| o.pipeline.bus()).collect();
     let out_pipelines: Vec<gst::Pipeline> = outputs.iter().map(|o| o.pipeline.clone()).collect();
-    let workers = Workers {
-        inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
-        pusher: spawn_pusher(ctx.clone(), outputs, out_rx)?,
+    let latest_mask = live && job.config.show == Show::LatestMask;
+    let workers = if latest_mask {
+        let display = Display::new(job.config.clone(), default_roi, want_masks, segmenter)?;
+        Workers { inference: spawn_display(ctx.clone(), display, outputs, in_rx)?, frames_thread: "display", pusher: None }
+    } else {
+        let (out_tx, out_rx) = bounded::<Processed>(2);
+        let processor = Processor::new(job.config.clone(), default_roi, want_masks);
+        Workers {
+            inference: spawn_inference(ctx.clone(), processor, segmenter, in_rx, out_tx)?,
+            frames_thread: "inference",
+            pusher: Some(spawn_pusher(ctx.clone(), outputs, out_rx)?),
+        }
     };
 
     let in_bus = input.pipeline.bus().ok_or_else(|| PipelineError::gst("input", "no bus"))?;
@@ -225,7 +290,7 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
             p.set_state(gst::State::Playing).map_err(|_| bus_error(p, "output"))?;
         }
         input.pipeline.set_state(gst::State::Playing).map_err(|_| bus_error(&input.pipeline, "input"))?;
-        Ok(watch(&ctx, &job, &input.pipeline, &in_bus, &out_buses, &workers))
+        Ok(watch(&ctx, &job, &input.pipeline, &in_bus, &out_buses, recording.as_ref(), &workers))
     })();
 
     // Shutdown in order; see the module comment.
@@ -237,20 +302,29 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
         }
     }
     lock(&ctx.sender).take();
-    let inference_result = join(workers.inference, "inference");
-    let pusher_result = join(workers.pusher, "pusher");
+    let inference_result = join(workers.inference, workers.frames_thread);
+    let pusher_result = workers.pusher.map(|p| join(p, "pusher"));
     let _ = input.pipeline.set_state(gst::State::Null);
     for p in &out_pipelines {
         let _ = p.set_state(gst::State::Null);
     }
+    if let Some(r) = &recording {
+        // A recording that never got a frame is an empty file: not left behind.
+        if r.report().recorded == 0 {
+            r.remove_file();
+        }
+    }
     let outcome = outcome?;
     // The inference thread's own error is the cause when it stopped the run; a pusher error after
     // an output error is only the consequence (a flushing appsrc).
-    let largest_batch = inference_result?;
+    let FramesDone { largest_batch, latest, last_push } = inference_result?;
     if let Some(e) = outcome.error {
         return Err(e);
     }
-    let last_push = pusher_result?;
+    let last_push = match pusher_result {
+        Some(r) => r?,
+        None => last_push,
+    };
 
     let mut c = lock(&ctx.collector);
     c.flush();
@@ -264,11 +338,15 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
             return Err(PipelineError::Stream { side: "input", message: format!("no video frame could be decoded: {e}"), debug: None });
         }
     }
-    let counters = c.counters;
+    let mut counters = c.counters;
+    if live {
+        counters.mask_none = counters.frames_out.saturating_sub(counters.mask_fresh + counters.mask_held);
+    }
     let first = c.records().next().map(|r| r.t_s).unwrap_or(0.0);
     let span = last_push.map(|t| t.saturating_duration_since(start).as_secs_f64() - first).unwrap_or(0.0);
     let report = Report {
         mode: if live { "live" } else { "recorded" },
+        show: live.then(|| job.config.show.name()),
         batch: largest_batch.max(1),
         counters,
         wall_s: start.elapsed().as_secs_f64(),
@@ -278,6 +356,9 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
         peak_rss_mb: peak_rss_mb(),
         input_error: outcome.input_error,
         stopped: outcome.stopped,
+        masks: if live { c.mask_summary() } else { None },
+        latest,
+        recording: recording.map(|r| r.report()),
         records: if job.keep_records { c.records().cloned().collect() } else { Vec::new() },
     };
     Ok((report, staged))
@@ -442,6 +523,53 @@ fn on_sample(
     Ok(gst::FlowSuccess::Ok)
 }
 
+/// The display thread (live, latest-mask): each frame through the [`Display`] and into the
+/// outputs, in order; EOS into them when the input queue closes. Ends then, or at once on abort
+/// or an output error; stops the latest-mask worker, whose error (a failed or panicking model)
+/// is the thread's. An error leaves the outputs without EOS: the watch sees the thread gone with
+/// the input still open and ends the run.
+fn spawn_display(ctx: Arc<RunContext>, mut display: Display, mut outputs: Outputs, rx: Receiver<Frame>) -> Result<JoinHandle<Result<FramesDone>>> {
+    let exit_ctx = ctx.clone();
+    let on_exit = move || exit_ctx.consumer_gone.store(true, Ordering::SeqCst);
+    spawn("display", on_exit, move || {
+        let mut last_push = None;
+        let shown = (|| -> Result<()> {
+            loop {
+                if ctx.abort.load(Ordering::SeqCst) {
+                    return Ok(());
+                }
+                let frame = match rx.recv_timeout(Duration::from_millis(100)) {
+                    Ok(f) => f,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        outputs.end_of_stream();
+                        return Ok(());
+                    }
+                };
+                last_push = Some(push_processed(&ctx, &mut outputs, display.show(frame)?)?);
+            }
+        })();
+        let stopped = display.stop();
+        match (shown, stopped) {
+            // The worker stopped: its own error is the cause.
+            (Err(PipelineError::ThreadStopped { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(c)) => Ok(FramesDone { largest_batch: 1, latest: Some(c), last_push }),
+        }
+    })
+}
+
+/// Records a processed frame in the collector and pushes it into the outputs; returns when.
+fn push_processed(ctx: &RunContext, outputs: &mut Outputs, p: Processed) -> Result<Instant> {
+    let Processed { mut frame, masks, stats, mask } = p;
+    let now = Instant::now();
+    frame.stamps.pushed = Some(now);
+    lock(&ctx.collector).pushed(frame.seq, frame.pts, stats, frame.stamps, mask);
+    outputs.push(frame, masks.as_ref())?;
+    ctx.pushed_any.store(true, Ordering::SeqCst);
+    Ok(now)
+}
+
 /// The inference thread: takes the frames already waiting (up to a batch), runs the processor on
 /// them and hands them to the pusher in order. Ends when the input queue closes, when the
 /// pusher is gone, or at once on abort.
@@ -451,21 +579,21 @@ fn spawn_inference(
     mut segmenter: Box<dyn Segmenter>,
     rx: Receiver<Frame>,
     tx: Sender<Processed>,
-) -> Result<JoinHandle<Result<usize>>> {
+) -> Result<JoinHandle<Result<FramesDone>>> {
     let exit_ctx = ctx.clone();
     let on_exit = move || exit_ctx.consumer_gone.store(true, Ordering::SeqCst);
     spawn("inference", on_exit, move || {
-        // Returns the largest batch it ran.
         let mut largest = 0usize;
+        let done = |largest| Ok(FramesDone { largest_batch: largest, latest: None, last_push: None });
         let max_batch = processor.max_batch();
         loop {
             if ctx.abort.load(Ordering::SeqCst) {
-                return Ok(largest);
+                return done(largest);
             }
             let first = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(f) => f,
                 Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => return Ok(largest),
+                Err(RecvTimeoutError::Disconnected) => return done(largest),
             };
             // Only frames already waiting join the batch: never wait for one.
             let mut frames = vec![first];
@@ -482,7 +610,7 @@ fn spawn_inference(
             }
             for processed in processor.process_batch(frames, segmenter.as_mut())? {
                 if tx.send(processed).is_err() {
-                    return Ok(largest); // the pusher stopped (its error is reported by it)
+                    return done(largest); // the pusher stopped (its error is reported by it)
                 }
             }
         }
@@ -494,13 +622,8 @@ fn spawn_inference(
 fn spawn_pusher(ctx: Arc<RunContext>, mut outputs: Outputs, rx: Receiver<Processed>) -> Result<JoinHandle<Result<Option<Instant>>>> {
     spawn("pusher", || {}, move || {
         let mut last = None;
-        for Processed { mut frame, masks, stats } in rx.iter() {
-            let now = Instant::now();
-            frame.stamps.pushed = Some(now);
-            lock(&ctx.collector).pushed(frame.seq, frame.pts, stats, frame.stamps);
-            outputs.push(frame, masks.as_deref())?;
-            ctx.pushed_any.store(true, Ordering::SeqCst);
-            last = Some(now);
+        for processed in rx.iter() {
+            last = Some(push_processed(&ctx, &mut outputs, processed)?);
         }
         outputs.end_of_stream();
         Ok(last)
@@ -521,11 +644,21 @@ struct Loop {
 }
 
 /// The main thread's loop until every output has posted EOS, an error, or a stop: reads the
-/// buses, watches the workers, the stop flag and (live) a stalled source.
-fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, out_buses: &[gst::Bus], workers: &Workers) -> Loop {
+/// buses, watches the workers, the stop flag and (live) a stalled source. The recording's bus is
+/// read apart: its error ends the recording only, and a failed recording posts no EOS.
+fn watch(
+    ctx: &RunContext,
+    job: &Job,
+    input: &gst::Pipeline,
+    in_bus: &gst::Bus,
+    out_buses: &[gst::Bus],
+    recording: Option<&RecordingHandle>,
+    workers: &Workers,
+) -> Loop {
     let cfg = &job.config;
     let mut out = Loop { error: None, input_error: None, stopped: None };
     let mut out_eos = vec![false; out_buses.len()];
+    let mut record_eos = false;
     let mut eos_sent: Option<Instant> = None;
     let mut pusher_done: Option<Instant> = None;
     let mut last_report = Instant::now();
@@ -565,10 +698,20 @@ fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, 
                 }
             }
         }
+        if let Some(r) = recording {
+            while let Some(msg) = r.bus.pop() {
+                match msg.view() {
+                    gst::MessageView::Eos(_) => record_eos = true,
+                    gst::MessageView::Error(e) if !r.failed() => r.fail(stream_error("recording", e).to_string()),
+                    gst::MessageView::Warning(w) => tracing::warn!("recording: {}", w.error()),
+                    _ => {}
+                }
+            }
+        }
         if duration.is_none() && lock(&ctx.last_frame).is_some() {
             duration = input.query_duration::<gst::ClockTime>();
         }
-        if out_eos.iter().all(|&e| e) {
+        if out_eos.iter().all(|&e| e) && (record_eos || recording.is_none_or(RecordingHandle::failed)) {
             // Demuxers often stop quietly at the end of a truncated file: compare with the
             // container's duration so that the loss is reported, not silent.
             let end = lock(&ctx.last_frame).and_then(|f| f.end);
@@ -585,12 +728,16 @@ fn watch(ctx: &RunContext, job: &Job, input: &gst::Pipeline, in_bus: &gst::Bus, 
             }
             return out;
         }
-        if workers.inference.is_finished() && !workers.pusher.is_finished() && lock(&ctx.sender).is_some() {
+        let stopped_early = match &workers.pusher {
+            Some(p) => !p.is_finished(),
+            None => true, // the display thread pushes: ended with the input open, it failed
+        };
+        if workers.inference.is_finished() && stopped_early && lock(&ctx.sender).is_some() {
             // The inference thread failed: its error is collected at join.
-            out.error = Some(PipelineError::ThreadStopped { thread: "inference" });
+            out.error = Some(PipelineError::ThreadStopped { thread: workers.frames_thread });
             return out;
         }
-        if workers.pusher.is_finished() {
+        if workers.pushing_done() {
             let t = *pusher_done.get_or_insert_with(Instant::now);
             if !ctx.pushed_any.load(Ordering::SeqCst) {
                 return out; // nothing was pushed: no EOS will come from an unnegotiated output

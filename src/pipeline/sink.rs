@@ -8,30 +8,51 @@
 //! The appsrc caps are `video/x-raw,format=BGR` (annotated frames) or `GRAY8` (masks) at the
 //! frame's size; a resolution change mid-stream is scaled back to the first frame's size so that
 //! encoders and muxers never renegotiate. 4:2:0 encoders get a 1-px black pad on odd sizes.
+//!
+//! A live recording ([`Recording`], `live --record`) is a pipeline of its own, fed the same
+//! annotated buffers as the video output (shared, not copied):
+//! ```text
+//! {appsrc: at most RECORD_QUEUE frames waiting, more are dropped and counted} - {videoconvert}
+//!   - ... - {x264enc zerolatency ! h264parse ! matroskamux streamable | mp4mux fragmented} - {filesink}
+//! ```
+//! Apart from the display so that it can never hold the display up: no shared queue, clock or
+//! latency, its own streaming thread (and x264's threads) at a lower priority, and an error in it
+//! (a full disk) ends the recording, not the run. It is written under its own name from the
+//! first frame, in a form that plays when cut anywhere, and synced to disk every second, so that
+//! a crash or a power cut leaves a playable file up to about then.
 
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use serde::Serialize;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
 
 use super::config::{Mode, OutputFormat, SinkSpec};
 use super::error::{PipelineError, Result};
-use super::frame::{Frame, FrameBuffer, FrameLayout, Timing, BGR, GREY};
+use super::frame::{Frame, FrameBuffer, FrameLayout, FrameMask, Timing, BGR, GREY};
 use super::latency::Collector;
+use super::priority::lower_this_thread;
 use super::source::launch;
 use crate::output::{OutputError, Pending, PendingDir, PendingFile, Staged};
 
 const APPSRC_NAME: &str = "lightunet_out";
 
-/// The outputs of a run, by role. Another kind of output (a recording, a metadata stream) is
-/// another field here and another step in [`Outputs::push`].
+/// The outputs of a run, by role. Another kind of output (a metadata stream) is another field
+/// here and another step in [`Outputs::push`].
 pub struct Outputs {
     /// The annotated frames (BGR).
     pub video: Output,
     /// The masks (GRAY8, 0 or 255), when asked for.
     pub masks: Option<Output>,
+    /// Live: the annotated frames recorded as they are shown ([`Outputs::add_recording`]).
+    pub record: Option<Recording>,
 }
 
 impl Outputs {
@@ -44,7 +65,17 @@ impl Outputs {
         Ok(Outputs {
             video: build_output(video, "video output", gst_video::VideoFormat::Bgr, mode, collector)?,
             masks: masks.map(|m| build_output(m, "masks output", gst_video::VideoFormat::Gray8, mode, None)).transpose()?,
+            record: None,
         })
+    }
+
+    /// Adds a live recording of the annotated frames to `path` (see [`Recording`]); its
+    /// streaming threads run at `nice`. Returns what the run watches of it.
+    pub fn add_recording(&mut self, path: &Path, overwrite: bool, nice: i32) -> Result<RecordingHandle> {
+        let r = Recording::build(path, overwrite, nice)?;
+        let handle = r.handle();
+        self.record = Some(r);
+        Ok(handle)
     }
 
     /// The file outputs, still under their temporary names: committed, they move into place;
@@ -59,19 +90,28 @@ impl Outputs {
         staged
     }
 
-    /// Every output, the video first.
+    /// Every output, the video first (the recording last).
     pub fn iter(&self) -> impl Iterator<Item = &Output> {
+        self.required().chain(self.record.as_ref().map(|r| &r.output))
+    }
+
+    /// The outputs whose failure fails the run (all but the recording).
+    pub fn required(&self) -> impl Iterator<Item = &Output> {
         std::iter::once(&self.video).chain(self.masks.as_ref())
     }
 
-    /// Pushes a processed frame: its mask (`width * height` bytes) to the masks output when both
-    /// exist, then the frame's own buffer to the video output, without a copy.
-    pub fn push(&mut self, frame: Frame, masks: Option<&[u8]>) -> Result<()> {
+    /// Pushes a processed frame: its mask to the masks output when both exist, then the frame's
+    /// own buffer to the recording (shared) and the video output, without a copy.
+    pub fn push(&mut self, frame: Frame, masks: Option<&FrameMask>) -> Result<()> {
         let t = frame.timing();
         if let (Some(mask), Some(out)) = (masks, self.masks.as_mut()) {
-            out.push(FrameLayout::packed(frame.layout.width, frame.layout.height, GREY)?, mask, t)?;
+            out.push_keyed(mask.key, FrameLayout::packed(frame.layout.width, frame.layout.height, GREY)?, &mask.data, t)?;
         }
-        self.video.push_frame(frame.data, frame.layout, t)
+        let buffer = self.video.frame_buffer(frame.data, frame.layout, t)?;
+        if let Some(r) = self.record.as_mut() {
+            r.offer(&buffer, frame.layout, t);
+        }
+        self.video.push_buffer(buffer, t)
     }
 
     pub fn end_of_stream(&self) {
@@ -94,6 +134,8 @@ pub struct Output {
     /// A file output under its temporary name (a `%d` sequence: in a temporary folder) until the
     /// run commits it.
     pending: Option<Pending>,
+    /// The last buffer made by [`Output::push_keyed`], with its key.
+    keyed: Option<(u64, gst::Buffer)>,
     pub pushed: u64,
 }
 
@@ -184,7 +226,7 @@ fn build_output(
             gst::PadProbeReturn::Ok
         });
     }
-    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, pending, pushed: 0 })
+    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, pending, keyed: None, pushed: 0 })
 }
 
 impl Output {
@@ -235,17 +277,43 @@ impl Output {
 
     /// Pushes a captured frame's own buffer (BGR, GStreamer's default strides), without a copy.
     pub fn push_frame(&mut self, frame: FrameBuffer, layout: FrameLayout, t: Timing) -> Result<()> {
+        let buffer = self.frame_buffer(frame, layout, t)?;
+        self.push_buffer(buffer, t)
+    }
+
+    /// A captured frame's own buffer, checked against this output's layout, ready to push.
+    fn frame_buffer(&mut self, frame: FrameBuffer, layout: FrameLayout, t: Timing) -> Result<gst::Buffer> {
         let info = self.layout_for(layout.size(), t.fps)?;
         if self.format != gst_video::VideoFormat::Bgr || info.stride()[0] as usize != layout.stride || frame.len() != info.size() {
             let FrameLayout { width, height, stride } = layout;
             return Err(PipelineError::gst("output", format!("frame buffer layout ({width}x{height}, stride {stride}) does not match the output's")));
         }
-        self.push_buffer(frame.0.into_buffer(), t)
+        Ok(frame.0.into_buffer())
+    }
+
+    /// [`Output::push`], but a frame whose `key` is the previous one's pushes the buffer made for
+    /// it again (its pixels shared, no copy).
+    pub fn push_keyed(&mut self, key: u64, layout: FrameLayout, data: &[u8], t: Timing) -> Result<()> {
+        let buffer = match &self.keyed {
+            Some((k, b)) if *k == key && self.caps_for.is_some_and(|(w, h, _)| (w, h) == layout.size()) => b.copy(),
+            _ => {
+                let b = self.buffer_from(layout, data, t)?;
+                self.keyed = Some((key, b.copy()));
+                b
+            }
+        };
+        self.push_buffer(buffer, t)
     }
 
     /// Pushes a copy of one frame of `data` in `layout` (3 or 1 bytes per pixel, the output's
     /// format).
     pub fn push(&mut self, layout: FrameLayout, data: &[u8], t: Timing) -> Result<()> {
+        let buffer = self.buffer_from(layout, data, t)?;
+        self.push_buffer(buffer, t)
+    }
+
+    /// A new buffer in this output's layout holding a copy of `data` (in `layout`).
+    fn buffer_from(&mut self, layout: FrameLayout, data: &[u8], t: Timing) -> Result<gst::Buffer> {
         let bpp = self.format_bpp();
         layout.check("frame to push", data.len(), bpp)?;
         let info = self.layout_for(layout.size(), t.fps)?;
@@ -262,7 +330,7 @@ impl Output {
                 dst[y * out.stride..y * out.stride + row].copy_from_slice(&data[y * layout.stride..y * layout.stride + row]);
             }
         }
-        self.push_buffer(buffer, t)
+        Ok(buffer)
     }
 
     fn format_bpp(&self) -> usize {
@@ -276,4 +344,282 @@ impl Output {
     pub fn end_of_stream(&self) {
         let _ = self.appsrc.end_of_stream();
     }
+}
+
+/// Frames the recording may hold waiting for its encoder before newer ones are dropped (and
+/// counted): a burst of about a quarter second at 30 fps rides through, a disk or an encoder
+/// that falls behind for longer costs recorded frames, never displayed ones. Each waiting frame
+/// is a reference to a frame buffer already made (6 MB at 1080p), not a copy.
+pub const RECORD_QUEUE: u64 = 8;
+
+/// How often the recording is synced to disk: what a power cut can take from it.
+const RECORD_SYNC_EVERY: Duration = Duration::from_secs(1);
+
+/// A recording's containers: both play when cut anywhere.
+fn record_chain(path: &Path) -> Result<&'static str> {
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    // No B-frames and no lookahead (zerolatency): a frame is written as soon as it is encoded, so
+    // a cut loses only what the encoder and the muxer hold. A keyframe every 2 s at 30 fps.
+    // Unbuffered: each write goes to the kernel at once (a crash of this process loses nothing
+    // written); the sync thread then puts it on the disk.
+    Ok(match ext.as_str() {
+        // streamable: clusters are written as they fill and nothing is rewritten at the end, so
+        // the file is a valid Matroska stream at every cluster boundary.
+        "mkv" => "x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! h264parse ! matroskamux streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
+        // Fragmented: the header first, then a fragment (moof + mdat) per second; a player reads
+        // the file up to its last whole fragment.
+        "mp4" | "m4v" => "x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! h264parse ! mp4mux fragment-duration=1000 streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
+        other => {
+            return Err(PipelineError::Config(format!(
+                "recording {}: `.{other}` is not a recording format: use .mkv (Matroska, written as it goes) or .mp4 (fragmented MP4, 1 s fragments); both play when cut",
+                path.display()
+            )))
+        }
+    })
+}
+
+/// Checks a recording's file name (its format) before anything starts.
+pub fn check_recording(path: &Path) -> Result<()> {
+    record_chain(path).map(|_| ())
+}
+
+/// What the run and the report see of a recording, shared with the thread that feeds it.
+#[derive(Debug, Default)]
+struct RecordState {
+    /// The regular file this run created (or truncated, with `--overwrite`) for the recording:
+    /// removed if it gets no frame. `None` for an existing FIFO or device, written in place and
+    /// never removed.
+    owned_file: Mutex<Option<PathBuf>>,
+    /// Frames handed to the recording's pipeline.
+    recorded: AtomicU64,
+    /// Frames dropped because RECORD_QUEUE frames were still waiting for the encoder.
+    dropped: AtomicU64,
+    /// Frames not offered any more because the recording had failed.
+    after_failure: AtomicU64,
+    failed: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl RecordState {
+    /// Removes the file this run made for the recording if it got no frame (see `owned_file`).
+    fn remove_if_empty(&self) {
+        if self.recorded.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        let owned = self.owned_file.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(path) = owned {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!("recording {}: cannot remove the empty file: {e}", path.display());
+            }
+        }
+    }
+}
+
+impl Drop for RecordState {
+    /// A run that ended before its first frame (an error while starting) leaves no empty file.
+    fn drop(&mut self) {
+        self.remove_if_empty();
+    }
+}
+
+/// A recording's outcome, for the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RecordingReport {
+    pub path: PathBuf,
+    /// Frames handed to the recording (all of them are in the file unless it failed).
+    pub recorded: u64,
+    /// Frames left out because the encoder was behind (the display had them).
+    pub dropped: u64,
+    /// Frames after the recording failed.
+    pub after_failure: u64,
+    /// Why the recording stopped before the end (the display went on).
+    pub error: Option<String>,
+}
+
+/// The run's handle on a recording: its pipeline and bus (watched apart from the other
+/// outputs: its failure ends the recording, not the run) and its counters.
+#[derive(Clone)]
+pub struct RecordingHandle {
+    pub pipeline: gst::Pipeline,
+    pub bus: gst::Bus,
+    path: PathBuf,
+    state: Arc<RecordState>,
+}
+
+impl RecordingHandle {
+    /// The recording failed: it is stopped (set to `Null`) and fed no more frames; the run goes
+    /// on. The first error is kept.
+    pub fn fail(&self, message: String) {
+        tracing::error!("recording {}: {message}; the recording stops here, the display goes on", self.path.display());
+        let mut e = self.state.error.lock().unwrap_or_else(|e| e.into_inner());
+        e.get_or_insert(message);
+        self.state.failed.store(true, Ordering::SeqCst);
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+
+    /// Removes the file (a recording that got no frame; call once its pipeline is `Null`).
+    /// Removes nothing once it got a frame, nor a FIFO or device it was written into; once only.
+    pub fn remove_file(&self) {
+        self.state.remove_if_empty();
+    }
+
+    pub fn failed(&self) -> bool {
+        self.state.failed.load(Ordering::SeqCst)
+    }
+
+    pub fn report(&self) -> RecordingReport {
+        let s = &self.state;
+        RecordingReport {
+            path: self.path.clone(),
+            recorded: s.recorded.load(Ordering::SeqCst),
+            dropped: s.dropped.load(Ordering::SeqCst),
+            after_failure: s.after_failure.load(Ordering::SeqCst),
+            error: s.error.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
+    }
+}
+
+/// A live recording of the annotated frames (see the module comment).
+pub struct Recording {
+    pub output: Output,
+    path: PathBuf,
+    state: Arc<RecordState>,
+    /// Syncs the file to disk every RECORD_SYNC_EVERY; stopped and joined on drop.
+    sync: Option<(Sender<()>, JoinHandle<()>)>,
+}
+
+impl Recording {
+    /// Creates the file under its own name (an existing one only with `overwrite`, checked by
+    /// the output plan first) and builds the pipeline; its streaming threads start at `nice`.
+    fn build(path: &Path, overwrite: bool, nice: i32) -> Result<Recording> {
+        let chain = record_chain(path)?;
+        let location = path
+            .to_str()
+            .ok_or_else(|| OutputError::NotUtf8 { role: "recording".into(), path: path.to_path_buf() })?;
+        // Written under its own name, not staged: a crash must leave it where the user looks.
+        // An existing FIFO or device (as for the other outputs: a stream, not stored data) is
+        // written in place: not created, not synced, never removed.
+        let special = std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir());
+        let file = if special {
+            None
+        } else {
+            // Claimed before GStreamer opens it: without --overwrite, a file that appeared since
+            // the plan was checked is not replaced.
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(overwrite)
+                .create_new(!overwrite)
+                .open(path)
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => OutputError::Exists { role: "recording".into(), path: path.to_path_buf() },
+                    _ => OutputError::io("recording", path, e),
+                })?;
+            Some(f)
+        };
+        let state = Arc::new(RecordState::default());
+        *state.owned_file.lock().unwrap_or_else(|e| e.into_inner()) = file.as_ref().map(|_| path.to_path_buf());
+        let output = build_output(&SinkSpec::Launch(chain.into()), "recording", gst_video::VideoFormat::Bgr, Mode::Live, None)?;
+        let sink = output.pipeline.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("recording", "file sink missing"))?;
+        sink.set_property("location", location);
+        // The display output's appsrc drops when one frame waits (live: the newest matters);
+        // the recording wants every frame it can encode: no limit there, RECORD_QUEUE here.
+        output.appsrc.set_property_from_str("leaky-type", "none");
+        output.appsrc.set_max_bytes(0);
+        if nice > 0 {
+            let bus = output.pipeline.bus().ok_or_else(|| PipelineError::gst("recording", "no bus"))?;
+            // GStreamer announces each streaming thread from inside it as it starts: lower it
+            // there. x264's threads are started by that thread and inherit its priority.
+            bus.set_sync_handler(move |_, msg| {
+                if let gst::MessageView::StreamStatus(s) = msg.view() {
+                    if s.get().0 == gst::StreamStatusType::Enter {
+                        if let Err(e) = lower_this_thread(nice) {
+                            tracing::debug!("recording: cannot lower a streaming thread's priority: {e}");
+                        }
+                    }
+                }
+                gst::BusSyncReply::Pass
+            });
+        }
+        let sync = file.map(|f| spawn_sync(f, path.to_path_buf(), state.clone())).transpose()?;
+        Ok(Recording { output, path: path.to_path_buf(), state, sync })
+    }
+
+    fn handle(&self) -> RecordingHandle {
+        RecordingHandle {
+            pipeline: self.output.pipeline.clone(),
+            // build_output made the pipeline from a description, which always has a bus.
+            bus: self.output.pipeline.bus().unwrap_or_default(),
+            path: self.path.clone(),
+            state: self.state.clone(),
+        }
+    }
+
+    /// Offers a frame (its pixels shared with the display's buffer): pushed when fewer than
+    /// RECORD_QUEUE frames wait for the encoder, else dropped and counted. Never blocks; a push
+    /// that fails ends the recording, not the run.
+    fn offer(&mut self, buffer: &gst::Buffer, layout: FrameLayout, t: Timing) {
+        let s = &self.state;
+        if s.failed.load(Ordering::SeqCst) {
+            s.after_failure.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // In bytes: the level in buffers needs GStreamer 1.20's API.
+        if self.output.appsrc.current_level_bytes() >= RECORD_QUEUE * buffer.size() as u64 {
+            s.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // A new buffer header over the same memory: the display's buffer is untouched.
+        let copy = buffer.copy();
+        let pushed = self.output.layout_for(layout.size(), t.fps).and_then(|_| self.output.push_buffer(copy, t));
+        match pushed {
+            Ok(()) => {
+                s.recorded.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => self.handle().fail(e.to_string()),
+        }
+    }
+}
+
+impl Drop for Recording {
+    /// Stops the sync thread (it syncs once more) and joins it.
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.sync.take() {
+            drop(stop);
+            if handle.join().is_err() {
+                tracing::error!("recording {}: the sync thread panicked", self.path.display());
+            }
+        }
+    }
+}
+
+/// The thread that syncs the recording to disk every RECORD_SYNC_EVERY until `stop` closes, and
+/// once more then. A sync that fails (the disk is gone) is the recording's error.
+fn spawn_sync(file: File, path: PathBuf, state: Arc<RecordState>) -> Result<(Sender<()>, JoinHandle<()>)> {
+    let (tx, rx) = bounded::<()>(0);
+    let handle = std::thread::Builder::new()
+        .name("lightunet-record-sync".into())
+        .spawn(move || {
+            // The new name itself must reach the disk too, once: a power cut could otherwise
+            // leave synced data under no name (POSIX asks for the folder to be synced).
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            if let Err(e) = File::open(folder).and_then(|d| d.sync_all()) {
+                tracing::warn!("recording {}: cannot sync its folder: {e}", path.display());
+            }
+            loop {
+                let last = !matches!(rx.recv_timeout(RECORD_SYNC_EVERY), Err(RecvTimeoutError::Timeout));
+                if let Err(e) = file.sync_data() {
+                    let mut err = state.error.lock().unwrap_or_else(|e| e.into_inner());
+                    if err.is_none() {
+                        tracing::error!("recording {}: cannot sync to disk: {e}", path.display());
+                        *err = Some(format!("cannot sync to disk: {e}"));
+                    }
+                }
+                if last {
+                    return;
+                }
+            }
+        })
+        .map_err(|source| PipelineError::ThreadSpawn { thread: "recording sync", source })?;
+    Ok((tx, handle))
 }
