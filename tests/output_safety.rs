@@ -289,8 +289,8 @@ fn any_file_name_works_as_input_and_output() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!decode(&out).unwrap().frames.is_empty());
     // A name that is not UTF-8: as an output it works (GStreamer writes the temporary name, which
-    // is UTF-8, and the rename gives the real one); as an input, GStreamer would need it in
-    // UTF-8: a clear error, not another file.
+    // is UTF-8, and the rename gives the real one); as an input too (read through a link with a
+    // UTF-8 name in a private folder, removed afterwards), into an output of such a name.
     use std::os::unix::ffi::OsStrExt;
     let bad = dir.join(std::ffi::OsStr::from_bytes(b"bad\xff.mp4"));
     let o = Command::new(env!("CARGO_BIN_EXE_lightunet")).args(["process", "--frames", "2", "phantom:160x120@25", "-o"]).arg(&bad).args(FAST).output().unwrap();
@@ -299,9 +299,15 @@ fn any_file_name_works_as_input_and_output() {
     std::fs::copy(&bad, &copy).unwrap();
     assert_eq!(decode(&copy).unwrap().frames.len(), 2);
     std::fs::remove_file(&copy).unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_lightunet")).arg("process").arg(&bad).args(["-o", s(&dir.join("from-bad.mp4"))]).args(FAST).output().unwrap();
-    refused(&o, &["invalid UTF-8"]); // said by the argument parser (inputs are text: a file or a description)
-    assert!(!dir.join("from-bad.mp4").exists());
+    let bad_out = dir.join(std::ffi::OsStr::from_bytes(b"out\xfe.mkv"));
+    let o = Command::new(env!("CARGO_BIN_EXE_lightunet")).arg("process").arg(&bad).arg("-o").arg(&bad_out).args(FAST).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::copy(&bad_out, &copy).unwrap();
+    assert_eq!(decode(&copy).unwrap().frames.len(), 2, "every frame of the input");
+    std::fs::remove_file(&copy).unwrap();
+    // ...and the same file as input and output is still refused under such a name.
+    let o = Command::new(env!("CARGO_BIN_EXE_lightunet")).arg("process").arg(&bad).arg("-o").arg(&bad).arg("--overwrite").args(FAST).output().unwrap();
+    refused(&o, &["same file"]);
     // A missing file with a space is reported as a missing file.
     let o = process(&["no such clip.mp4", "-o", s(&dir.join("x.mp4"))]);
     refused(&o, &["does not exist"]);

@@ -139,7 +139,7 @@ impl LiveOpts {
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
     /// `file:NAME` is always a file; a name starting with `-` goes after `--`.
-    input: String,
+    input: std::ffi::OsString,
     /// Output: .mp4/.m4v/.mov/.mkv (H.264), .webm (VP8), .avi (MJPEG), or frames_%05d.png.
     #[arg(short, long)]
     output: PathBuf,
@@ -459,9 +459,9 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     if args.frames == Some(0) {
         bail!("--frames 0 would write nothing: give at least 1, or leave it out for the whole input");
     }
-    let source = SourceSpec::parse(&args.input, args.frames)?;
+    let source = SourceSpec::parse_os(&args.input, args.frames)?;
     if let SourceSpec::Launch(_) = source {
-        bail!("input {} does not exist (process takes a file or phantom[:WxH@FPS]; use `live --source` for pipelines)", args.input);
+        bail!("input {} does not exist (process takes a file or phantom[:WxH@FPS]; use `live --source` for pipelines)", args.input.to_string_lossy());
     }
     if matches!(source, SourceSpec::Phantom { frames: None, .. }) {
         bail!("the phantom never ends: pass --frames N");

@@ -216,6 +216,18 @@ impl SourceSpec {
     /// 5. anything else: a file that does not exist, an error.
     ///
     /// So a file name is never taken for a description; `./phantom` names a file called phantom.
+    /// [`SourceSpec::parse`] for a command-line argument: a name that is not UTF-8 can only be a
+    /// file (descriptions and `phantom` are text).
+    pub fn parse_os(s: &std::ffi::OsStr, frames: Option<u64>) -> Result<SourceSpec> {
+        match s.to_str() {
+            Some(s) => SourceSpec::parse(s, frames),
+            None => {
+                let p = PathBuf::from(s);
+                if p.exists() { Ok(SourceSpec::File(p)) } else { Err(PipelineError::MissingInput(p)) }
+            }
+        }
+    }
+
     pub fn parse(s: &str, frames: Option<u64>) -> Result<SourceSpec> {
         let t = s.trim();
         if t == "phantom" || t.starts_with("phantom:") {

@@ -8,6 +8,7 @@
 //! 16-bit and YUV input into it, so grey input is replicated to three channels as the original
 //! did. Rows are copied with the buffer's own stride (BGR rows are padded to 4 bytes).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use gst::prelude::*;
@@ -71,11 +72,30 @@ pub struct Input {
     pub appsink: gst_app::AppSink,
     /// The phantom when it is the source (its ground truth and image region).
     pub phantom: Option<Arc<Phantom>>,
+    /// A file whose name is not UTF-8 is read through a link of a UTF-8 name in this private
+    /// folder, which lives (and is removed) with the input.
+    _alias: Option<tempfile::TempDir>,
+}
+
+/// A private folder holding a link to `path` under a UTF-8 name (with `path`'s extension when
+/// that is UTF-8, as a hint for type finding), and the link's path.
+fn utf8_alias(path: &Path) -> Result<(tempfile::TempDir, String)> {
+    let fail = |e: std::io::Error| PipelineError::Config(format!("input {}: a UTF-8 link to read it through: {e}", path.display()));
+    let target = std::path::absolute(path).map_err(fail)?;
+    let dir = tempfile::Builder::new().prefix("lightunet-input-").tempdir().map_err(fail)?;
+    let ext = path.extension().and_then(|e| e.to_str()).map(|e| format!(".{e}")).unwrap_or_default();
+    let link = dir.path().join(format!("input{ext}"));
+    std::os::unix::fs::symlink(&target, &link).map_err(fail)?;
+    let link = link.to_str().map(str::to_owned).ok_or_else(|| {
+        PipelineError::Config(format!("input {}: the temporary folder's name is not UTF-8", path.display()))
+    })?;
+    Ok((dir, link))
 }
 
 pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
     // No dithering: grey and 16-bit input must reach the model as three equal channels.
     let tail = format!("videoconvert dither=none ! appsink name={APPSINK_NAME}");
+    let mut alias = None;
     let (pipeline, phantom) = match spec {
         SourceSpec::File(path) => {
             if !path.exists() {
@@ -86,11 +106,16 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
             }
             let p = launch(&format!("filesrc name=lightunet_file ! decodebin ! {tail}"), &path.display().to_string())?;
             let src = p.by_name("lightunet_file").ok_or_else(|| PipelineError::gst("input", "filesrc missing"))?;
-            // GStreamer takes file names as UTF-8: a lossy name would open another file or none.
-            let location = path.to_str().ok_or_else(|| {
-                PipelineError::Config(format!("input {}: the name is not valid UTF-8, which GStreamer needs for file names: rename it", path.display()))
-            })?;
-            src.set_property("location", location);
+            // GStreamer's `location` is a UTF-8 string: a lossy name would open another file or
+            // none, so a name that is not UTF-8 is read through a link with a UTF-8 name.
+            match path.to_str() {
+                Some(location) => src.set_property("location", location),
+                None => {
+                    let (dir, link) = utf8_alias(path)?;
+                    src.set_property("location", link.as_str());
+                    alias = Some(dir);
+                }
+            }
             (p, None)
         }
         SourceSpec::Launch(desc) => (launch(&format!("{desc} ! {tail}"), desc)?, None),
@@ -118,7 +143,7 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
     // source's frames arrive as captured. Recorded: as fast as the consumer takes them.
     appsink.set_sync(live);
     appsink.set_property("enable-last-sample", false);
-    Ok(Input { pipeline, appsink, phantom })
+    Ok(Input { pipeline, appsink, phantom, _alias: alias })
 }
 
 /// The phantom as an appsrc: frame `i` is rendered on demand, straight into the buffer, with
