@@ -279,15 +279,15 @@ impl SinkSpec {
 /// Output encodings chosen by file extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// `.mp4` / `.m4v`: H.264 (x264) in MP4.
+    /// `.mp4` / `.m4v`: H.264 (x264, High profile, 4:2:0) in MP4, index first (faststart).
     Mp4,
-    /// `.mov`: H.264 in QuickTime.
+    /// `.mov`: H.264 in QuickTime, index first.
     Mov,
     /// `.mkv`: H.264 in Matroska.
     Mkv,
     /// `.webm`: VP8 in WebM.
     Webm,
-    /// `.avi`: Motion JPEG in AVI.
+    /// `.avi`: Motion JPEG (4:2:0) in AVI.
     Avi,
     /// `name_%05d.png`: one lossless PNG per frame.
     PngSequence,
@@ -320,9 +320,10 @@ impl OutputFormat {
         })
     }
 
-    /// 4:2:0 encoders need even frame sizes; the frame is padded by one black row/column.
-    pub fn needs_even_size(self) -> bool {
-        matches!(self, OutputFormat::Mp4 | OutputFormat::Mov | OutputFormat::Mkv | OutputFormat::Webm)
+    /// An encoded video file (4:2:0: even sides of at least 16 px, padded with black when the
+    /// frames are not); a PNG sequence takes frames as they are.
+    pub fn is_video(self) -> bool {
+        self != OutputFormat::PngSequence
     }
 }
 
