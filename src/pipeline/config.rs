@@ -80,6 +80,10 @@ pub struct ProcessConfig {
     /// wait forever). A source that never sends (a UDP port nobody streams to, an unplugged
     /// card that still opens) would otherwise wait without end.
     pub first_frame_timeout: Option<Duration>,
+    /// Recorded: fail when the input makes no progress (no frame, no message from its pipeline,
+    /// and none of its frames waiting for us) for this long (`None`: wait forever). Nothing a
+    /// file does may hang the run; a frame every 30 s is slow for any decoder.
+    pub input_timeout: Option<Duration>,
 }
 
 impl Default for ProcessConfig {
@@ -98,6 +102,7 @@ impl Default for ProcessConfig {
             report_every: Duration::from_secs(5),
             stall_timeout: Duration::from_secs(10),
             first_frame_timeout: Some(DEFAULT_FIRST_FRAME_TIMEOUT),
+            input_timeout: Some(DEFAULT_INPUT_TIMEOUT),
         }
     }
 }
@@ -105,6 +110,9 @@ impl Default for ProcessConfig {
 /// Live: how long a source may take to send its first frame. A capture card or a network stream
 /// delivers within a second or two of starting; 30 s leaves room for a sender started by hand.
 pub const DEFAULT_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Recorded: how long an input may make no progress at all (see [`ProcessConfig::input_timeout`]).
+pub const DEFAULT_INPUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most frames a queue may hold. Each waiting frame holds a decoded picture (6 MB at 1080p,
 /// 100 MB at 8K) and the queue's slots are allocated when it is made; live mode wants 1 (every

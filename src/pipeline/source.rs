@@ -121,6 +121,29 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
     Ok(Input { pipeline, appsink, phantom })
 }
 
+/// Whether the input reads a container (a demuxer is in it): then its duration comes from the
+/// container, not estimated from an elementary stream's bitrate.
+pub(crate) fn has_demuxer(pipeline: &gst::Pipeline) -> bool {
+    demuxers(pipeline).next().is_some()
+}
+
+/// A demuxer that reads in pull mode, has stopped its task and made no output pad: it gave up on
+/// the file without a stream (its error may have been dropped: see `run::InputProgress`).
+pub(crate) fn silent_demuxer(pipeline: &gst::Pipeline) -> Option<String> {
+    demuxers(pipeline)
+        .find(|e| {
+            e.src_pads().is_empty()
+                && e.sink_pads().iter().any(|p| p.mode() == gst::PadMode::Pull && p.task_state() == gst::TaskState::Paused)
+        })
+        .map(|e| e.name().to_string())
+}
+
+fn demuxers(pipeline: &gst::Pipeline) -> impl Iterator<Item = gst::Element> {
+    pipeline.iterate_recurse().into_iter().flatten().filter(|e| {
+        e.factory().is_some_and(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Demux")))
+    })
+}
+
 /// The phantom as an appsrc: frame `i` is rendered on demand, straight into the buffer, with
 /// PTS `i / fps`; EOS after `frames` frames.
 fn setup_phantom(src: &gst_app::AppSrc, phantom: Arc<Phantom>, frames: Option<u64>) -> Result<()> {
