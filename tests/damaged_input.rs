@@ -244,3 +244,63 @@ fn an_input_that_stops_making_progress_ends_a_recorded_run() {
     assert!(why.contains("made no progress for 2 s after 3 frames"), "{why}");
     assert_eq!(decode(&out).unwrap().frames.len(), 3);
 }
+
+/// A variable-rate file (a phone's in low light: some frames last longer) has longer frames, not
+/// missing ones: each frame is expected where the previous one ends by its own duration, so a
+/// good file of that kind exits 0; the same timestamps without the long durations are a loss.
+#[test]
+fn a_variable_rate_file_is_not_a_loss() {
+    init();
+    let dir = scratch("damaged-vfr");
+    let ms = gst::ClockTime::from_mseconds;
+    // 25 fps nominal; the fifth frame lasts 200 ms. `honest`: its buffer says so.
+    let write = |path: &Path, honest: bool| {
+        let mux = if path.extension().is_some_and(|e| e == "mp4") { "mp4mux" } else { "matroskamux" };
+        let p = gst::parse::launch(&format!(
+            "appsrc name=src format=time caps=video/x-raw,format=I420,width=64,height=48,framerate=25/1 \
+             ! x264enc bframes=0 ! {mux} ! filesink name=file"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        p.by_name("file").unwrap().set_property("location", s(path));
+        let src = p.by_name("src").unwrap().downcast::<gst_app::AppSrc>().unwrap();
+        p.set_state(gst::State::Playing).unwrap();
+        let mut pts = ms(0);
+        for i in 0..12 {
+            let duration = if i == 4 && honest { ms(200) } else { ms(40) };
+            let mut buffer = gst::Buffer::from_mut_slice(vec![128u8; 64 * 48 * 3 / 2]);
+            {
+                let b = buffer.get_mut().unwrap();
+                b.set_pts(pts);
+                b.set_duration(duration);
+            }
+            src.push_buffer(buffer).unwrap();
+            pts += if i == 4 { ms(200) } else { ms(40) };
+        }
+        src.end_of_stream().unwrap();
+        let msg = p
+            .bus()
+            .unwrap()
+            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+            .expect("EOS within 60 s");
+        p.set_state(gst::State::Null).unwrap();
+        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+    };
+    for ext in ["mkv", "mp4"] {
+        let vfr = dir.join(format!("vfr.{ext}"));
+        write(&vfr, true);
+        let json = dir.join(format!("vfr_{ext}.json"));
+        let r = lightunet(&[&["process", s(&vfr), "-o", s(&dir.join(format!("vfr_out.{ext}"))), "--report", s(&json)][..], &FAST].concat());
+        assert_eq!(r.code, Some(0), "{ext}: {}", r.stderr);
+        let c = &report(&json)["counters"];
+        assert_eq!((c["frames_in"].as_u64(), c["frames_lost"].as_u64()), (Some(12), Some(0)), "{ext}");
+    }
+
+    let gap = dir.join("gap.mkv");
+    write(&gap, false);
+    let json = dir.join("gap.json");
+    let r = lightunet(&[&["process", s(&gap), "-o", s(&dir.join("gap_out.mkv")), "--report", s(&json)][..], &FAST].concat());
+    r.assert_fails_with(3, "4 frames lost");
+    assert_eq!(report(&json)["counters"]["frames_lost"].as_u64(), Some(4));
+}

@@ -162,8 +162,7 @@ impl Continuity {
     /// its rate, else the buffer's duration). Returns the frames missing since the previous
     /// one, if any. The next frame is expected where the previous one ends by its own
     /// duration when it has one: a longer frame is not a missing one. (Decoders give every frame
-    /// the nominal rate's duration, so a variable-rate file's long frames still count: the
-    /// README says so.) A timestamp that goes back (a new
+    /// the nominal rate's duration: the run passes the container's, `source::CodedDurations`.) A timestamp that goes back (a new
     /// segment, a stream that restarts) starts over without counting.
     pub fn frame(
         &mut self,

@@ -33,7 +33,7 @@ use super::frame::Frame;
 use super::latency::{frames_in_gap, Collector, Continuity, Counters, FrameRecord, Percentiles, Stamps};
 use super::overlay::{Processed, Processor};
 use super::sink::Outputs;
-use super::source::{build_input, capture_bgr, has_demuxer, init, silent_demuxer, Captured};
+use super::source::{build_input, capture_bgr, has_demuxer, init, silent_demuxer, Captured, CodedDurations};
 use crate::output::{OutputPlan, PendingFile, Staged};
 
 /// One run of the pipeline.
@@ -209,7 +209,7 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
         callback_error: Mutex::new(None),
     });
 
-    install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone());
+    install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone(), input.coded.clone());
 
     let processor = Processor::new(job.config.clone(), default_roi, outputs.masks.is_some());
     let out_buses: Vec<gst::Bus> = outputs.iter().filter_map(|o| o.pipeline.bus()).collect();
@@ -348,7 +348,7 @@ fn stream_error(side: &'static str, e: &gst::message::Error) -> PipelineError {
 /// waits for room in the queue; live mode never blocks and drops the oldest frame instead, which
 /// is why the callback holds the queue's receiving end too. A panic in it (a bug) is caught:
 /// GStreamer gets an error and the run ends with it.
-fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>) {
+fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>, coded: CodedDurations) {
     let eos_ctx = ctx.clone();
     let mut seq = 0u64;
     let mut continuity = Continuity::default();
@@ -356,7 +356,7 @@ fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, q
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let at = seq;
-                match catch_unwind(AssertUnwindSafe(|| on_sample(sink, &ctx, &queue, &mut seq, &mut continuity))) {
+                match catch_unwind(AssertUnwindSafe(|| on_sample(sink, &ctx, &queue, &mut seq, &mut continuity, &coded))) {
                     Ok(flow) => flow,
                     Err(payload) => {
                         let message = panic_message(payload.as_ref());
@@ -382,6 +382,7 @@ fn on_sample(
     queue: &Receiver<Frame>,
     seq: &mut u64,
     continuity: &mut Continuity,
+    coded: &CodedDurations,
 ) -> std::result::Result<gst::FlowSuccess, gst::FlowError> {
     let capture = Instant::now();
     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -408,7 +409,9 @@ fn on_sample(
     };
     // One frame's time at the stream's rate, else the buffer's own duration.
     let period = frame_period(fps).or(frame.duration);
-    let gap = continuity.frame(frame.pts, frame.duration, period);
+    // The container's duration of the frame, where a decoder replaced it with the nominal one.
+    let duration = frame.pts.and_then(|p| coded.get(p)).or(frame.duration);
+    let gap = continuity.frame(frame.pts, duration, period);
     *seq += 1;
     let end = frame.pts.map(|p| p + frame.duration.or(period).unwrap_or(gst::ClockTime::ZERO));
     *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end, period });
