@@ -161,9 +161,10 @@ impl Continuity {
     /// A frame at `pts` with its buffer's `duration`, in a stream of `frame` per frame (from
     /// its rate, else the buffer's duration). Returns the frames missing since the previous
     /// one, if any. The next frame is expected where the previous one ends by its own
-    /// duration when it has one: a longer frame is not a missing one. (Decoders give every frame
-    /// the nominal rate's duration: the run passes the container's, `source::CodedDurations`.) A timestamp that goes back (a new
-    /// segment, a stream that restarts) starts over without counting.
+    /// duration when it has one: a longer frame is not a missing one. (Decoders give every
+    /// frame the nominal rate's duration: the run passes the container's, from
+    /// `source::CodedDurations`.) A timestamp that goes back (a new segment, a stream that
+    /// restarts) starts over without counting.
     pub fn frame(
         &mut self,
         pts: Option<gst::ClockTime>,
