@@ -170,6 +170,10 @@ fn exit_statuses_are_documented() {
             assert!(r.stdout.contains(line), "`{}` shows `{line}`:\n{}", args.join(" "), r.stdout);
         }
     }
+    // A timeout of nothing is a usage error (2), not a run that fails at random.
+    let r = lightunet(&["process", "phantom", "--frames", "1", "-o", "never_written.mkv", "--input-timeout", "0"]);
+    r.assert_fails_with(2, "`never` to wait forever");
+    assert!(!Path::new("never_written.mkv").exists());
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     for line in ["| 0 |", "| 1 |", "| 2 |", "| 3 |", "| 130 |", "--accept-loss"] {
         assert!(readme.contains(line), "README: {line}");

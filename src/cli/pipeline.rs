@@ -269,7 +269,11 @@ fn parse_wait(s: &str) -> Result<Wait, String> {
     if s == "never" {
         return Ok(Wait(None));
     }
-    parse_seconds(s).map(|d| Wait(Some(d)))
+    match parse_seconds(s)? {
+        // A wait of nothing would fail a run that is merely starting.
+        d if d.is_zero() => Err(format!("`{s}`: give a positive number of seconds, or `never` to wait forever")),
+        d => Ok(Wait(Some(d))),
+    }
 }
 
 /// Seconds as a finite, non-negative number that fits a [`Duration`] (`inf` or `1e300` would
