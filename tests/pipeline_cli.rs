@@ -64,18 +64,40 @@ fn truncated_files_process_what_decodes_and_finalise() {
     let out = dir.join("out.mp4");
     let o = lightunet(&[&["process", s(&cut), "-o", s(&out)][..], &FAST].concat());
     assert_clean_failure(&o, "truncated or corrupted");
+    assert_eq!(o.status.code(), Some(3), "finished with frames lost: {}", stderr(&o));
     let d = decode(&out).expect("the output is finalised and plays");
     assert!(d.frames.len() >= 5 && d.frames.len() < 30, "{} frames", d.frames.len());
 
-    // An MP4 with its index at the end has nothing to decode once cut: a clear error.
-    let clip = phantom_clip(&dir, "clip.mp4", 30);
+    // An MP4 with its index at the end (as cameras write them) has nothing to decode once cut: a
+    // clear error, never a hang (tests/damaged_input.rs loops this case).
+    let clip = dir.join("camera.mp4");
+    let o = Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=30", "!", "video/x-raw,width=160,height=120,framerate=25/1", "!", "x264enc", "!", "mp4mux", "!", "filesink"])
+        .arg(format!("location={}", s(&clip)))
+        .output()
+        .expect("gst-launch-1.0 runs");
+    assert!(o.status.success(), "{}", stderr(&o));
     let bytes = std::fs::read(&clip).unwrap();
     let cut = dir.join("cut.mp4");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let out = dir.join("out2.mp4");
     let o = lightunet(&[&["process", s(&cut), "-o", s(&out)][..], &FAST].concat());
     assert_clean_failure(&o, "no playable streams");
+    assert_eq!(o.status.code(), Some(1));
     assert!(!out.exists());
+
+    // Ours have the index first (faststart): cut in half, the first half is processed and the
+    // loss reported.
+    let clip = phantom_clip(&dir, "clip.mp4", 30);
+    let bytes = std::fs::read(&clip).unwrap();
+    let cut = dir.join("cut_faststart.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let out = dir.join("out2b.mp4");
+    let o = lightunet(&[&["process", s(&cut), "-o", s(&out)][..], &FAST].concat());
+    assert_clean_failure(&o, "frames lost");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let d = decode(&out).expect("the output is finalised and plays");
+    assert!(d.frames.len() >= 5 && d.frames.len() < 30, "{} frames", d.frames.len());
 
     // Garbage in the middle of a stream: whatever decodes is processed, the output plays.
     let mut bytes = std::fs::read(dir.join("clip.mkv")).unwrap();
@@ -145,6 +167,7 @@ fn ctrl_c_during_process_finalises_the_output() {
     assert!(st.success());
     let o = child.wait_with_output().unwrap();
     assert_clean_failure(&o, "interrupted");
+    assert_eq!(o.status.code(), Some(130), "interrupted, as documented in --help: {}", stderr(&o));
     assert!(stderr(&o).contains("frames in"), "statistics printed: {}", stderr(&o));
     let d = decode(&out).expect("finalised and playable");
     assert!(d.frames.len() >= 2, "{} frames", d.frames.len());

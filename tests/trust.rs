@@ -292,6 +292,7 @@ fn sigterm_ends_a_run_that_waits_forever() {
     let r = finish(child, Duration::from_secs(20), "live after SIGTERM");
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
     assert!(r.stderr.contains("interrupt"), "{}", r.stderr);
+    assert_eq!(r.code, Some(0), "live ends on an interrupt as its normal stop (--help's exit statuses): {}", r.stderr);
 }
 
 /// Case 16: one malformed pipelines file no longer breaks `live --list`: the rest are listed,

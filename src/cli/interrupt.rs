@@ -7,9 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Exit status after an interrupt that did not finish cleanly (128 + SIGINT, as shells report).
-const INTERRUPTED: i32 = 130;
-
 /// Installs the handler and returns the flag it sets. `finishing` is printed on the first
 /// interrupt; `grace` is how long the work may take to end after it.
 pub fn install(finishing: &'static str, grace: Duration) -> Arc<AtomicBool> {
@@ -38,5 +35,5 @@ pub fn install(finishing: &'static str, grace: Duration) -> Arc<AtomicBool> {
 /// (a half-written output never appears under its name, nor lingers under a temporary one).
 pub fn exit_now() -> ! {
     lightunet::output::discard_pending();
-    std::process::exit(INTERRUPTED)
+    std::process::exit(i32::from(super::exit::INTERRUPTED))
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod ablation;
 mod convert;
+pub mod exit;
 mod interrupt;
 mod model_cmds;
 mod outputs;
@@ -13,7 +14,7 @@ mod pipeline;
 mod weights;
 
 #[derive(Debug, Parser)]
-#[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)")]
+#[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)", after_help = exit::HELP)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -136,6 +136,7 @@ impl LiveOpts {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = super::exit::HELP)]
 pub struct ProcessArgs {
     /// Input video file (anything GStreamer decodes), or `phantom[:WxH@FPS]` (use with --frames).
     /// `file:NAME` is always a file; a name starting with `-` goes after `--`.
@@ -162,6 +163,14 @@ pub struct ProcessArgs {
     /// Frames the input queue holds.
     #[arg(long, default_value_t = 4)]
     queue: usize,
+    /// Exit 0 when input frames were lost (decode errors, timestamp gaps, a truncated file)
+    /// instead of 3; the loss is still reported.
+    #[arg(long)]
+    accept_loss: bool,
+    /// Fail when the input makes no progress (no frame, no message) for this many seconds;
+    /// `never` waits forever.
+    #[arg(long, default_value = "30", value_parser = parse_wait)]
+    input_timeout: Wait,
     #[command(flatten)]
     model: ModelOpts,
     #[command(flatten)]
@@ -315,7 +324,11 @@ fn parse_wait(s: &str) -> Result<Wait, String> {
     if s == "never" {
         return Ok(Wait(None));
     }
-    parse_seconds(s).map(|d| Wait(Some(d)))
+    match parse_seconds(s)? {
+        // A wait of nothing would fail a run that is merely starting.
+        d if d.is_zero() => Err(format!("`{s}`: give a positive number of seconds, or `never` to wait forever")),
+        d => Ok(Wait(Some(d))),
+    }
 }
 
 /// Seconds as a finite, non-negative number that fits a [`Duration`] (`inf` or `1e300` would
@@ -395,6 +408,12 @@ fn report_table(report: &Report) -> String {
         let peak = report.peak_rss_mb.map(|p| format!(", peak {p:.0} MiB")).unwrap_or_default();
         s.push_str(&format!("resident memory: {a:.0} MiB at the start, {b:.0} MiB at the end{peak}\n"));
     }
+    if c.frames_lost > 0 || report.input_error.is_some() {
+        let gaps = if c.timestamp_gaps > 0 { format!(" (timestamp gaps: {})", c.timestamp_gaps) } else { String::new() };
+        // An input that failed or stalled part-way lost frames, but how many is unknown.
+        let lost = if c.frames_lost > 0 { c.frames_lost.to_string() } else { "an unknown number of".into() };
+        s.push_str(&format!("input: {lost} frames lost{gaps}{}\n", report.input_error.as_ref().map(|e| format!("; {e}")).unwrap_or_default()));
+    }
     if report.batch > 1 {
         s.push_str(&format!("queued frames went through the model together, up to {} at a time (inference: the whole batch)\n", report.batch));
     }
@@ -439,6 +458,32 @@ fn report_table(report: &Report) -> String {
     s
 }
 
+/// The end of `process`: the summary, then the status: 130 when interrupted, 3 when input frames
+/// were lost (0 with `--accept-loss`), see [`super::exit`].
+fn finish_process(report: &Report, accept_loss: bool) -> anyhow::Result<()> {
+    use super::exit::{WithStatus, FRAMES_LOST, INTERRUPTED};
+    eprint!("{}", report_table(report));
+    if report.stopped.is_some() {
+        let message = format!("interrupted after {} frames (the output was finalised)", report.counters.frames_out);
+        return Err(WithStatus { status: INTERRUPTED, message }.into());
+    }
+    let c = &report.counters;
+    if c.frames_lost == 0 && report.input_error.is_none() {
+        return Ok(());
+    }
+    let why = match (&report.input_error, c.frames_lost) {
+        (Some(e), 0) => format!("the input failed after {} frames: {e}", c.frames_in),
+        (Some(e), n) => format!("about {n} input frames were lost ({e})"),
+        (None, n) => format!("about {n} input frames were lost (timestamp gaps: {}; damaged or undecodable frames)", c.timestamp_gaps),
+    };
+    if accept_loss {
+        tracing::warn!("{why}; accepted (--accept-loss)");
+        return Ok(());
+    }
+    let message = format!("{why}. The output was finalised with the {} frames read; --accept-loss exits 0 on such a loss (exit status {FRAMES_LOST})", c.frames_out);
+    Err(WithStatus { status: FRAMES_LOST, message }.into())
+}
+
 fn finish(report: &Report, interrupted_is_error: bool) -> anyhow::Result<()> {
     eprint!("{}", report_table(report));
     if let Some(e) = &report.input_error {
@@ -473,6 +518,7 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     job.overwrite = args.overwrite;
     job.max_frames = args.frames;
     job.config = args.processing.config(Mode::Recorded, args.queue);
+    job.config.input_timeout = args.input_timeout.0;
     job.config.validate()?;
     // Every output checked against the input and each other before the model loads.
     let mut plan = job.output_plan()?;
@@ -490,7 +536,7 @@ pub fn process(args: ProcessArgs) -> anyhow::Result<()> {
     stage_json(report_file, &serde_json::to_value(&report)?, &mut staged)?;
     staged.commit()?;
     eprintln!("wrote {}", args.output.display());
-    finish(&report, true)
+    finish_process(&report, args.accept_loss)
 }
 
 pub fn live(args: LiveArgs) -> anyhow::Result<()> {

@@ -110,7 +110,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
         eprintln!("interrupted: nothing was written");
         discard_pending();
-        std::process::exit(130);
+        std::process::exit(i32::from(super::exit::INTERRUPTED));
     })
     .context("installing the Ctrl-C handler")?;
     let device = parse_device(&args.device)?;

@@ -194,7 +194,7 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     ctrlc::set_handler(|| {
         eprintln!("interrupted: nothing was written");
         lightunet::output::discard_pending();
-        std::process::exit(130);
+        std::process::exit(i32::from(super::exit::INTERRUPTED));
     })
     .context("installing the Ctrl-C handler")?;
     let staging = PendingDir::folder("--write-resized", dest, false)?;

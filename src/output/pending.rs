@@ -148,6 +148,20 @@ fn sync_folder(dir: &Path) {
     }
 }
 
+/// A file that a writer makes beside a temporary output for its own use (mp4mux's
+/// `faststart-file`): in [`PENDING`] (a second Ctrl-C removes it with the output) and removed
+/// when dropped, if the writer left it behind.
+struct SideFile {
+    path: PathBuf,
+    _registered: Registered,
+}
+
+impl Drop for SideFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 enum Inner {
     Temp(NamedTempFile),
     /// An existing FIFO or device, written in place.
@@ -162,6 +176,7 @@ pub struct PendingFile {
     overwrite: bool,
     inner: Inner,
     _registered: Option<Registered>,
+    side: Vec<SideFile>,
 }
 
 impl PendingFile {
@@ -172,7 +187,7 @@ impl PendingFile {
         if let Ok(m) = std::fs::metadata(given) {
             if !m.is_file() && !m.is_dir() {
                 let f = std::fs::OpenOptions::new().write(true).open(given).map_err(|e| OutputError::io(role, given, e))?;
-                return Ok(PendingFile { role: role.into(), dest: given.to_path_buf(), overwrite, inner: Inner::Direct(f), _registered: None });
+                return Ok(PendingFile { role: role.into(), dest: given.to_path_buf(), overwrite, inner: Inner::Direct(f), _registered: None, side: Vec::new() });
             }
         }
         let dest = follow_links(given);
@@ -184,7 +199,7 @@ impl PendingFile {
             .tempfile_in(folder)
             .map_err(|error| OutputError::NotWritable { role: role.into(), path: dest.clone(), folder: folder.to_path_buf(), error })?;
         let registered = Registered::new(tmp.path());
-        Ok(PendingFile { role: role.into(), dest, overwrite, inner: Inner::Temp(tmp), _registered: Some(registered) })
+        Ok(PendingFile { role: role.into(), dest, overwrite, inner: Inner::Temp(tmp), _registered: Some(registered), side: Vec::new() })
     }
 
     /// Where the run writes: the temporary file (or the special file itself).
@@ -193,6 +208,18 @@ impl PendingFile {
             Inner::Temp(t) => t.path(),
             Inner::Direct(_) => &self.dest,
         }
+    }
+
+    /// A name beside the temporary file (`suffix` appended) for a writer's side file, removed
+    /// with the output: when this is committed or dropped, and by [`discard_pending`]. `None`
+    /// for a special file written in place (no folder of ours to put it in).
+    pub fn side_file(&mut self, suffix: &str) -> Option<PathBuf> {
+        let Inner::Temp(t) = &self.inner else { return None };
+        let mut path = t.path().as_os_str().to_owned();
+        path.push(suffix);
+        let path = PathBuf::from(path);
+        self.side.push(SideFile { _registered: Registered::new(&path), path: path.clone() });
+        Some(path)
     }
 
     /// Where the file goes at the end.
@@ -219,7 +246,8 @@ impl PendingFile {
     }
 
     fn commit(self, undo: &mut Undo) -> Result<()> {
-        let PendingFile { role, dest, overwrite, inner, _registered } = self;
+        let PendingFile { role, dest, overwrite, inner, _registered, side } = self;
+        drop(side); // the writer is done with them
         let tmp = match inner {
             Inner::Direct(mut f) => return f.flush().map_err(|e| OutputError::io(&role, &dest, e)),
             Inner::Temp(t) => t,
@@ -477,6 +505,29 @@ mod tests {
         s.commit().unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"new");
         assert_eq!(names(&d), ["r.json"]);
+    }
+
+    /// mp4mux's faststart file beside an output: a second Ctrl-C (which stops no muxer) left it
+    /// behind. Registered, it goes with the output: at commit, on drop, and in discard_pending.
+    #[test]
+    fn side_files_go_with_their_output() {
+        let d = scratch("side");
+        let mut p = PendingFile::create("-o", d.join("v.mp4"), false).unwrap();
+        let side = p.side_file(".faststart").unwrap();
+        assert!(side.starts_with(&d) && side.to_string_lossy().ends_with(".part.faststart"), "{}", side.display());
+        assert!(pending().values().any(|v| v == &side), "discard_pending removes it");
+        std::fs::write(&side, b"mdat").unwrap();
+        drop(p);
+        assert!(names(&d).is_empty(), "{:?}", names(&d));
+        assert!(!pending().values().any(|v| v == &side));
+
+        let mut p = PendingFile::create("-o", d.join("v.mp4"), false).unwrap();
+        let side = p.side_file(".faststart").unwrap();
+        std::fs::write(&side, b"mdat").unwrap();
+        let mut s = Staged::new();
+        s.push(p);
+        s.commit().unwrap();
+        assert_eq!(names(&d), ["v.mp4"]);
     }
 
     #[test]

@@ -115,6 +115,10 @@ pub struct ProcessConfig {
     /// Live, latest-mask: nice value of the model's threads and of the recording's encoder
     /// (0: as the rest of the process).
     pub model_nice: i32,
+    /// Recorded: fail when the input makes no progress (no frame, no message from its pipeline,
+    /// and none of its frames waiting for us) for this long (`None`: wait forever). Nothing a
+    /// file does may hang the run; a frame every 30 s is slow for any decoder.
+    pub input_timeout: Option<Duration>,
 }
 
 impl Default for ProcessConfig {
@@ -136,6 +140,7 @@ impl Default for ProcessConfig {
             show: Show::LatestMask,
             model_threads: None,
             model_nice: DEFAULT_MODEL_NICE,
+            input_timeout: Some(DEFAULT_INPUT_TIMEOUT),
         }
     }
 }
@@ -143,6 +148,9 @@ impl Default for ProcessConfig {
 /// Live: how long a source may take to send its first frame. A capture card or a network stream
 /// delivers within a second or two of starting; 30 s leaves room for a sender started by hand.
 pub const DEFAULT_FIRST_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Recorded: how long an input may make no progress at all (see [`ProcessConfig::input_timeout`]).
+pub const DEFAULT_INPUT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most frames a queue may hold. Each waiting frame holds a decoded picture (6 MB at 1080p,
 /// 100 MB at 8K) and the queue's slots are allocated when it is made; live mode wants 1 (every
@@ -339,15 +347,15 @@ impl SinkSpec {
 /// Output encodings chosen by file extension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OutputFormat {
-    /// `.mp4` / `.m4v`: H.264 (x264) in MP4.
+    /// `.mp4` / `.m4v`: H.264 (x264, High profile, 4:2:0) in MP4, index first (faststart).
     Mp4,
-    /// `.mov`: H.264 in QuickTime.
+    /// `.mov`: H.264 in QuickTime, index first.
     Mov,
     /// `.mkv`: H.264 in Matroska.
     Mkv,
     /// `.webm`: VP8 in WebM.
     Webm,
-    /// `.avi`: Motion JPEG in AVI.
+    /// `.avi`: Motion JPEG (4:2:0) in AVI.
     Avi,
     /// `name_%05d.png`: one lossless PNG per frame.
     PngSequence,
@@ -380,9 +388,10 @@ impl OutputFormat {
         })
     }
 
-    /// 4:2:0 encoders need even frame sizes; the frame is padded by one black row/column.
-    pub fn needs_even_size(self) -> bool {
-        matches!(self, OutputFormat::Mp4 | OutputFormat::Mov | OutputFormat::Mkv | OutputFormat::Webm)
+    /// An encoded video file (4:2:0: even sides of at least 16 px, padded with black when the
+    /// frames are not); a PNG sequence takes frames as they are.
+    pub fn is_video(self) -> bool {
+        self != OutputFormat::PngSequence
     }
 }
 

@@ -80,6 +80,10 @@ pub enum PipelineError {
     #[error("no frame from the source `{input}` within {waited_s:.0} s: is it sending? (--first-frame-timeout sets the wait; `never` waits forever)")]
     NoFirstFrame { input: String, waited_s: f64 },
 
+    /// Recorded: the input made no progress (no frame, no message) before its first frame.
+    #[error("the input `{input}` made no progress for {waited_s:.0} s: no frame, no message from its pipeline (--input-timeout sets the wait; `never` waits forever)")]
+    InputStalled { input: String, waited_s: f64 },
+
     /// The appsink callback panicked on a frame (reported instead of taking the process down).
     #[error("the capture callback failed at frame {seq}: {message}")]
     CallbackPanicked { seq: u64, message: String },

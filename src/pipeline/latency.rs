@@ -164,6 +164,71 @@ pub struct Counters {
     pub mask_held: u64,
     /// Live: frames pushed before the first mask existed.
     pub mask_none: u64,
+    /// Input frames lost before they reached us (an estimate, in frames at the stream's rate):
+    /// missing in timestamp gaps (a decoder drops the frames it cannot decode; a damaged
+    /// container skips them) and between a file's last frame and its container's duration.
+    /// Not before the first frame: where a stream's first frame lies is no evidence (an MPEG-TS
+    /// from mpegtsmux starts its video 0.2 s into the stream).
+    pub frames_lost: u64,
+    /// Timestamp gaps longer than [`GAP_FRAMES`] frame durations between consecutive frames.
+    pub timestamp_gaps: u64,
+}
+
+/// A gap between two frames' timestamps longer than this many frame durations is counted as
+/// frames lost: 1.5 leaves room for timestamps rounded to a container's time base and for a
+/// little jitter, and still catches a single missing frame (a gap of 2 durations).
+pub const GAP_FRAMES: f64 = 1.5;
+
+/// Frames a span of `span` holds at `frame` per frame, when it is longer than [`GAP_FRAMES`]
+/// frames; else 0.
+pub fn frames_in_gap(span: gst::ClockTime, frame: gst::ClockTime) -> u64 {
+    let (span, frame) = (span.nseconds() as f64, frame.nseconds() as f64);
+    if frame <= 0.0 || span <= GAP_FRAMES * frame {
+        return 0;
+    }
+    ((span / frame).round() as u64).max(1)
+}
+
+/// Follows the timestamps of the input's frames and counts the frames missing between them.
+/// Costs a few comparisons per frame.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Continuity {
+    /// The previous frame's timestamp and its own duration, when it has one.
+    last: Option<(gst::ClockTime, Option<gst::ClockTime>)>,
+}
+
+/// Frames missing between two frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The timestamps of the frames either side.
+    pub from: gst::ClockTime,
+    pub to: gst::ClockTime,
+    pub frames: u64,
+}
+
+impl Continuity {
+    /// A frame at `pts` with its buffer's `duration`, in a stream of `frame` per frame (from
+    /// its rate, else the buffer's duration). Returns the frames missing since the previous
+    /// one, if any. The next frame is expected where the previous one ends by its own
+    /// duration when it has one: a longer frame is not a missing one. (Decoders give every
+    /// frame the nominal rate's duration: the run passes the container's, from
+    /// `source::CodedDurations`.) A timestamp that goes back (a new segment, a stream that
+    /// restarts) starts over without counting.
+    pub fn frame(
+        &mut self,
+        pts: Option<gst::ClockTime>,
+        duration: Option<gst::ClockTime>,
+        frame: Option<gst::ClockTime>,
+    ) -> Option<Gap> {
+        let pts = pts?;
+        let duration = duration.filter(|d| d.nseconds() > 0);
+        let (from, last_duration) = self.last.replace((pts, duration))?;
+        let frame = frame.filter(|f| f.nseconds() > 0)?;
+        // The gap measured in frames of the stream's rate, from the previous frame's end.
+        let missing = pts.checked_sub(from)?.checked_sub(last_duration.unwrap_or(frame))?;
+        let frames = frames_in_gap(missing + frame, frame).saturating_sub(1);
+        (frames > 0).then_some(Gap { from, to: pts, frames })
+    }
 }
 
 /// Percentiles of one stage in milliseconds.
@@ -375,6 +440,35 @@ mod tests {
         assert_eq!((first.n, first.max), (11, 20.0));
         assert_eq!((last.n, last.p50 > 30.0, last.max), (11, true, 40.0));
         assert!(end_to_end_thirds(&v[..2]).is_none());
+    }
+
+    /// At 25 fps (40 ms a frame): one missing frame is a gap of 80 ms; rounding and jitter up to
+    /// half a frame are not.
+    #[test]
+    fn gaps_count_the_frames_missing_between_timestamps() {
+        let ms = gst::ClockTime::from_mseconds;
+        let frame = Some(ms(40));
+        let mut c = Continuity::default();
+        assert_eq!(c.frame(Some(ms(200)), frame, frame), None, "the first frame: nothing to compare with");
+        assert_eq!(c.frame(Some(ms(241)), frame, frame), None);
+        assert_eq!(c.frame(Some(ms(300)), frame, frame), None, "59 ms: under 1.5 frames");
+        assert_eq!(c.frame(Some(ms(380)), None, frame), Some(Gap { from: ms(300), to: ms(380), frames: 1 }));
+        assert_eq!(c.frame(Some(ms(460)), None, frame).map(|g| g.frames), Some(1), "no duration: one frame's");
+        // The damaged MP4 of issue 12: 1.24 s to 1.76 s is 12 frames missing at 25 fps.
+        c.frame(Some(ms(1240)), frame, frame);
+        assert_eq!(c.frame(Some(ms(1760)), frame, frame).map(|g| g.frames), Some(12));
+        assert_eq!(c.frame(Some(ms(500)), frame, frame), None, "back in time: starts over");
+        assert_eq!(c.frame(Some(ms(540)), frame, frame), None);
+        assert_eq!(c.frame(None, frame, frame), None);
+        assert_eq!(c.frame(Some(ms(900)), None, None), None, "no rate, no estimate");
+        // Variable rate: a frame that lasts 120 ms (its buffer says so) is followed 120 ms
+        // later; nothing is missing. One that says 40 ms and is followed 120 ms later is.
+        let mut c = Continuity::default();
+        c.frame(Some(ms(0)), Some(ms(120)), frame);
+        assert_eq!(c.frame(Some(ms(120)), frame, frame), None, "a long frame, not a gap");
+        assert_eq!(c.frame(Some(ms(240)), frame, frame).map(|g| g.frames), Some(2));
+        assert_eq!(frames_in_gap(ms(400), ms(40)), 10);
+        assert_eq!(frames_in_gap(ms(60), ms(40)), 0);
     }
 
     #[test]

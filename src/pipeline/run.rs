@@ -43,11 +43,11 @@ use super::display::Display;
 use super::error::{panic_message, PipelineError, Result};
 use super::inference::Segmenter;
 use super::frame::Frame;
-use super::latency::{Collector, Counters, FrameRecord, MaskSummary, Percentiles, Stamps};
+use super::latency::{frames_in_gap, Collector, Continuity, Counters, FrameRecord, MaskSummary, Percentiles, Stamps};
 use super::latest::LatestCounters;
 use super::overlay::{Processed, Processor};
 use super::sink::{check_recording, Outputs, RecordingHandle, RecordingReport};
-use super::source::{build_input, capture_bgr, init, Captured};
+use super::source::{build_input, capture_bgr, has_demuxer, init, silent_demuxer, Captured, CodedDurations};
 use crate::output::{OutputPlan, PendingFile, Staged};
 
 /// One run of the pipeline.
@@ -265,7 +265,7 @@ pub fn run_staged(job: Job, segmenter: Box<dyn Segmenter>) -> Result<(Report, St
         callback_error: Mutex::new(None),
     });
 
-    install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone());
+    install_appsink_callbacks(&input.appsink, ctx.clone(), in_rx.clone(), input.coded.clone());
 
     let want_masks = outputs.masks.is_some();
     let out_buses: Vec<gst::Bus> = outputs.required().filter_map(|o| o.pipeline.bus()).collect();
@@ -429,14 +429,15 @@ fn stream_error(side: &'static str, e: &gst::message::Error) -> PipelineError {
 /// waits for room in the queue; live mode never blocks and drops the oldest frame instead, which
 /// is why the callback holds the queue's receiving end too. A panic in it (a bug) is caught:
 /// GStreamer gets an error and the run ends with it.
-fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>) {
+fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, queue: Receiver<Frame>, coded: CodedDurations) {
     let eos_ctx = ctx.clone();
     let mut seq = 0u64;
+    let mut continuity = Continuity::default();
     appsink.set_callbacks(
         gst_app::AppSinkCallbacks::builder()
             .new_sample(move |sink| {
                 let at = seq;
-                match catch_unwind(AssertUnwindSafe(|| on_sample(sink, &ctx, &queue, &mut seq))) {
+                match catch_unwind(AssertUnwindSafe(|| on_sample(sink, &ctx, &queue, &mut seq, &mut continuity, &coded))) {
                     Ok(flow) => flow,
                     Err(payload) => {
                         let message = panic_message(payload.as_ref());
@@ -454,12 +455,15 @@ fn install_appsink_callbacks(appsink: &gst_app::AppSink, ctx: Arc<RunContext>, q
     );
 }
 
-/// One sample from the appsink: copied into a [`Frame`] and queued.
+/// One sample from the appsink: copied into a [`Frame`] and queued; frames missing before it
+/// (a timestamp gap) are counted as lost.
 fn on_sample(
     sink: &gst_app::AppSink,
     ctx: &RunContext,
     queue: &Receiver<Frame>,
     seq: &mut u64,
+    continuity: &mut Continuity,
+    coded: &CodedDurations,
 ) -> std::result::Result<gst::FlowSuccess, gst::FlowError> {
     let capture = Instant::now();
     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
@@ -484,10 +488,29 @@ fn on_sample(
         data,
         stamps: Stamps::new(capture),
     };
+    // One frame's time at the stream's rate, else the buffer's own duration.
+    let period = frame_period(fps).or(frame.duration);
+    // The container's duration of the frame, where a decoder replaced it with the nominal one.
+    let duration = frame.pts.and_then(|p| coded.get(p)).or(frame.duration);
+    let gap = continuity.frame(frame.pts, duration, period);
     *seq += 1;
-    let end = frame.pts.map(|p| p + frame.duration.unwrap_or(gst::ClockTime::ZERO));
-    *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end });
-    lock(&ctx.collector).counters.frames_in += 1;
+    let end = frame.pts.map(|p| p + frame.duration.or(period).unwrap_or(gst::ClockTime::ZERO));
+    *lock(&ctx.last_frame) = Some(LastFrame { at: capture, end, period });
+    {
+        let counters = &mut lock(&ctx.collector).counters;
+        counters.frames_in += 1;
+        if let Some(gap) = gap {
+            counters.frames_lost += gap.frames;
+            counters.timestamp_gaps += 1;
+            if counters.timestamp_gaps <= MAX_GAP_WARNINGS {
+                let s = |t: gst::ClockTime| t.nseconds() as f64 / 1e9;
+                tracing::warn!(
+                    "input: about {} frames missing between {:.3} s and {:.3} s (a timestamp gap: damaged or dropped frames)",
+                    gap.frames, s(gap.from), s(gap.to)
+                );
+            }
+        }
+    }
     // Clone the sender out of the lock so that closing it never waits on a send.
     let Some(tx) = lock(&ctx.sender).clone() else { return Err(gst::FlowError::Eos) };
     match ctx.mode {
@@ -570,6 +593,18 @@ fn push_processed(ctx: &RunContext, outputs: &mut Outputs, p: Processed) -> Resu
     Ok(now)
 }
 
+/// Timestamp gaps logged one by one; further ones are only counted.
+const MAX_GAP_WARNINGS: u64 = 5;
+
+/// One frame's time at `fps` (`None` for a variable or unknown rate).
+fn frame_period(fps: gst::Fraction) -> Option<gst::ClockTime> {
+    let (n, d) = (u64::try_from(fps.numer()).ok()?, u64::try_from(fps.denom()).ok()?);
+    if n == 0 || d == 0 {
+        return None;
+    }
+    gst::ClockTime::SECOND.mul_div_floor(d, n)
+}
+
 /// The inference thread: takes the frames already waiting (up to a batch), runs the processor on
 /// them and hands them to the pusher in order. Ends when the input queue closes, when the
 /// pusher is gone, or at once on abort.
@@ -630,11 +665,79 @@ fn spawn_pusher(ctx: Arc<RunContext>, mut outputs: Outputs, rx: Receiver<Process
     })
 }
 
-/// When the newest frame was captured and where it ends in stream time.
+/// When the newest frame was captured, where it ends in stream time, and one frame's time.
 #[derive(Clone, Copy)]
 struct LastFrame {
     at: Instant,
     end: Option<gst::ClockTime>,
+    period: Option<gst::ClockTime>,
+}
+
+/// Whether the input is still moving: a frame, a bus message, or frames waiting in our queue (the
+/// input then waits for us, not we for it). Two guards use it:
+/// - a demuxer that stopped before it found a stream, with nothing said: decodebin drops the
+///   errors a new element posts until its state change returns (`connect_pad` filters them, in
+///   GStreamer 1.22 and still), and a demuxer reading in pull mode that gives up at once (an MP4
+///   cut before its index: "no playable streams") can post its error in that window; the input
+///   then posts nothing, neither an error nor EOS. Seen about once in 40 runs on a loaded machine
+///   (`truncated_files_process_what_decodes_and_finalise` hung 20 minutes).
+/// - recorded mode: an input that makes no progress for [`ProcessConfig::input_timeout`] ends
+///   the run (live mode has its own stall and first-frame timeouts).
+struct InputProgress {
+    last: Instant,
+    frames: u64,
+    /// Since when a demuxer has been seen stopped without a stream, and its name.
+    silent: Option<(Instant, String)>,
+    checked: Instant,
+}
+
+/// How long a demuxer must stay stopped without a stream, with no message from the input, before
+/// the run says so: its own error, when it is not dropped, comes within milliseconds.
+const SILENT_DEMUXER_WAIT: Duration = Duration::from_secs(1);
+
+impl InputProgress {
+    fn new() -> Self {
+        let now = Instant::now();
+        InputProgress { last: now, frames: 0, silent: None, checked: now }
+    }
+
+    fn message(&mut self) {
+        self.last = Instant::now();
+        self.silent = None;
+    }
+
+    /// `Ok(Some(why))`: the input is stuck after some frames (the run finishes with them);
+    /// `Err`: it is stuck before any.
+    fn check(&mut self, input: &gst::Pipeline, frames_in: u64, waiting: bool, cfg: &ProcessConfig, job: &Job) -> Result<Option<String>> {
+        if frames_in != self.frames || waiting {
+            self.frames = frames_in;
+            self.last = Instant::now();
+            self.silent = None;
+        }
+        let idle = self.last.elapsed();
+        if frames_in == 0 && self.checked.elapsed() >= Duration::from_millis(250) {
+            self.checked = Instant::now();
+            match (silent_demuxer(input), &self.silent) {
+                (None, _) => self.silent = None,
+                (Some(name), None) => self.silent = Some((Instant::now(), name)),
+                (Some(_), Some((since, name))) => {
+                    if since.elapsed() >= SILENT_DEMUXER_WAIT && idle >= SILENT_DEMUXER_WAIT {
+                        return Ok(Some(format!(
+                            "{name} found no playable streams and stopped without an error (a truncated or damaged file?)"
+                        )));
+                    }
+                }
+            }
+        }
+        let Some(limit) = cfg.input_timeout.filter(|_| cfg.mode == Mode::Recorded) else { return Ok(None) };
+        if idle < limit {
+            return Ok(None);
+        }
+        if frames_in == 0 {
+            return Err(PipelineError::InputStalled { input: job.source.to_string(), waited_s: limit.as_secs_f64() });
+        }
+        Ok(Some(format!("the input made no progress for {:.0} s after {frames_in} frames", limit.as_secs_f64())))
+    }
 }
 
 struct Loop {
@@ -667,12 +770,14 @@ fn watch(
         lock(&ctx.sender).take();
     };
     let started = Instant::now();
+    let mut progress = InputProgress::new();
     loop {
         if let Some(e) = lock(&ctx.callback_error).take() {
             out.error = Some(e);
             return out;
         }
         while let Some(msg) = in_bus.timed_pop(gst::ClockTime::from_mseconds(20)) {
+            progress.message();
             match msg.view() {
                 gst::MessageView::Eos(_) => close_input(),
                 gst::MessageView::Error(e) => {
@@ -713,12 +818,19 @@ fn watch(
         }
         if out_eos.iter().all(|&e| e) && (record_eos || recording.is_none_or(RecordingHandle::failed)) {
             // Demuxers often stop quietly at the end of a truncated file: compare with the
-            // container's duration so that the loss is reported, not silent.
-            let end = lock(&ctx.last_frame).and_then(|f| f.end);
-            let file = matches!(job.source, SourceSpec::File(_));
-            if let (true, None, None, Some(d), Some(e)) = (file, &out.input_error, &out.stopped, duration, end) {
-                let reached = lock(&ctx.collector).counters.frames_in;
-                if job.max_frames.is_none_or(|m| reached < m) && e + gst::ClockTime::from_mseconds(100) < d {
+            // container's duration so that the loss is reported, not silent. Only a container's:
+            // a parser estimates an elementary stream's duration from its bitrate (a good H.264
+            // stream of 2.40 s was "2.56 s").
+            let last = *lock(&ctx.last_frame);
+            let file = matches!(job.source, SourceSpec::File(_)) && has_demuxer(input);
+            if let (true, None, None, Some(d), Some(last), Some(e)) = (file, &out.input_error, &out.stopped, duration, last, last.and_then(|f| f.end)) {
+                let mut c = lock(&ctx.collector);
+                let short = d.saturating_sub(e);
+                let tolerance = gst::ClockTime::from_mseconds(100).max(last.period.map(|p| p / 2).unwrap_or_default());
+                if job.max_frames.is_none_or(|m| c.counters.frames_in < m) && short > tolerance {
+                    if let Some(p) = last.period {
+                        c.counters.frames_lost += frames_in_gap(short + p, p).saturating_sub(1).max(1);
+                    }
                     out.input_error = Some(format!(
                         "the input ended at {:.2} s of its {:.2} s duration (truncated or corrupted file?)",
                         e.nseconds() as f64 / 1e9,
@@ -755,6 +867,22 @@ fn watch(
         }
         if eos_sent.is_some_and(|t| t.elapsed() > Duration::from_secs(3)) {
             close_input(); // the source ignored EOS
+        }
+        if lock(&ctx.sender).is_some() && out.input_error.is_none() {
+            let frames_in = lock(&ctx.collector).counters.frames_in;
+            let waiting = lock(&ctx.sender).as_ref().is_some_and(|s| !s.is_empty());
+            match progress.check(input, frames_in, waiting, cfg, job) {
+                Ok(None) => {}
+                Ok(Some(lost)) => {
+                    tracing::warn!("input: {lost}; finishing with the frames already read");
+                    out.input_error = Some(lost);
+                    close_input();
+                }
+                Err(e) => {
+                    out.error = Some(e);
+                    return out;
+                }
+            }
         }
         if cfg.mode == Mode::Live {
             // A source that never sends is not "stalled" (that counts from a first frame): it

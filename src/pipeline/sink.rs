@@ -2,18 +2,24 @@
 //! the output file's extension, or any gst-launch sink description.
 //!
 //! ```text
-//! {appsrc} - {videoconvert} - {videoscale} - {capsfilter: first frame's size} - {videobox: pad to
-//! even} - {identity: output pad probe} - {x264enc ! h264parse ! mp4mux ! filesink | ... | <description>}
+//! {appsrc} - {videoconvert} - {videoscale} - {capsfilter: first frame's size, square pixels; I420
+//! for video files} - {videobox: pad} - {identity: output pad probe}
+//!   - {I420 ! x264enc ! High profile ! h264parse ! mp4mux faststart | ... | pngenc ! multifilesink | <description>}
 //! ```
 //! The appsrc caps are `video/x-raw,format=BGR` (annotated frames) or `GRAY8` (masks) at the
-//! frame's size; a resolution change mid-stream is scaled back to the first frame's size so that
-//! encoders and muxers never renegotiate. 4:2:0 encoders get a 1-px black pad on odd sizes.
+//! frame's size. Every file this tool writes plays in ordinary players: video is 4:2:0 (I420;
+//! H.264 in High profile, VP8, 4:2:0 Motion JPEG), grey masks included, and MP4/MOV carry their
+//! index at the front (`faststart`). Frames smaller than an encoder takes (16 px a side), or of
+//! an odd size, are padded with black on the right and bottom. A resolution change mid-stream is
+//! scaled to the first frame's size, keeping the picture's aspect ratio with black borders
+//! (square pixels, the first frame's rate and colorimetry), so that encoders and muxers never
+//! renegotiate: Matroska refuses any caps change and mp4mux one of size.
 //!
 //! A live recording ([`Recording`], `live --record`) is a pipeline of its own, fed the same
 //! annotated buffers as the video output (shared, not copied):
 //! ```text
 //! {appsrc: at most RECORD_QUEUE frames waiting, more are dropped and counted} - {videoconvert}
-//!   - ... - {x264enc zerolatency ! h264parse ! matroskamux streamable | mp4mux fragmented} - {filesink}
+//!   - ... - {I420 ! x264enc zerolatency ! High profile ! h264parse ! matroskamux streamable | mp4mux fragmented} - {filesink}
 //! ```
 //! Apart from the display so that it can never hold the display up: no shared queue, clock or
 //! latency, its own streaming thread (and x264's threads) at a lower priority, and an error in it
@@ -126,11 +132,13 @@ pub struct Output {
     appsrc: gst_app::AppSrc,
     size_filter: gst::Element,
     pad: gst::Element,
-    pad_to_even: bool,
+    fit: Fit,
     format: gst_video::VideoFormat,
     mode: Mode,
-    caps_for: Option<(usize, usize, gst::Fraction)>,
-    first_size: Option<(usize, usize)>,
+    /// The size the appsrc caps were last set for.
+    caps_for: Option<(usize, usize)>,
+    /// The first frame's size and rate: the output keeps them.
+    first: Option<(usize, usize, gst::Fraction)>,
     /// A file output under its temporary name (a `%d` sequence: in a temporary folder) until the
     /// run commits it.
     pending: Option<Pending>,
@@ -139,19 +147,58 @@ pub struct Output {
     pub pushed: u64,
 }
 
-fn file_chain(format: OutputFormat, live: bool) -> &'static str {
-    // No B-frames: with them mp4mux shifts the first PTS by the reorder delay, and recorded mode
-    // promises the input's timestamps. zerolatency also drops the lookahead for live files.
-    match (format, live) {
-        (OutputFormat::Mp4, false) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! mp4mux ! filesink name=lightunet_file",
-        (OutputFormat::Mp4, true) => "x264enc speed-preset=veryfast bframes=0 tune=zerolatency ! h264parse ! mp4mux ! filesink name=lightunet_file",
-        (OutputFormat::Mov, _) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! qtmux ! filesink name=lightunet_file",
-        (OutputFormat::Mkv, _) => "x264enc speed-preset=veryfast bframes=0 ! h264parse ! matroskamux ! filesink name=lightunet_file",
-        (OutputFormat::Webm, _) => "vp8enc deadline=1 ! webmmux ! filesink name=lightunet_file",
-        (OutputFormat::Avi, _) => "jpegenc ! avimux ! filesink name=lightunet_file",
-        (OutputFormat::PngSequence, _) => "pngenc ! multifilesink name=lightunet_file",
+/// Smallest side the encoders of [`file_chain`] take. Measured with GStreamer 1.22: x264enc into
+/// mp4mux, vp8enc and jpegenc into avimux refuse a 2x2 or 18x10 frame (not-negotiated) and take
+/// 16x16 and 18x16.
+pub const MIN_ENCODED_SIDE: usize = 16;
+
+/// How frames are fitted to what the end of the output takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fit {
+    /// As they are (a PNG sequence).
+    Any,
+    /// Padded to even sides (a description with an encoder: most 4:2:0 encoders need them).
+    Even,
+    /// A video file of ours: I420 at a fixed colorimetry, padded to even sides of at least
+    /// [`MIN_ENCODED_SIDE`].
+    Encoded,
+}
+
+impl Fit {
+    /// The padded size of a `w x h` frame.
+    fn padded(self, w: usize, h: usize) -> (usize, usize) {
+        let even = |v: usize| v + v % 2;
+        match self {
+            Fit::Any => (w, h),
+            Fit::Even => (even(w), even(h)),
+            Fit::Encoded => (even(w).max(MIN_ENCODED_SIDE), even(h).max(MIN_ENCODED_SIDE)),
+        }
     }
 }
+
+/// The encoder and muxer of a file output, after the common head of [`build_output`].
+/// Video is converted to I420 first: from BGR or GRAY8, videoconvert would hand x264enc Y444
+/// (High 4:4:4 Predictive, which browsers, QuickTime, Windows' player and hardware decoders do
+/// not play), jpegenc RGB (4:4:4 JPEG) and x264enc GRAY8 (4:0:0).
+fn file_chain(format: OutputFormat, live: bool) -> String {
+    // No B-frames: with them mp4mux shifts the first PTS by the reorder delay, and recorded mode
+    // promises the input's timestamps. zerolatency also drops the lookahead for live files.
+    let tune = if live { " tune=zerolatency" } else { "" };
+    let h264 = format!("video/x-raw,format=I420 ! x264enc speed-preset=veryfast bframes=0{tune} ! video/x-h264,profile=high ! h264parse");
+    // faststart: the index (moov) before the data, so that the file plays while it downloads or
+    // streams; mp4mux writes the data to a side file (`faststart-file`, set beside the output)
+    // and copies it after the index at EOS.
+    match format {
+        OutputFormat::Mp4 => format!("{h264} ! mp4mux name={MUX_NAME} faststart=true ! filesink name=lightunet_file"),
+        OutputFormat::Mov => format!("{h264} ! qtmux name={MUX_NAME} faststart=true ! filesink name=lightunet_file"),
+        OutputFormat::Mkv => format!("{h264} ! matroskamux ! filesink name=lightunet_file"),
+        OutputFormat::Webm => "video/x-raw,format=I420 ! vp8enc deadline=1 ! webmmux ! filesink name=lightunet_file".into(),
+        OutputFormat::Avi => "video/x-raw,format=I420 ! jpegenc ! avimux ! filesink name=lightunet_file".into(),
+        OutputFormat::PngSequence => "pngenc ! multifilesink name=lightunet_file".into(),
+    }
+}
+
+const MUX_NAME: &str = "lightunet_mux";
 
 /// Builds (does not start) one output pipeline. `collector` gets the output pad probe's stamps.
 fn build_output(
@@ -162,12 +209,13 @@ fn build_output(
     collector: Option<Arc<Mutex<Collector>>>,
 ) -> Result<Output> {
     let live = mode == Mode::Live;
-    let (chain, shown, pad_to_even, format_of_file) = match spec {
+    let (chain, shown, fit, format_of_file) = match spec {
         SinkSpec::File { path, .. } => {
             let f = OutputFormat::from_path(path)?;
-            (file_chain(f, live).to_string(), path.display().to_string(), f.needs_even_size(), Some(f))
+            let fit = if f.is_video() { Fit::Encoded } else { Fit::Any };
+            (file_chain(f, live), path.display().to_string(), fit, Some(f))
         }
-        SinkSpec::Launch(desc) => (desc.clone(), desc.clone(), desc.contains("enc"), None),
+        SinkSpec::Launch(desc) => (desc.clone(), desc.clone(), if desc.contains("enc") { Fit::Even } else { Fit::Any }, None),
     };
     let description = format!(
         "appsrc name={APPSRC_NAME} ! videoconvert ! videoscale ! capsfilter name=lightunet_size ! videobox name=lightunet_pad ! identity name=lightunet_probe ! {chain}"
@@ -184,7 +232,16 @@ fn build_output(
             let location = dir.path().join(pattern);
             (dir.into(), location)
         } else {
-            let file = PendingFile::create(role, path, *overwrite)?;
+            let mut file = PendingFile::create(role, path, *overwrite)?;
+            if let Some(mux) = pipeline.by_name(MUX_NAME) {
+                // Beside the output, not in the system's temporary folder (often a RAM disk): it
+                // holds all the video until EOS. The muxer removes it when it stops; a second
+                // Ctrl-C, which stops nothing, removes it with the output.
+                if let Some(side) = file.side_file(".faststart") {
+                    let side = side.to_str().ok_or_else(|| OutputError::NotUtf8 { role: role.into(), path: path.clone() })?;
+                    mux.set_property("faststart-file", side);
+                }
+            }
             let location = file.path().to_path_buf();
             (file.into(), location)
         };
@@ -226,38 +283,62 @@ fn build_output(
             gst::PadProbeReturn::Ok
         });
     }
-    Ok(Output { pipeline, appsrc, size_filter, pad, pad_to_even, format, mode, caps_for: None, first_size: None, pending, keyed: None, pushed: 0 })
+    Ok(Output { pipeline, appsrc, size_filter, pad, fit, format, mode, caps_for: None, first: None, pending, keyed: None, pushed: 0 })
 }
 
 impl Output {
-    /// Sets the appsrc caps for a `w x h` frame at `fps` when they change (the first frame's size
-    /// also fixes the output size) and returns the frame's layout.
+    /// Sets the appsrc caps for a `w x h` frame when its size changes (the first frame fixes the
+    /// output's size, rate and padding) and returns the frame's layout.
     fn layout_for(&mut self, (w, h): (usize, usize), fps: gst::Fraction) -> Result<gst_video::VideoInfo> {
         let fps = if fps.numer() > 0 && fps.denom() > 0 { fps } else { gst::Fraction::new(0, 1) };
+        // The rate stays the first frame's: the timestamps carry the timing, and a rate in the
+        // caps that changed would make the encoder renegotiate.
+        let (_, _, fps) = *self.first.get_or_insert((w, h, fps));
         let info = gst_video::VideoInfo::builder(self.format, w as u32, h as u32)
             .fps(fps)
             .build()
             .map_err(|e| PipelineError::gst("output", e))?;
-        if self.caps_for != Some((w, h, fps)) {
-            if self.first_size.is_none() {
-                self.first_size = Some((w, h));
-                let caps = gst_video::VideoCapsBuilder::new().width(w as i32).height(h as i32).build();
-                self.size_filter.set_property("caps", &caps);
-                if self.pad_to_even {
-                    self.pad.set_property("right", -((w % 2) as i32));
-                    self.pad.set_property("bottom", -((h % 2) as i32));
-                }
+        if self.caps_for != Some((w, h)) {
+            if self.caps_for.is_none() {
+                self.fix_output_size(w, h)?;
                 if self.mode == Mode::Recorded {
                     self.appsrc.set_max_bytes(3 * info.size() as u64);
                 }
-            } else if self.first_size != Some((w, h)) {
-                tracing::warn!("output: frame size changed to {w}x{h}; scaling to the first frame's size");
+            } else if self.first.is_some_and(|(fw, fh, _)| (fw, fh) != (w, h)) {
+                tracing::warn!("output: frame size changed to {w}x{h}; scaled to the first frame's size, with black borders where the aspect ratio differs");
             }
             let caps = info.to_caps().map_err(|e| PipelineError::gst("output", e))?;
             self.appsrc.set_caps(Some(&caps));
-            self.caps_for = Some((w, h, fps));
+            self.caps_for = Some((w, h));
         }
         Ok(info)
+    }
+
+    /// Fixes what reaches the encoder from the first frame (`w x h`): its size with square pixels
+    /// (videoscale then keeps the aspect ratio of later sizes with borders), for a video file
+    /// also I420 and the colorimetry GStreamer gives that size (without it, a later size could
+    /// change the colorimetry, and with it the caps), and the padding.
+    fn fix_output_size(&mut self, w: usize, h: usize) -> Result<()> {
+        let mut caps = gst::Caps::builder("video/x-raw")
+            .field("width", w as i32)
+            .field("height", h as i32)
+            .field("pixel-aspect-ratio", gst::Fraction::new(1, 1));
+        if self.fit == Fit::Encoded {
+            let yuv = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, w as u32, h as u32)
+                .build()
+                .map_err(|e| PipelineError::gst("output", e))?;
+            caps = caps.field("format", "I420").field("colorimetry", yuv.colorimetry().to_string());
+        }
+        self.size_filter.set_property("caps", caps.build());
+        let (pw, ph) = self.fit.padded(w, h);
+        if (pw, ph) != (w, h) {
+            if self.fit == Fit::Encoded && (w < MIN_ENCODED_SIDE || h < MIN_ENCODED_SIDE) {
+                tracing::warn!("output: {w}x{h} frames are below the encoder's {MIN_ENCODED_SIDE} px a side: padded to {pw}x{ph} with black");
+            }
+            self.pad.set_property("right", -((pw - w) as i32));
+            self.pad.set_property("bottom", -((ph - h) as i32));
+        }
+        Ok(())
     }
 
     /// Stamps and pushes a buffer. Blocks in recorded mode while the appsrc queue is full.
@@ -295,7 +376,7 @@ impl Output {
     /// it again (its pixels shared, no copy).
     pub fn push_keyed(&mut self, key: u64, layout: FrameLayout, data: &[u8], t: Timing) -> Result<()> {
         let buffer = match &self.keyed {
-            Some((k, b)) if *k == key && self.caps_for.is_some_and(|(w, h, _)| (w, h) == layout.size()) => b.copy(),
+            Some((k, b)) if *k == key && self.caps_for.is_some_and(|(w, h)| (w, h) == layout.size()) => b.copy(),
             _ => {
                 let b = self.buffer_from(layout, data, t)?;
                 self.keyed = Some((key, b.copy()));
@@ -358,6 +439,7 @@ const RECORD_SYNC_EVERY: Duration = Duration::from_secs(1);
 /// A recording's containers: both play when cut anywhere.
 fn record_chain(path: &Path) -> Result<&'static str> {
     let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    // 4:2:0 in High profile, as every file output (see `file_chain`): what players take.
     // No B-frames and no lookahead (zerolatency): a frame is written as soon as it is encoded, so
     // a cut loses only what the encoder and the muxer hold. A keyframe every 2 s at 30 fps.
     // Unbuffered: each write goes to the kernel at once (a crash of this process loses nothing
@@ -365,10 +447,10 @@ fn record_chain(path: &Path) -> Result<&'static str> {
     Ok(match ext.as_str() {
         // streamable: clusters are written as they fill and nothing is rewritten at the end, so
         // the file is a valid Matroska stream at every cluster boundary.
-        "mkv" => "x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! h264parse ! matroskamux streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
+        "mkv" => "video/x-raw,format=I420 ! x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! video/x-h264,profile=high ! h264parse ! matroskamux streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
         // Fragmented: the header first, then a fragment (moof + mdat) per second; a player reads
         // the file up to its last whole fragment.
-        "mp4" | "m4v" => "x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! h264parse ! mp4mux fragment-duration=1000 streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
+        "mp4" | "m4v" => "video/x-raw,format=I420 ! x264enc speed-preset=veryfast tune=zerolatency bframes=0 key-int-max=60 ! video/x-h264,profile=high ! h264parse ! mp4mux fragment-duration=1000 streamable=true ! filesink name=lightunet_file buffer-mode=unbuffered",
         other => {
             return Err(PipelineError::Config(format!(
                 "recording {}: `.{other}` is not a recording format: use .mkv (Matroska, written as it goes) or .mp4 (fragmented MP4, 1 s fragments); both play when cut",

@@ -8,8 +8,9 @@
 //! 16-bit and YUV input into it, so grey input is replicated to three channels as the original
 //! did. Rows are copied with the buffer's own stride (BGR rows are padded to 4 bytes).
 
+use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
@@ -75,6 +76,59 @@ pub struct Input {
     /// A file whose name is not UTF-8 is read through a link of a UTF-8 name in this private
     /// folder, which lives (and is removed) with the input.
     _alias: Option<tempfile::TempDir>,
+    /// A file's frame durations as its container gives them (see [`CodedDurations`]).
+    pub coded: CodedDurations,
+}
+
+/// The durations of a file's video frames as its container gives them, by timestamp. Parsers
+/// and decoders stamp every frame with the nominal rate's duration; the container's own tells a
+/// long frame of a variable-rate file (a phone's, in low light) from frames lost before it.
+/// Written by a pad probe on the demuxer's video output, read by the appsink callback.
+#[derive(Clone, Default)]
+pub struct CodedDurations(Arc<Mutex<VecDeque<(gst::ClockTime, gst::ClockTime)>>>);
+
+/// Frames remembered: more than the parser, the decoder (its reorder and frame-thread delay)
+/// and decodebin's queue hold between the demuxer and us.
+const CODED_DURATIONS_KEPT: usize = 256;
+
+impl CodedDurations {
+    fn record(&self, pts: gst::ClockTime, duration: gst::ClockTime) {
+        let mut d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if d.len() == CODED_DURATIONS_KEPT {
+            d.pop_front();
+        }
+        d.push_back((pts, duration));
+    }
+
+    /// The container's duration of the frame at `pts`, if its demuxer gave one.
+    pub fn get(&self, pts: gst::ClockTime) -> Option<gst::ClockTime> {
+        let d = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        d.iter().rev().find(|(p, _)| *p == pts).map(|(_, duration)| *duration)
+    }
+
+    /// Watches the video output of the demuxer that `decodebin` plugs into `pipeline`.
+    fn watch(&self, pipeline: &gst::Pipeline) {
+        let this = self.clone();
+        pipeline.connect_deep_element_added(move |_, _, element| {
+            let is_demuxer = element.factory().is_some_and(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Demux")));
+            if !is_demuxer {
+                return;
+            }
+            let this = this.clone();
+            element.connect_pad_added(move |_, pad| {
+                let this = this.clone();
+                pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+                    let video = pad.current_caps().is_some_and(|c| c.structure(0).is_some_and(|s| s.name().starts_with("video/")));
+                    if let (true, Some(b)) = (video, info.buffer()) {
+                        if let (Some(pts), Some(duration)) = (b.pts(), b.duration()) {
+                            this.record(pts, duration);
+                        }
+                    }
+                    gst::PadProbeReturn::Ok
+                });
+            });
+        });
+    }
 }
 
 /// A private folder holding a link to `path` under a UTF-8 name (with `path`'s extension when
@@ -96,6 +150,7 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
     // No dithering: grey and 16-bit input must reach the model as three equal channels.
     let tail = format!("videoconvert dither=none ! appsink name={APPSINK_NAME}");
     let mut alias = None;
+    let coded = CodedDurations::default();
     let (pipeline, phantom) = match spec {
         SourceSpec::File(path) => {
             if !path.exists() {
@@ -116,6 +171,7 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
                     alias = Some(dir);
                 }
             }
+            coded.watch(&p);
             (p, None)
         }
         SourceSpec::Launch(desc) => (launch(&format!("{desc} ! {tail}"), desc)?, None),
@@ -143,7 +199,30 @@ pub fn build_input(spec: &SourceSpec, live: bool) -> Result<Input> {
     // source's frames arrive as captured. Recorded: as fast as the consumer takes them.
     appsink.set_sync(live);
     appsink.set_property("enable-last-sample", false);
-    Ok(Input { pipeline, appsink, phantom, _alias: alias })
+    Ok(Input { pipeline, appsink, phantom, _alias: alias, coded })
+}
+
+/// Whether the input reads a container (a demuxer is in it): then its duration comes from the
+/// container, not estimated from an elementary stream's bitrate.
+pub(crate) fn has_demuxer(pipeline: &gst::Pipeline) -> bool {
+    demuxers(pipeline).next().is_some()
+}
+
+/// A demuxer that reads in pull mode, has stopped its task and made no output pad: it gave up on
+/// the file without a stream (its error may have been dropped: see `run::InputProgress`).
+pub(crate) fn silent_demuxer(pipeline: &gst::Pipeline) -> Option<String> {
+    demuxers(pipeline)
+        .find(|e| {
+            e.src_pads().is_empty()
+                && e.sink_pads().iter().any(|p| p.mode() == gst::PadMode::Pull && p.task_state() == gst::TaskState::Paused)
+        })
+        .map(|e| e.name().to_string())
+}
+
+fn demuxers(pipeline: &gst::Pipeline) -> impl Iterator<Item = gst::Element> {
+    pipeline.iterate_recurse().into_iter().flatten().filter(|e| {
+        e.factory().is_some_and(|f| f.metadata(gst::ELEMENT_METADATA_KLASS).is_some_and(|k| k.contains("Demux")))
+    })
 }
 
 /// The phantom as an appsrc: frame `i` is rendered on demand, straight into the buffer, with
