@@ -143,7 +143,7 @@ fn no_stray_files(dir: &Path, expected: &[&str]) {
 
 /// Case 14: every H.264 output was High 4:4:4 Predictive with 4:4:4 chroma (videoconvert handed
 /// x264enc Y444), the masks 4:0:0, and MP4 had its index at the end. Now every format the tool
-/// writes (process, the phantom's clip and masks, a live recording) is 4:2:0 in a standard
+/// writes (process, the phantom's clip and masks, a live output, `live --record`) is 4:2:0 in a standard
 /// profile, and MP4/MOV start with their index.
 #[test]
 fn every_output_is_4_2_0_in_a_standard_profile_with_the_index_first() {
@@ -170,6 +170,14 @@ fn every_output_is_4_2_0_in_a_standard_profile_with_the_index_first() {
     ok(&[&["live", "--source", "videotestsrc num-buffers=8 ! video/x-raw,width=64,height=48", "--sink", s(&live)][..], &FAST].concat());
     assert_plays_everywhere(&live);
     names.push("live.mp4".into());
+    // live --record, both crash-safe forms (Matroska as it goes, fragmented MP4: its header,
+    // with the index of its tracks, first).
+    for ext in ["mkv", "mp4"] {
+        let rec = dir.join(format!("record.{ext}"));
+        ok(&[&["live", "--source", "videotestsrc num-buffers=8 ! video/x-raw,width=64,height=48", "--sink", "fakesink", "--record", s(&rec)][..], &FAST].concat());
+        assert_plays_everywhere(&rec);
+        names.push(format!("record.{ext}"));
+    }
     // PNG sequences stay lossless RGB and grey.
     ok(&[&["process", s(&clip), "-o", s(&dir.join("f_%02d.png")), "--masks", s(&dir.join("m_%02d.png"))][..], &FAST].concat());
     assert_eq!(read_rgb_png(&dir.join("f_05.png")).0, 160);
