@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The element's speed target: `lightunet` in every-frame mode through gst-launch-1.0 against
 # `lightunet process`, the same clip to the same kind of output (MP4, x264 veryfast, no B-frames,
-# as `process` writes it), the two alternated round by round so that the ratio survives the load
+# as `process` writes it: I420, High profile, index first), the two alternated round by round so that the ratio survives the load
 # of a shared machine. Wall time of each whole command (start, model load, every frame, file
 # finalised). Target: element / process <= 1.0.
 #   scripts/bench-element.sh [clip] [rounds]
@@ -32,7 +32,8 @@ for r in $(seq "$rounds"); do
     t=$(now)
     gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! queue ! videoconvert \
         ! lightunet weights="$weights" device=cpu ! queue ! videoconvert \
-        ! x264enc speed-preset=veryfast bframes=0 ! h264parse ! mp4mux ! filesink location="$out/element.mp4" >"$out/element.log"
+        ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast bframes=0 ! video/x-h264,profile=high ! h264parse \
+        ! mp4mux faststart=true faststart-file="$out/element.mp4.faststart" ! filesink location="$out/element.mp4" >"$out/element.log"
     element+=("$(python3 -c "print($(now) - $t)")")
     echo "round $r: process ${cli[-1]:0:6} s, element ${element[-1]:0:6} s"
 done
