@@ -6,80 +6,18 @@
 
 mod pipeline_support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use lightunet::pipeline::{run, Job, Mode, PipelineError, SinkSpec, SourceSpec};
+use pipeline_support::cli::*;
 use pipeline_support::*;
 
 const FAST: [&str; 6] = ["--weights", "random", "--input-size", "32", "--device", "cpu"];
 
 /// A source that opens and never sends: a UDP port nobody streams to.
 const SILENT_SOURCE: &str = "udpsrc port=0 caps=\"video/x-raw,format=BGR,width=64,height=48,framerate=25/1\"";
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    seconds: f64,
-}
-
-impl Run {
-    fn assert_fails_with(&self, code: i32, needle: &str) {
-        assert_eq!(self.code, Some(code), "exit status: {}", self.stderr);
-        assert!(!self.stderr.contains("panicked"), "{}", self.stderr);
-        assert!(self.stderr.contains(needle), "expected `{needle}` in: {}", self.stderr);
-    }
-}
-
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lightunet"));
-    cmd.args(args).env("RUST_LOG", "warn").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("runs")
-}
-
-/// Waits for `child` at most `limit`; a child still running then is killed and fails the test.
-fn finish(mut child: Child, limit: Duration, what: &str) -> Run {
-    let start = Instant::now();
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: still running after {} s (hang)\n{}", limit.as_secs(), err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run { code: status.code(), stdout: out.join().unwrap(), stderr: err.join().unwrap(), seconds: start.elapsed().as_secs_f64() }
-}
-
-fn lightunet(args: &[&str]) -> Run {
-    finish(spawn(args, &[]), Duration::from_secs(120), &args.join(" "))
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// Runs a gst-launch description to EOS.
 fn gst_run(description: &str) {

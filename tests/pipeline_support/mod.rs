@@ -2,6 +2,8 @@
 //! frames and timestamps, fake segmenters.
 #![allow(dead_code)]
 
+pub mod cli;
+
 use std::path::{Path, PathBuf};
 
 use gst::prelude::*;
