@@ -7,8 +7,11 @@
 #   scripts/bench-element.sh [clip] [rounds]
 # Default clip: ../shared/data/video/sonosite-anon-eye1-video.mp4 (960x720, 100 frames); 3 rounds.
 # Both run on the CPU with the shipped weights and the whole frame as ROI. The element's line has
-# a `queue` before and after it, as a GStreamer user would write it: decoding and encoding then run
-# beside the model (`process` has its own threads for that). `process` runs its default batch of
+# a `queue` right before and after it, as pipelines/README.md writes it: decoding with the colour
+# conversion into the element's format, and conversion with encoding, then run on their own
+# threads beside the model (`process` has its own threads for that). With the queue before
+# `videoconvert` instead, the conversion ran in the model's thread and the line took 1.27-1.31x
+# `process`'s time (measured 2026-11-30). `process` runs its default batch of
 # 4 frames per model call; the element, a filter, runs one frame at a time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +33,7 @@ for r in $(seq "$rounds"); do
     target/release/lightunet process "$clip" -o "$out/process.mp4" --overwrite --weights "$weights" --device cpu 2>"$out/process.log"
     cli+=("$(python3 -c "print($(now) - $t)")")
     t=$(now)
-    gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! queue ! videoconvert \
+    gst-launch-1.0 -q filesrc location="$clip" ! decodebin ! videoconvert ! queue \
         ! lightunet weights="$weights" device=cpu ! queue ! videoconvert \
         ! video/x-raw,format=I420 ! x264enc speed-preset=veryfast bframes=0 ! video/x-h264,profile=high ! h264parse \
         ! mp4mux faststart=true faststart-file="$out/element.mp4.faststart" ! filesink location="$out/element.mp4" >"$out/element.log"
