@@ -192,6 +192,13 @@ mod tests {
         let embedded: Vec<(String, String)> = EMBEDDED.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
         assert_eq!(embedded, on_disk);
         assert!(embedded.len() >= 6);
+        // Users run the installed binary: no shipped pipeline points into a checkout or at this
+        // build machine (a default `input` of ../shared/... once did).
+        for (name, text) in &embedded {
+            for bad in ["../", "shared/", "/work/", env!("CARGO_MANIFEST_DIR")] {
+                assert!(!text.contains(bad), "pipeline {name} mentions `{bad}`");
+            }
+        }
     }
 
     /// With no folder, the embedded pipelines; a folder higher in the order hides the same name
