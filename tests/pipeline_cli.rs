@@ -191,7 +191,8 @@ fn ctrl_c_during_live_finalises_the_output() {
     assert!(decode(&out).unwrap().frames.len() >= 2);
 }
 
-/// Every named pipeline loads, resolves with its defaults, and GStreamer can parse both ends.
+/// Every named pipeline loads, resolves with its defaults (and `input`, which a file pipeline
+/// needs from the user: it has no default), and GStreamer can parse both ends.
 #[test]
 fn named_pipelines_parse() {
     init();
@@ -199,8 +200,9 @@ fn named_pipelines_parse() {
     let listing = NamedPipeline::list(&dir).unwrap();
     assert!(listing.invalid.is_empty(), "{:?}", listing.invalid);
     assert!(listing.valid.len() >= 6);
+    let input: std::collections::BTreeMap<String, String> = [("input".to_string(), "clip.mp4".to_string())].into();
     for p in listing.valid {
-        let (src, sink) = p.resolve(&Default::default()).unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let (src, sink) = p.resolve(&input).unwrap_or_else(|e| panic!("{}: {e}", p.name));
         if !src.starts_with("phantom") {
             gst::parse::launch(&format!("{src} ! fakesink")).unwrap_or_else(|e| panic!("{} source: {e}", p.name));
         }
