@@ -192,8 +192,10 @@ fn every_output_is_4_2_0_in_a_standard_profile_with_the_index_first() {
 fn shipped_h264_pipelines_send_4_2_0() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
     let mut checked = 0;
+    // A file pipeline's `input` has no default: the user gives it.
+    let input: std::collections::BTreeMap<String, String> = [("input".to_string(), "clip.mp4".to_string())].into();
     for p in NamedPipeline::list(&dir).unwrap().valid {
-        let (_, sink) = p.resolve(&Default::default()).unwrap();
+        let (_, sink) = p.resolve(&input).unwrap();
         let Some(end) = sink.find("x264enc") else { continue };
         // The sink up to and including the encoder, fed BGR as the tool's output does.
         let encoder = sink[end..].split('!').next().unwrap();
