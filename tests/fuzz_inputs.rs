@@ -14,12 +14,13 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use candle_core::Device;
 use lightunet::checkpoint::{self, read_pth};
 use lightunet::model::InferenceNet;
+use pipeline_support::cli::{finish, spawn};
 use pipeline_support::scratch;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -116,39 +117,14 @@ fn no_panic<T>(what: &str, case: impl FnOnce() -> T) -> T {
 /// but input frames were lost, and says so), never by a signal (abort, segfault), a panic's 101
 /// or a hang.
 fn binary_is_clean(args: &[&str], what: &str) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lightunet"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what}: hangs (killed after 60 s): lightunet {}", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stderr = reader.join().unwrap();
-    assert!(matches!(status.code(), Some(0 | 1 | 3)), "{what}: exit {status:?}: lightunet {}\n{stderr}", args.join(" "));
+    let run = finish(spawn(args, &[("RUST_LOG", "error")]), Duration::from_secs(60), &format!("{what}: lightunet {}", args.join(" ")));
+    let (status, stderr) = (run.code, run.stderr);
+    assert!(matches!(status, Some(0 | 1 | 3)), "{what}: exit {status:?}: lightunet {}\n{stderr}", args.join(" "));
     assert!(!stderr.contains("panicked"), "{what}: {stderr}");
-    if status.code() == Some(1) {
+    if status == Some(1) {
         assert!(stderr.contains("error: "), "{what}: a failure says why: {stderr}");
     }
-    if status.code() == Some(3) {
+    if status == Some(3) {
         assert!(stderr.contains("frames lost") && stderr.contains("--accept-loss"), "{what}: a loss says how many: {stderr}");
     }
 }

@@ -7,52 +7,14 @@
 
 mod pipeline_support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use lightunet::pipeline::{run, Job, NamedPipeline, SinkSpec, SourceSpec};
+use pipeline_support::cli::{lightunet, Run};
 use pipeline_support::*;
 
 const FAST: [&str; 6] = ["--weights", "random", "--input-size", "32", "--device", "cpu"];
-
-struct Run {
-    code: Option<i32>,
-    stderr: String,
-}
-
-/// The binary, killed (and the test failed) if it runs for more than a minute.
-fn lightunet(args: &[&str]) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lightunet"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    let mut err = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{}: still running after 60 s (hang)", args.join(" "));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run { code: status.code(), stderr: reader.join().unwrap() }
-}
 
 fn ok(args: &[&str]) -> Run {
     let r = lightunet(args);
