@@ -19,22 +19,6 @@ const FAST: [&str; 6] = ["--weights", "random", "--input-size", "32", "--device"
 /// A source that opens and never sends: a UDP port nobody streams to.
 const SILENT_SOURCE: &str = "udpsrc port=0 caps=\"video/x-raw,format=BGR,width=64,height=48,framerate=25/1\"";
 
-/// Runs a gst-launch description to EOS.
-fn gst_run(description: &str) {
-    init();
-    let p = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let msg = p
-        .bus()
-        .unwrap()
-        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
-        .expect("EOS within 60 s");
-    p.set_state(gst::State::Null).unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{description}: {}", e.error());
-    }
-}
-
 fn report(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -221,13 +205,7 @@ fn a_variable_rate_file_is_not_a_loss() {
             pts += if i == 4 { ms(200) } else { ms(40) };
         }
         src.end_of_stream().unwrap();
-        let msg = p
-            .bus()
-            .unwrap()
-            .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
-            .expect("EOS within 60 s");
-        p.set_state(gst::State::Null).unwrap();
-        assert!(matches!(msg.view(), gst::MessageView::Eos(_)), "{msg:?}");
+        wait_eos(&p, &path.display().to_string());
     };
     for ext in ["mkv", "mp4"] {
         let vfr = dir.join(format!("vfr.{ext}"));

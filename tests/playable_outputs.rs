@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use gst::prelude::*;
 use lightunet::pipeline::{run, Job, NamedPipeline, SinkSpec, SourceSpec};
-use pipeline_support::cli::{lightunet, Run};
+use pipeline_support::cli::{lightunet, s, Run};
 use pipeline_support::*;
 
 const FAST: [&str; 6] = ["--weights", "random", "--input-size", "32", "--device", "cpu"];
@@ -20,25 +20,6 @@ fn ok(args: &[&str]) -> Run {
     let r = lightunet(args);
     assert_eq!(r.code, Some(0), "{}: {}", args.join(" "), r.stderr);
     r
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-/// Runs a gst-launch description to EOS.
-fn gst_run(description: &str) {
-    init();
-    let p = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let bus = p.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
-        .expect("EOS within 60 s");
-    p.set_state(gst::State::Null).unwrap();
-    if let gst::MessageView::Error(e) = msg.view() {
-        panic!("{description}: {}", e.error());
-    }
 }
 
 /// The caps of the first sample at the end of `filesrc ! {middle} ! appsink`.

@@ -14,6 +14,28 @@ pub fn init() {
     gst::init().expect("GStreamer initialises");
 }
 
+/// Waits up to 60 s for `p` to reach EOS, then stops it; an error on its bus fails the test,
+/// naming `what`.
+pub fn wait_eos(p: &gst::Pipeline, what: &str) {
+    let msg = p
+        .bus()
+        .expect("a pipeline has a bus")
+        .timed_pop_filtered(gst::ClockTime::from_seconds(60), &[gst::MessageType::Eos, gst::MessageType::Error])
+        .unwrap_or_else(|| panic!("{what}: no EOS within 60 s"));
+    p.set_state(gst::State::Null).unwrap();
+    if let gst::MessageView::Error(e) = msg.view() {
+        panic!("{what}: {}", e.error());
+    }
+}
+
+/// Runs a gst-launch description to EOS.
+pub fn gst_run(description: &str) {
+    init();
+    let p = gst::parse::launch(description).unwrap().downcast::<gst::Pipeline>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    wait_eos(&p, description);
+}
+
 /// A fresh, empty scratch folder for one test.
 pub fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("lightunet-test-{name}-{}", std::process::id()));
