@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use super::config::{ProcessConfig, Roi};
 use super::error::{PipelineError, Result};
-use super::frame::{AsFrameRef, Frame, FrameLayout, FrameMask, PixelFormat, GREY};
+use super::frame::{AsFrameRef, Frame, FrameLayout, FrameMask, GREY};
 use super::inference::Segmenter;
 use super::latency::MaskRecord;
 use super::latest::{LatestCounters, LatestInput, LatestMask, WorkerOptions};
-use super::overlay::{FrameProcessor, Processed};
+use super::overlay::{draw_status_text, FrameInterval, FrameProcessor, Processed};
 
 /// The frame interval assumed until two frames have been seen and the source gives none.
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(33);
@@ -40,10 +40,9 @@ pub struct Display {
     /// yet) at which frame size, and the mask itself (its key changes with each new one).
     frame_mask: Option<(MaskFor, FrameMask)>,
     next_mask_key: u64,
-    last_capture: Option<Instant>,
-    /// Moving average of the time between captures (s): when the next frame is due, and the
-    /// frame rate written on the frame.
-    dt_ema: f64,
+    /// The time between captures: when the next frame is due, and the frame rate written on
+    /// the frame.
+    interval: FrameInterval,
 }
 
 impl Display {
@@ -62,8 +61,7 @@ impl Display {
             want_masks,
             frame_mask: None,
             next_mask_key: 0,
-            last_capture: None,
-            dt_ema: 0.0,
+            interval: FrameInterval::default(),
         })
     }
 
@@ -74,10 +72,7 @@ impl Display {
         frame.stamps.dequeue.get_or_insert_with(Instant::now);
         let seq = frame.seq;
         let capture = frame.stamps.capture;
-        if let Some(prev) = self.last_capture.replace(capture) {
-            let dt = capture.saturating_duration_since(prev).as_secs_f64();
-            self.dt_ema = if self.dt_ema == 0.0 { dt } else { 0.9 * self.dt_ema + 0.1 * dt };
-        }
+        self.interval.tick(capture);
         let (w, h) = frame.layout.size();
         let roi = self.core.roi_for(w, h)?;
         if self.latest.wants_input(self.next_frame_in(&frame)) {
@@ -110,8 +105,7 @@ impl Display {
         }
         let masks = if self.want_masks { Some(self.frame_mask(drawn_from.as_deref(), (w, h)).map_err(|e| frame_err(&e))?) } else { None };
         if self.core.config().overlay.text {
-            let FrameLayout { width, height, stride } = frame.layout;
-            let fps = if self.dt_ema > 0.0 { 1.0 / self.dt_ema } else { 0.0 };
+            let fps = self.interval.fps();
             let text = match &mask {
                 Some(m) => format!(
                     "{fps:.1} fps  mask {} fr {:.0} ms  lesion {} px",
@@ -121,8 +115,7 @@ impl Display {
                 ),
                 None => format!("{fps:.1} fps  no mask yet"),
             };
-            let bpp = PixelFormat::Bgr.bytes_per_pixel();
-            crate::raster::draw_text_px(&mut frame.data, (width, height, stride), bpp, (8, 8), 2, &text, [255; 3], Some([0; 3]));
+            draw_status_text(&mut frame, &text);
         }
         frame.stamps.overlay_done = Some(Instant::now());
         Ok(Processed { frame, masks, stats, mask })
@@ -131,8 +124,8 @@ impl Display {
     /// When the frame after `frame` is due: the measured interval between captures, else the
     /// frame's duration, else DEFAULT_INTERVAL.
     fn next_frame_in(&self, frame: &Frame) -> Duration {
-        if self.dt_ema > 0.0 {
-            return Duration::from_secs_f64(self.dt_ema);
+        if let Some(d) = self.interval.average() {
+            return d;
         }
         frame.duration.map(|d| Duration::from_nanos(d.nseconds())).filter(|d| !d.is_zero()).unwrap_or(DEFAULT_INTERVAL)
     }

@@ -19,7 +19,7 @@
 //! output vector aside).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -314,16 +314,53 @@ pub struct Processor {
     core: FrameProcessor,
     /// There is a masks output.
     want_masks: bool,
-    last_done: Option<Instant>,
-    /// Moving average of the time between finished frames (seconds): its inverse is the fps
-    /// shown. Averaging the intervals, not their inverses, keeps a batch's burst of frames
-    /// (microseconds apart) from showing as hundreds of fps.
-    dt_ema: f64,
+    /// The time between finished frames: the fps shown.
+    interval: FrameInterval,
+}
+
+/// A moving average of the time between frames, from the instants they pass a point. Averaging
+/// the intervals, not their inverses, keeps a batch's burst of frames (microseconds apart) from
+/// showing as hundreds of fps.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FrameInterval {
+    last: Option<Instant>,
+    /// Seconds; 0 until two frames have passed.
+    ema: f64,
+}
+
+impl FrameInterval {
+    pub(crate) fn tick(&mut self, at: Instant) {
+        if let Some(prev) = self.last.replace(at) {
+            let dt = at.saturating_duration_since(prev).as_secs_f64();
+            self.ema = if self.ema == 0.0 { dt } else { 0.9 * self.ema + 0.1 * dt };
+        }
+    }
+
+    /// The average interval, once two frames have passed.
+    pub(crate) fn average(&self) -> Option<Duration> {
+        (self.ema > 0.0).then(|| Duration::from_secs_f64(self.ema))
+    }
+
+    /// Frames per second (0 until known), for the on-screen text.
+    pub(crate) fn fps(&self) -> f64 {
+        if self.ema > 0.0 {
+            1.0 / self.ema
+        } else {
+            0.0
+        }
+    }
+}
+
+/// `--text`: `text` at the top left of a BGR frame, white on black.
+pub(crate) fn draw_status_text(frame: &mut Frame, text: &str) {
+    let FrameLayout { width, height, stride } = frame.layout;
+    let bpp = PixelFormat::Bgr.bytes_per_pixel();
+    crate::raster::draw_text_px(&mut frame.data, (width, height, stride), bpp, (8, 8), 2, text, [255; 3], Some([0; 3]));
 }
 
 impl Processor {
     pub fn new(cfg: ProcessConfig, default_roi: Option<Roi>, want_masks: bool) -> Processor {
-        Processor { core: FrameProcessor::new(cfg, default_roi), want_masks, last_done: None, dt_ema: 0.0 }
+        Processor { core: FrameProcessor::new(cfg, default_roi), want_masks, interval: FrameInterval::default() }
     }
 
     /// How many queued frames one model run may take: recorded mode's batch, 1 live (where a
@@ -364,19 +401,13 @@ impl Processor {
             None
         };
         if self.core.cfg.overlay.text {
-            let FrameLayout { width, height, stride } = frame.layout;
             let lat = frame.stamps.infer_end.map(|t| t.saturating_duration_since(frame.stamps.capture).as_secs_f64() * 1e3).unwrap_or(0.0);
-            let fps = if self.dt_ema > 0.0 { 1.0 / self.dt_ema } else { 0.0 };
-            let text = format!("{fps:.1} fps  {lat:.0} ms  lesion {} px", stats.as_ref().map_or(0, |s| s.area_px));
-            let bpp = PixelFormat::Bgr.bytes_per_pixel();
-            crate::raster::draw_text_px(&mut frame.data, (width, height, stride), bpp, (8, 8), 2, &text, [255; 3], Some([0; 3]));
+            let text = format!("{:.1} fps  {lat:.0} ms  lesion {} px", self.interval.fps(), stats.as_ref().map_or(0, |s| s.area_px));
+            draw_status_text(&mut frame, &text);
         }
         let now = Instant::now();
         frame.stamps.overlay_done = Some(now);
-        if let Some(prev) = self.last_done.replace(now) {
-            let dt = now.duration_since(prev).as_secs_f64();
-            self.dt_ema = if self.dt_ema == 0.0 { dt } else { 0.9 * self.dt_ema + 0.1 * dt };
-        }
+        self.interval.tick(now);
         // Live: each frame shown has its own mask (the frames the model missed were dropped).
         let mask = (self.core.cfg.mode == Mode::Live).then(|| MaskRecord::own(seq));
         Ok(Processed { frame, masks, stats, mask })
