@@ -5,10 +5,14 @@
 mod train_util;
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use lightunet::model::{InferenceNet, UNet, Variant};
+use lightunet::metrics::Confusion;
 use lightunet::train::checkpoint::{load_tensors, save_tensors};
+use lightunet::train::data::{Dataset, Loader};
+use lightunet::train::loss::{hard_confusions, loss};
 use lightunet::train::trainer::{BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, CURVES_FILE, LOG_FILE};
 use lightunet::train::{Outcome, TrainConfig, Trainer};
 use train_util::{temp_dir, write_dataset};
@@ -67,6 +71,21 @@ fn trains_writes_run_dir_and_reloads() -> anyhow::Result<()> {
     assert!(diff < 1e-4, "reloaded model differs by {diff}");
     // best.safetensors loads too.
     InferenceNet::load(out.join(BEST_FILE), Variant::Lighter(1), &Device::Cpu)?.forward(&x)?;
+
+    // Validation runs the folded form; it reports what the training graph in inference mode
+    // gives on the same val images (4 images, one batch).
+    let (val_loss, val_dice) = t.evaluate()?;
+    let val = Arc::new(Dataset::load(&root.join("val/images"), &root.join("val/mask"), 32)?);
+    let n = val.len();
+    let b = Loader::spawn(val, (0..n).collect(), n, 0, None, 1).next_batch().expect("one val batch");
+    let xv = Tensor::from_vec(b.images, (n, 3, 32, 32), &Device::Cpu)?;
+    let yv = Tensor::from_vec(b.masks, (n, 1, 32, 32), &Device::Cpu)?;
+    let logits = t.net().logits_t(&xv, false)?;
+    let graph_loss = f64::from(loss(t.config().loss, &logits, &yv)?.to_scalar::<f32>()?);
+    let graph_dice = hard_confusions(&logits, &yv)?.iter().map(Confusion::dice).sum::<f64>() / n as f64;
+    assert!((val_loss - graph_loss).abs() < 1e-5, "val loss {val_loss} vs the graph's {graph_loss}");
+    assert!((val_dice - graph_dice).abs() < 1e-3, "val Dice {val_dice} vs the graph's {graph_dice}");
+    assert!(val_loss > 0.0, "a trivial validation loss: {val_loss}");
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }

@@ -458,15 +458,21 @@ impl Trainer {
     }
 
     /// [`Trainer::evaluate`] for `net`: the trained network or the weight average.
+    ///
+    /// Runs the folded inference form (BatchNorm folded into the convolutions, the kernels
+    /// `predict` and `process` use), which is the same function as the graph in inference mode
+    /// up to float rounding: through the training graph, validating BUSI's 97 images took about
+    /// 28 s of each 86 s epoch on the 2-core machine, most of it allocating and zeroing pages.
     fn evaluate_net(&self, net: &UNet) -> Result<(f64, f64)> {
         let s = self.cfg.size;
+        let net = net.fold(&self.device, net.dtype())?;
         let order: Vec<usize> = (0..self.val.len()).collect();
         let loader = Loader::spawn(self.val.clone(), order, self.cfg.batch, 0, None, 2);
         let (mut loss_sum, mut dice_sum, mut n) = (0f64, 0f64, 0usize);
         while let Some(b) = loader.next_batch() {
             let x = Tensor::from_vec(b.images, (b.n, 3, s, s), &Device::Cpu)?.to_device(&self.device)?;
             let y = Tensor::from_vec(b.masks, (b.n, 1, s, s), &Device::Cpu)?.to_device(&self.device)?;
-            let logits = net.logits_t(&x, false)?;
+            let logits = net.logits(&x)?;
             loss_sum += f64::from(loss(self.cfg.loss, &logits, &y)?.to_scalar::<f32>()?) * b.n as f64;
             dice_sum += hard_confusions(&logits, &y)?.iter().map(Confusion::dice).sum::<f64>();
             n += b.n;
