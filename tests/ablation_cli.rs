@@ -55,6 +55,9 @@ fn ablation_trains_predicts_and_tabulates() {
     assert!(md.contains("| recipe | train flags | val Dice |"), "{md}");
     assert!(md.contains("| seed | (seed recipe) |") && md.contains("| avg | `--ema 0.9` |"), "{md}");
     assert!(stdout.contains("| avg |"), "{stdout}");
+    // The curves of both runs, in one picture.
+    let png = image::open(out.join("ablation.png")).expect("ablation.png decodes").to_rgb8();
+    assert!(png.width() >= 640 && png.height() >= 300, "{}x{}", png.width(), png.height());
 
     // Again: nothing is retrained, the numbers are the same.
     let again = ablation(&args);

@@ -8,6 +8,7 @@
 //! OUT/<recipe>/predict-val-hflip/ the same with --tta hflip
 //! OUT/ablation.md, ablation.json  the table: recipe, val Dice, HD95, the same with hflip
 //!                                 TTA, epochs run, best epoch, minutes; rewritten after each
+//! OUT/ablation.png                 val loss and val Dice per epoch, one line per recipe
 //! ```
 //!
 //! Each step is this binary run as a child process with the flags a user would type, so a
@@ -26,6 +27,8 @@ use clap::Args;
 use lightunet::atomic_write::write_atomic;
 use lightunet::model::Variant;
 use lightunet::output::OutputPlan;
+use lightunet::train::history::EpochRecord;
+use lightunet::train::plot::plot_runs;
 use serde::Serialize;
 
 use super::train::DataDirs;
@@ -50,6 +53,7 @@ const OWN_FLAGS: [&str; 13] = [
 
 const TABLE_MD: &str = "ablation.md";
 const TABLE_JSON: &str = "ablation.json";
+const CURVES_PNG: &str = "ablation.png";
 const ARGS_FILE: &str = "ablation-args.json";
 
 /// How long the run may take to end after Ctrl-C: the training child finishes its step and
@@ -147,6 +151,9 @@ pub struct Row {
     /// run counts each epoch once).
     pub minutes: Option<f64>,
     pub run: PathBuf,
+    /// The run's epochs (its log), for the curves; not in ablation.json, which points at the run.
+    #[serde(skip)]
+    pub history: Vec<EpochRecord>,
 }
 
 /// Runs this binary with `args`, in its own process group so that a Ctrl-C at the terminal
@@ -194,13 +201,15 @@ fn run_summary(run: &Path, row: &mut Row) -> anyhow::Result<()> {
     row.epochs_done = config["epochs_done"].as_u64();
     row.best_epoch = config["best_epoch"].as_u64();
     row.best_is_ema = config["best"]["selected"].as_str().map(|s| s == "ema");
-    let log = std::fs::read_to_string(run.join("log.jsonl")).with_context(|| format!("reading {}", run.join("log.jsonl").display()))?;
-    let mut seconds = 0.0;
-    for line in log.lines().filter(|l| !l.trim().is_empty()) {
-        let record: Value = serde_json::from_str(line).with_context(|| format!("parsing {}", run.join("log.jsonl").display()))?;
-        seconds += record["seconds"].as_f64().unwrap_or(0.0);
-    }
-    row.minutes = Some(seconds / 60.0);
+    let log_path = run.join("log.jsonl");
+    let log = std::fs::read_to_string(&log_path).with_context(|| format!("reading {}", log_path.display()))?;
+    row.history = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(serde_json::from_str::<EpochRecord>)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", log_path.display()))?;
+    row.minutes = Some(row.history.iter().map(|r| r.seconds).sum::<f64>() / 60.0);
     Ok(())
 }
 
@@ -214,7 +223,8 @@ pub fn markdown(args_line: &str, rows: &[Row]) -> String {
     let mut s = format!(
         "# Ablation on val\n\n{args_line}\n\nval Dice and HD95 (pixels, at each image's own size; over the images where both masks are non-empty) \
          from `lightunet predict` on the val split with each run's best.safetensors (its best val-loss epoch), \
-         with and without `--tta hflip`. The held-out test split is not used.\n\n\
+         with and without `--tta hflip`. The held-out test split is not used. \
+         Curves per epoch: ablation.png.\n\n\
          | recipe | train flags | val Dice | Dice - seed | HD95 | Dice hflip-TTA | HD95 hflip-TTA | epochs | best epoch | minutes | status |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n"
     );
@@ -282,7 +292,7 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         let base = args.data.join(split);
         plan.input_folder("data folder", base.join(&args.dirs.images_dir)).input_folder("data folder", base.join(&args.dirs.masks_dir));
     }
-    let mut writes: Vec<&str> = vec![TABLE_MD, TABLE_JSON];
+    let mut writes: Vec<&str> = vec![TABLE_MD, TABLE_JSON, CURVES_PNG];
     writes.extend(recipes.iter().map(|r| r.name.as_str()));
     plan.folder("--out", &args.out, &writes, true);
     plan.check()?;
@@ -307,6 +317,8 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
         });
         write_atomic(&args.out.join(TABLE_JSON), serde_json::to_string_pretty(&json)?.as_bytes())?;
         write_atomic(&args.out.join(TABLE_MD), markdown(&args_line, rows).as_bytes())?;
+        let runs: Vec<(&str, &[EpochRecord])> = rows.iter().filter(|r| !r.history.is_empty()).map(|r| (r.recipe.as_str(), r.history.as_slice())).collect();
+        plot_runs(&runs, &args.out.join(CURVES_PNG))?;
         Ok(())
     };
     for recipe in &recipes {
