@@ -6,7 +6,7 @@ use std::path::Path;
 use super::history::EpochRecord;
 use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
-use crate::raster::{Canvas, Panel, INK};
+use crate::raster::{text_width, Canvas, Panel, INK};
 
 const W: usize = 960;
 const H: usize = 420;
@@ -30,11 +30,11 @@ const PALETTE: [[u8; 3]; 10] = [
     [23, 190, 207],
 ];
 
-/// The legend entry `i`, along the bottom from `left`, `step` pixels apart.
-fn legend(c: &mut Canvas, left: i64, step: i64, i: usize, name: &str, color: [u8; 3]) {
-    let (lx, ly) = (left + 10 + i as i64 * step, H as i64 - 22);
+/// A legend entry (a short line in `color`, then `name`) starting at `(lx, ly)`; returns its width.
+fn legend(c: &mut Canvas, (lx, ly): (i64, i64), name: &str, color: [u8; 3]) -> i64 {
     c.line((lx, ly), (lx + 20, ly), color, 2);
     c.text((lx + 26, ly - 4), 1, name, INK);
+    26 + text_width(name, 1) as i64
 }
 
 /// One panel between `left` and `right` with series over epochs (non-finite values skipped);
@@ -58,7 +58,7 @@ fn panel(c: &mut Canvas, (left, right): (i64, i64), title: &str, series: &[Serie
     p.axes(c, "epoch", title, 1);
     for (i, (name, color, pts)) in series.iter().enumerate() {
         if own_legend {
-            legend(c, left, 120, i, name, *color);
+            legend(c, (left + 10 + i as i64 * 120, H as i64 - 22), name, *color);
         }
         let valid: Vec<(i64, i64)> = pts.iter().filter(|p| p.1.is_finite()).map(|&(x, y)| p.map(x, y)).collect();
         for w in valid.windows(2) {
@@ -100,11 +100,17 @@ pub fn plot_runs(runs: &[(&str, &[EpochRecord])], path: &Path) -> Result<()> {
             .collect()
     };
     let half = W as i64 / 2;
-    panel(&mut c, (80, half - 30), "val loss", &series(|r| r.val_loss), false);
+    // Each run's loss is its own (dice or BCE + Dice), so the left panel compares shapes.
+    panel(&mut c, (80, half - 30), "val loss (each run's own)", &series(|r| r.val_loss), false);
     panel(&mut c, (half + 80, W as i64 - 30), "val Dice (threshold 0.5)", &series(|r| r.val_dice), false);
-    let step = ((W as i64 - 40) / runs.len().max(1) as i64).min(160);
+    // The names along the bottom, wrapping to a second row (and on) where they do not fit.
+    let (mut x, mut y) = (20i64, H as i64 - 34);
     for (i, (name, _)) in runs.iter().enumerate() {
-        legend(&mut c, 20, step, i, name, PALETTE[i % PALETTE.len()]);
+        let width = 26 + text_width(name, 1) as i64;
+        if x > 20 && x + width > W as i64 - 10 {
+            (x, y) = (20, y + 14);
+        }
+        x += legend(&mut c, (x, y), name, PALETTE[i % PALETTE.len()]) + 24;
     }
     let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
     write_atomic(path, &bytes)
