@@ -30,11 +30,24 @@ const PALETTE: [[u8; 3]; 10] = [
     [23, 190, 207],
 ];
 
-/// A legend entry (a short line in `color`, then `name`) starting at `(lx, ly)`; returns its width.
-fn legend(c: &mut Canvas, (lx, ly): (i64, i64), name: &str, color: [u8; 3]) -> i64 {
+/// Where a legend entry's name starts, from the start of its line.
+const LEGEND_TEXT_AT: i64 = 26;
+
+/// The width of the legend entry for `name`.
+fn legend_width(name: &str) -> i64 {
+    LEGEND_TEXT_AT + text_width(name, 1) as i64
+}
+
+/// A legend entry (a short line in `color`, then `name`) starting at `(lx, ly)`.
+fn legend(c: &mut Canvas, (lx, ly): (i64, i64), name: &str, color: [u8; 3]) {
     c.line((lx, ly), (lx + 20, ly), color, 2);
-    c.text((lx + 26, ly - 4), 1, name, INK);
-    26 + text_width(name, 1) as i64
+    c.text((lx + LEGEND_TEXT_AT, ly - 4), 1, name, INK);
+}
+
+/// Encodes `c` and writes it atomically to `path`.
+fn write_png(c: Canvas, path: &Path) -> Result<()> {
+    let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
+    write_atomic(path, &bytes)
 }
 
 /// One panel between `left` and `right` with series over epochs (non-finite values skipped);
@@ -84,8 +97,7 @@ pub fn plot_curves(history: &[EpochRecord], path: &Path) -> Result<()> {
         &[("train", TRAIN, series(|r| r.train_dice)), ("val", VAL, series(|r| r.val_dice))],
         true,
     );
-    let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
-    write_atomic(path, &bytes)
+    write_png(c, path)
 }
 
 /// Renders the validation curves of several runs side by side (val loss left, val Dice right,
@@ -106,14 +118,14 @@ pub fn plot_runs(runs: &[(&str, &[EpochRecord])], path: &Path) -> Result<()> {
     // The names along the bottom, wrapping to a second row (and on) where they do not fit.
     let (mut x, mut y) = (20i64, H as i64 - 34);
     for (i, (name, _)) in runs.iter().enumerate() {
-        let width = 26 + text_width(name, 1) as i64;
+        let width = legend_width(name);
         if x > 20 && x + width > W as i64 - 10 {
             (x, y) = (20, y + 14);
         }
-        x += legend(&mut c, (x, y), name, PALETTE[i % PALETTE.len()]) + 24;
+        legend(&mut c, (x, y), name, PALETTE[i % PALETTE.len()]);
+        x += width + 24;
     }
-    let bytes = c.png().map_err(|reason| Error::Encode { path: path.to_path_buf(), reason })?;
-    write_atomic(path, &bytes)
+    write_png(c, path)
 }
 
 #[cfg(test)]
