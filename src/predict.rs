@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::metrics::{Mask, Metrics, ShapeError, Summary};
 use crate::model::InferenceNet;
 use crate::image_io::BgrImage;
-use crate::postprocess::{largest_component, threshold};
+use crate::postprocess::{clean_up_into, threshold, Cleanup, ComponentScratch};
 use crate::preprocess::model_input;
 use crate::resize::resize_bilinear_f32;
 
@@ -27,14 +27,19 @@ use crate::resize::resize_bilinear_f32;
 pub struct PostOptions {
     /// Lesion where the probability (resized to the image) is above this.
     pub threshold: f32,
-    /// Keep only the largest connected component, filled (the original's behaviour).
-    pub largest_component: bool,
+    /// Which connected component is the lesion (the original kept the largest).
+    #[serde(serialize_with = "serialize_name")]
+    pub cleanup: Cleanup,
 }
 
 impl Default for PostOptions {
     fn default() -> Self {
-        Self { threshold: 0.5, largest_component: true }
+        Self { threshold: 0.5, cleanup: Cleanup::default() }
     }
+}
+
+fn serialize_name<S: serde::Serializer>(c: &Cleanup, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(c.name())
 }
 
 /// Test-time augmentation (`predict --tta`).
@@ -154,7 +159,9 @@ impl Predictor {
     pub fn finish(&self, probs: &[f32], width: usize, height: usize) -> Result<Mask> {
         let resized = resize_bilinear_f32(probs, self.size, self.size, width, height)?;
         let mask = threshold(&resized, width, height, self.post.threshold)?;
-        Ok(if self.post.largest_component { largest_component(&mask) } else { mask })
+        let mut kept = Mask::new(width, height);
+        clean_up_into(&mask, &resized, self.post.cleanup, &mut ComponentScratch::default(), &mut kept)?;
+        Ok(kept)
     }
 }
 

@@ -16,7 +16,7 @@ use gst::glib;
 
 mod lightunetfilter;
 
-pub use lightunetfilter::{Mode, Overlay, MASK_PARAMS, MESSAGE_NAME, ROI_TYPE};
+pub use lightunetfilter::{Keep, Mode, Overlay, MASK_PARAMS, MESSAGE_NAME, ROI_TYPE};
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     lightunetfilter::register(plugin)

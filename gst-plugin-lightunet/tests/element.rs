@@ -74,6 +74,7 @@ fn properties_have_defaults_and_round_trip() {
     assert_eq!(el.property::<Option<String>>("roi"), None);
     assert_eq!(el.property::<f32>("smooth"), 0.0);
     assert!(el.property::<bool>("cleanup"));
+    assert_eq!(el.property::<gstlightunet::Keep>("keep"), gstlightunet::Keep::Confident);
     assert_eq!(el.property::<gstlightunet::Overlay>("overlay"), gstlightunet::Overlay::Contour);
     assert_eq!(el.property::<gstlightunet::Mode>("mode"), gstlightunet::Mode::EveryFrame);
     let el = element(&[
@@ -86,6 +87,7 @@ fn properties_have_defaults_and_round_trip() {
         ("overlay", "both"),
         ("smooth", "0.5"),
         ("cleanup", "false"),
+        ("keep", "largest"),
         ("mode", "latest"),
     ]);
     assert_eq!(el.property::<Option<String>>("weights").as_deref(), Some("/w.safetensors"));
@@ -97,6 +99,7 @@ fn properties_have_defaults_and_round_trip() {
     assert_eq!(el.property::<gstlightunet::Overlay>("overlay"), gstlightunet::Overlay::Both);
     assert_eq!(el.property::<f32>("smooth"), 0.5);
     assert!(!el.property::<bool>("cleanup"));
+    assert_eq!(el.property::<gstlightunet::Keep>("keep"), gstlightunet::Keep::Largest);
     assert_eq!(el.property::<gstlightunet::Mode>("mode"), gstlightunet::Mode::Latest);
     // An empty string is "unset", as gst-launch users write it.
     el.set_property("weights", "");

@@ -79,7 +79,7 @@ fn the_element_comes_from_the_built_library() {
     let out = Command::new("gst-inspect-1.0").arg("lightunet").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    for what in ["weights", "model", "device", "dtype", "threshold", "roi", "overlay", "smooth", "cleanup", "mode", "BGRx", "RGBx"] {
+    for what in ["weights", "model", "device", "dtype", "threshold", "roi", "overlay", "smooth", "cleanup", "keep", "mode", "BGRx", "RGBx"] {
         assert!(text.contains(what), "gst-inspect-1.0 lightunet lacks `{what}`:\n{text}");
     }
 }

@@ -13,6 +13,12 @@ mod train;
 mod pipeline;
 mod weights;
 
+/// `--cleanup`: the names of [`lightunet::postprocess::Cleanup`], listed in `--help`.
+fn cleanup_parser() -> impl clap::builder::TypedValueParser<Value = lightunet::postprocess::Cleanup> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(lightunet::postprocess::Cleanup::NAMES).try_map(|s| s.parse())
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "lightunet", version, about = "Lesion segmentation in ultrasound images and video (Light U-net family)", after_help = exit::HELP)]
 pub struct Cli {

@@ -15,6 +15,7 @@ use lightunet::assets::{Catalog, Lookup, Source};
 use lightunet::device::{parse_device, parse_dtype};
 use lightunet::model::Variant;
 use lightunet::phantom::{PhantomConfig, Probe};
+use lightunet::postprocess::Cleanup;
 use lightunet::pipeline::config::DEFAULT_MODEL_NICE;
 use lightunet::pipeline::{
     run_staged, write_phantom_clip, Job, Mode, OverlayStyle, Percentiles, ProcessConfig, Report, Roi, Segmenter, Show,
@@ -62,7 +63,11 @@ pub struct ProcessingOpts {
     /// Temporal smoothing: weight of the previous frames' probabilities, 0 (off) to <1.
     #[arg(long, default_value_t = 0.0)]
     smooth: f32,
-    /// Keep every connected component (default: only the largest, filled, as the original).
+    /// Which connected component is the lesion: confident (highest mean probability), largest
+    /// (the original's), none (every component). The kept one is filled.
+    #[arg(long, default_value = "confident", value_parser = super::cleanup_parser(), conflicts_with = "all_components")]
+    cleanup: Cleanup,
+    /// Same as --cleanup none.
     #[arg(long)]
     all_components: bool,
     /// Probability above which a pixel is lesion.
@@ -84,7 +89,7 @@ impl ProcessingOpts {
         c.overlay.thickness = self.thickness;
         c.overlay.text = self.text;
         c.smooth = self.smooth;
-        c.largest_component = !self.all_components;
+        c.cleanup = if self.all_components { Cleanup::None } else { self.cleanup };
         c.threshold = self.threshold;
         c.model_size = (self.input_size, self.input_size);
         c.batch = self.batch;

@@ -21,7 +21,7 @@ use lightunet::image_io::{load_bgr, load_mask, pair_files, save_png, BgrImage, P
 use lightunet::metrics::{Metrics, Summary};
 use lightunet::model::Variant;
 use lightunet::output::{discard_pending, OutputPlan, PendingDir, Staged};
-use lightunet::postprocess::draw_contour_rgb;
+use lightunet::postprocess::{draw_contour_rgb, Cleanup};
 use lightunet::predict::{report_csv, report_table, ImageReport, PostOptions, Predictor, Report, Tta};
 use rayon::prelude::*;
 
@@ -51,7 +51,11 @@ pub struct PredictArgs {
     /// Output folder.
     #[arg(long)]
     out: PathBuf,
-    /// Keep every connected component (default: only the largest, filled, as the original).
+    /// Which connected component is the lesion: confident (highest mean probability), largest
+    /// (the original's), none (keep every component). The kept one is filled.
+    #[arg(long, default_value = "confident", value_parser = super::cleanup_parser(), conflicts_with = "no_cleanup")]
+    cleanup: Cleanup,
+    /// Same as --cleanup none.
     #[arg(long)]
     no_cleanup: bool,
     #[arg(long, default_value_t = 0.5)]
@@ -116,7 +120,7 @@ pub fn run(args: PredictArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let net = chosen.load(&device)?;
     tracing::info!("model {variant}, weights: {}", chosen.describe());
-    let post = PostOptions { threshold: args.threshold, largest_component: !args.no_cleanup };
+    let post = PostOptions { threshold: args.threshold, cleanup: if args.no_cleanup { Cleanup::None } else { args.cleanup } };
     let predictor = Predictor::new(net, size, post)?.with_tta(args.tta);
     let pairing = pair_files(&args.images, args.masks.as_deref())?;
     if pairing.pairs.is_empty() {

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::error::{PipelineError, Result};
 use crate::output::OutputPlan;
 use crate::phantom::{PhantomConfig, Probe};
+use crate::postprocess::Cleanup;
 
 /// Recorded: every frame, blocking queues, original timestamps. Live: the capture side never
 /// blocks, the queue drops its oldest frame, output is stamped with the output clock.
@@ -93,8 +94,9 @@ pub struct ProcessConfig {
     /// Weight of the previous frames in an exponential moving average of the probability map
     /// (0 = off, 0.5 = half the previous average). Resets when the frame size changes.
     pub smooth: f32,
-    /// Keep only the largest connected component, filled (the original's saved masks).
-    pub largest_component: bool,
+    /// Which connected component is the lesion (filled); the original's saved masks kept the
+    /// largest.
+    pub cleanup: Cleanup,
     pub threshold: f32,
     /// Model input size (the original: 256 x 256).
     pub model_size: (usize, usize),
@@ -130,7 +132,7 @@ impl Default for ProcessConfig {
             roi: None,
             overlay: OverlayConfig::default(),
             smooth: 0.0,
-            largest_component: true,
+            cleanup: Cleanup::default(),
             threshold: 0.5,
             model_size: (256, 256),
             late_after: Duration::from_millis(500),

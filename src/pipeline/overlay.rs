@@ -29,7 +29,7 @@ use super::frame::{AsFrameRef, Frame, FrameLayout, FrameMask, FrameRef, FrameVie
 use super::inference::{SegmentInput, Segmenter};
 use super::latency::{LesionStats, MaskRecord};
 use crate::metrics::{Mask, ShapeError};
-use crate::postprocess::{largest_component_into, ComponentScratch, MaskScaling};
+use crate::postprocess::{clean_up_into, Cleanup, ComponentScratch, MaskScaling};
 use crate::preprocess::Preprocessor;
 
 /// A processed frame, by output: the annotated picture for the video output, the full-frame mask
@@ -43,12 +43,12 @@ pub struct Processed {
     pub mask: Option<MaskRecord>,
 }
 
-/// From a probability map at model size to the lesion: temporal smoothing, threshold, largest
-/// component (filled), and the statistics of the mask mapped onto the ROI, in frame pixels.
+/// From a probability map at model size to the lesion: temporal smoothing, threshold, the
+/// clean-up (one component, filled), and the statistics of the mask mapped onto the ROI, in frame pixels.
 pub struct MaskStage {
     threshold: f32,
     smooth: f32,
-    largest_component: bool,
+    cleanup: Cleanup,
     model_size: (usize, usize),
     /// Thresholded map and its cleaned-up mask, at model size.
     raw: Mask,
@@ -65,7 +65,7 @@ impl MaskStage {
         MaskStage {
             threshold: cfg.threshold,
             smooth: cfg.smooth,
-            largest_component: cfg.largest_component,
+            cleanup: cfg.cleanup,
             model_size: cfg.model_size,
             raw: Mask::new(0, 0),
             mask: Mask::new(0, 0),
@@ -92,11 +92,8 @@ impl MaskStage {
         self.raw.height = mh;
         self.raw.data.clear();
         self.raw.data.extend(probs.iter().map(|&p| p > thr)); // strict, NaN is background
-        if self.largest_component {
-            largest_component_into(&self.raw, &mut self.components, &mut self.mask);
-        } else {
-            std::mem::swap(&mut self.raw, &mut self.mask);
-        }
+        clean_up_into(&self.raw, probs, self.cleanup, &mut self.components, &mut self.mask)
+            .map_err(|e| PipelineError::Frame { seq, message: e.to_string() })?;
         self.scaling.set_sizes(mw, mh, roi.w, roi.h);
         let stats = self.scaling.stats(&self.mask, probs).map_err(|e| PipelineError::Frame { seq, message: e.to_string() })?;
         Ok(stats.map(|s| LesionStats {

@@ -1,8 +1,65 @@
-//! The original's clean-up: the largest 8-connected component of a mask, with its holes filled
-//! (OpenCV's `findContours(RETR_EXTERNAL)`, `max(contours, key=contourArea)` and
-//! `drawContours(..., thickness=-1)`), with scratch buffers a video pipeline reuses.
+//! The clean-up: one 8-connected component of a thresholded mask, with its holes filled
+//! (OpenCV's `findContours(RETR_EXTERNAL)`, `max(contours, key=...)` and
+//! `drawContours(..., thickness=-1)`), with scratch buffers a video pipeline reuses. Which
+//! component is the lesion is a [`Cleanup`] rule: the original kept the largest; the default keeps
+//! the most confident one (highest mean probability), which on BUSI val picks the lesion more
+//! often than size does (see [`Cleanup::Confident`]).
 
-use crate::metrics::Mask;
+use std::fmt;
+use std::str::FromStr;
+
+use crate::metrics::{Mask, ShapeError};
+
+/// Which part of the thresholded map is kept as the lesion.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cleanup {
+    /// The 8-connected component with the highest mean probability, holes filled (ties: the
+    /// larger, then the first in raster order). The network marks one lesion per image in
+    /// BUSI, but its second blob is often a shadow or duct that outgrows a faint true lesion;
+    /// on BUSI val (97 images, 2026-11-30) this rule gave a mean Dice of 0.673 / 0.653 / 0.699
+    /// where the largest component gave 0.627 / 0.617 / 0.620 and keeping everything
+    /// 0.644 / 0.636 / 0.641 (the seed-recipe weights, the PyTorch reference weights, a BCE+Dice
+    /// run's epoch 41).
+    #[default]
+    Confident,
+    /// The largest 8-connected component by filled area, holes filled: the original
+    /// `predict.py`.
+    Largest,
+    /// Every component, as thresholded (no filling).
+    None,
+}
+
+impl Cleanup {
+    /// The command-line and property names, in declaration order.
+    pub const NAMES: [&'static str; 3] = ["confident", "largest", "none"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cleanup::Confident => Self::NAMES[0],
+            Cleanup::Largest => Self::NAMES[1],
+            Cleanup::None => Self::NAMES[2],
+        }
+    }
+}
+
+impl fmt::Display for Cleanup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Cleanup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "confident" => Ok(Cleanup::Confident),
+            "largest" => Ok(Cleanup::Largest),
+            "none" => Ok(Cleanup::None),
+            other => Err(format!("unknown clean-up `{other}` (expected one of: {})", Self::NAMES.join(", "))),
+        }
+    }
+}
 
 /// One 8-connected component: its label and bounding box (inclusive corners).
 struct Component {
@@ -132,8 +189,8 @@ fn filled_in_box(
     area
 }
 
-/// Buffers of [`largest_component_into`], kept between calls so that a video pipeline does not
-/// allocate per frame.
+/// Buffers of [`clean_up_into`], kept between calls so that a video pipeline does not allocate
+/// per frame.
 #[derive(Default)]
 pub struct ComponentScratch {
     labels: Vec<usize>,
@@ -142,6 +199,8 @@ pub struct ComponentScratch {
     outside: Vec<bool>,
     inside: Vec<bool>,
     best_inside: Vec<bool>,
+    /// Per component (index into `comps`): probability sum and pixel count.
+    mass: Vec<(f64, usize)>,
 }
 
 /// The original's clean-up: keep the largest 8-connected component and fill it, like
@@ -162,6 +221,7 @@ pub fn largest_component(mask: &Mask) -> Mask {
 
 /// [`largest_component`] into `out` (reshaped to the mask's size), reusing `scratch`.
 pub fn largest_component_into(mask: &Mask, scratch: &mut ComponentScratch, out: &mut Mask) {
+    label_components(mask, &mut scratch.labels, &mut scratch.comps, &mut scratch.stack);
     let ComponentScratch {
         labels,
         comps,
@@ -169,13 +229,8 @@ pub fn largest_component_into(mask: &Mask, scratch: &mut ComponentScratch, out: 
         outside,
         inside,
         best_inside,
+        ..
     } = scratch;
-    label_components(mask, labels, comps, stack);
-    out.width = mask.width;
-    out.height = mask.height;
-    out.data.clear();
-    out.data
-        .resize(mask.width.saturating_mul(mask.height), false);
     let mut best: Option<(usize, usize)> = None; // (filled area, index into comps)
     for (k, c) in comps.iter().enumerate() {
         let box_area = (c.x1 - c.x0 + 1) * (c.y1 - c.y0 + 1);
@@ -189,10 +244,73 @@ pub fn largest_component_into(mask: &Mask, scratch: &mut ComponentScratch, out: 
             std::mem::swap(inside, best_inside);
         }
     }
-    if let Some((_, k)) = best {
-        let c = &comps[k];
+    write_filled(mask, best.map(|(_, k)| &comps[k]), best_inside, out);
+}
+
+/// The clean-up `rule` applied to `mask` into `out` (reshaped to the mask's size), reusing
+/// `scratch`. `probs` is the map `mask` was thresholded from, row-major at the mask's size; only
+/// [`Cleanup::Confident`] reads it, and it must then hold `width * height` values.
+pub fn clean_up_into(
+    mask: &Mask,
+    probs: &[f32],
+    rule: Cleanup,
+    scratch: &mut ComponentScratch,
+    out: &mut Mask,
+) -> Result<(), ShapeError> {
+    match rule {
+        Cleanup::Largest => largest_component_into(mask, scratch, out),
+        Cleanup::None => out.clone_from(mask),
+        Cleanup::Confident => {
+            let n = mask.width.checked_mul(mask.height).ok_or(ShapeError::Overflow { what: "mask" })?;
+            if probs.len() != n {
+                return Err(ShapeError::Length { what: "probability map for the clean-up", expected: n, got: probs.len() });
+            }
+            label_components(mask, &mut scratch.labels, &mut scratch.comps, &mut scratch.stack);
+            let ComponentScratch {
+                labels,
+                comps,
+                stack,
+                outside,
+                best_inside,
+                mass,
+                ..
+            } = scratch;
+            mass.clear();
+            mass.resize(comps.len(), (0.0, 0));
+            for (&l, &p) in labels.iter().zip(probs) {
+                if l != 0 {
+                    let m = &mut mass[l - 1];
+                    m.0 += f64::from(p);
+                    m.1 += 1;
+                }
+            }
+            // Highest mean, then more pixels, then the first met: `max_by` keeps the last of
+            // equals, so the components are compared in reverse raster order.
+            let best = mass
+                .iter()
+                .enumerate()
+                .rev()
+                .filter(|(_, m)| m.1 > 0)
+                .max_by(|(_, a), (_, b)| (a.0 / a.1 as f64).total_cmp(&(b.0 / b.1 as f64)).then(a.1.cmp(&b.1)))
+                .map(|(k, _)| k);
+            if let Some(k) = best {
+                filled_in_box(labels, mask.width, &comps[k], outside, stack, best_inside);
+            }
+            write_filled(mask, best.map(|k| &comps[k]), best_inside, out);
+        }
+    }
+    Ok(())
+}
+
+/// `out` := a mask of `mask`'s size with `c`'s filled box (`inside`, from [`filled_in_box`]) set.
+fn write_filled(mask: &Mask, c: Option<&Component>, inside: &[bool], out: &mut Mask) {
+    out.width = mask.width;
+    out.height = mask.height;
+    out.data.clear();
+    out.data.resize(mask.width.saturating_mul(mask.height), false);
+    if let Some(c) = c {
         let bw = c.x1 - c.x0 + 1;
-        for (i, &v) in best_inside.iter().enumerate() {
+        for (i, &v) in inside.iter().enumerate() {
             if v {
                 out.set(c.x0 + i % bw, c.y0 + i / bw, true);
             }
@@ -298,5 +416,80 @@ mod tests {
         let b = art(&["#.#", "#.#", "###"]);
         largest_component_into(&b, &mut scratch, &mut out);
         assert_eq!((out.width, out.count()), (3, 7));
+    }
+
+    /// A probability map for `m`: `p` on its pixels where `pick(x, y)`, `q` on its other pixels,
+    /// 0 elsewhere.
+    fn probs_for(m: &Mask, pick: impl Fn(usize, usize) -> bool, p: f32, q: f32) -> Vec<f32> {
+        (0..m.width * m.height)
+            .map(|i| {
+                let (x, y) = (i % m.width, i / m.width);
+                match (m.get(x, y), pick(x, y)) {
+                    (false, _) => 0.0,
+                    (true, true) => p,
+                    (true, false) => q,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn confident_keeps_the_surer_blob_not_the_bigger() {
+        // A faint 3x3 blob (0.6) and a confident 2x2 block (0.95): size picks the
+        // faint one, confidence the small one.
+        let m = art(&[
+            "##......", //
+            "##..###.", //
+            "....###.", //
+            "....###.", //
+        ]);
+        let probs = probs_for(&m, |x, _| x < 2, 0.95, 0.6);
+        let (mut scratch, mut out) = (ComponentScratch::default(), Mask::new(0, 0));
+        clean_up_into(&m, &probs, Cleanup::Confident, &mut scratch, &mut out).unwrap();
+        assert_eq!(show(&out), vec!["##......", "##......", "........", "........"]);
+        clean_up_into(&m, &probs, Cleanup::Largest, &mut scratch, &mut out).unwrap();
+        assert_eq!(out, largest_component(&m));
+        clean_up_into(&m, &probs, Cleanup::None, &mut scratch, &mut out).unwrap();
+        assert_eq!(out, m);
+        // The same probabilities everywhere: the larger wins the tie.
+        let flat = probs_for(&m, |_, _| true, 0.8, 0.8);
+        clean_up_into(&m, &flat, Cleanup::Confident, &mut scratch, &mut out).unwrap();
+        assert_eq!(out, largest_component(&m));
+    }
+
+    #[test]
+    fn confident_fills_holes_and_breaks_full_ties_in_raster_order() {
+        // Two identical rings: the first (top-left) one is kept, filled.
+        let m = art(&[
+            "###.###", //
+            "#.#.#.#", //
+            "###.###", //
+        ]);
+        let probs = probs_for(&m, |_, _| true, 0.9, 0.9);
+        let (mut scratch, mut out) = (ComponentScratch::default(), Mask::new(0, 0));
+        clean_up_into(&m, &probs, Cleanup::Confident, &mut scratch, &mut out).unwrap();
+        assert_eq!(show(&out), vec!["###....", "###....", "###...."]);
+        // No lesion: an empty mask of the same size.
+        let empty = Mask::new(5, 2);
+        clean_up_into(&empty, &[0.0; 10], Cleanup::Confident, &mut scratch, &mut out).unwrap();
+        assert_eq!((out.width, out.height, out.count()), (5, 2, 0));
+    }
+
+    #[test]
+    fn confident_needs_a_map_of_the_mask_size() {
+        let m = art(&["##", "##"]);
+        let (mut scratch, mut out) = (ComponentScratch::default(), Mask::new(0, 0));
+        assert!(clean_up_into(&m, &[0.9; 3], Cleanup::Confident, &mut scratch, &mut out).is_err());
+        // The other rules do not read the map.
+        assert!(clean_up_into(&m, &[], Cleanup::Largest, &mut scratch, &mut out).is_ok());
+    }
+
+    #[test]
+    fn cleanup_names_round_trip() {
+        for name in Cleanup::NAMES {
+            assert_eq!(name.parse::<Cleanup>().unwrap().to_string(), name);
+        }
+        assert!("biggest".parse::<Cleanup>().is_err());
+        assert_eq!(Cleanup::default(), Cleanup::Confident);
     }
 }

@@ -1,6 +1,7 @@
 //! From the network's probability map to what the original saved: the map resized back to the
-//! image (OpenCV bilinear, [`crate::resize`]), thresholded at 0.5, reduced to its largest
-//! connected component with holes filled (`components.rs`), then drawn as a red outline
+//! image (OpenCV bilinear, [`crate::resize`]), thresholded at 0.5, reduced to one connected
+//! component with holes filled (`components.rs`: the largest, or by default the most confident),
+//! then drawn as a red outline
 //! (`contour.rs`); plus per-mask measurements (`stats.rs`). For video, [`MaskScaling`]
 //! (`scaling.rs`) gives the same measurements and drawings for a model-size mask shown at a
 //! larger size, without building the large mask.
@@ -23,7 +24,7 @@ mod stats;
 mod test_masks;
 
 pub use crate::resize::resize_bilinear_f32;
-pub use components::{largest_component, largest_component_into, ComponentScratch};
+pub use components::{clean_up_into, largest_component, largest_component_into, Cleanup, ComponentScratch};
 pub use contour::{contour, contour_band, contour_reach, draw_contour_rgb, fill_translucent_rgb};
 pub use scaling::{nearest_centred, scale_mask_nearest, MaskScaling};
 pub use stats::MaskStats;

@@ -47,6 +47,7 @@ use crate::atomic_write::write_atomic;
 use crate::error::{Error, Result};
 use crate::metrics::Confusion;
 use crate::model::{is_buffer, Dropout, UNet, Variant, DROPOUT_P};
+use crate::postprocess::Cleanup;
 
 pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
 pub const BEST_FILE: &str = "best.safetensors";
@@ -692,7 +693,7 @@ impl Trainer {
             "preprocessing": {
                 "size": self.cfg.size, "channels": "BGR", "resize": "bilinear, 8-bit", "scale": "1/255",
             },
-            "postprocessing": { "threshold": 0.5, "largest_component": true },
+            "postprocessing": { "threshold": 0.5, "cleanup": Cleanup::default().name() },
             "recipe": self.cfg,
             "data": {
                 "root": self.cfg.data.root,

@@ -16,7 +16,8 @@
 //!   weights), `device` (`cpu`, `cuda`, `cuda:N`, `auto`), `dtype` (`f32`, `f16`, `bf16`;
 //!   reduced precision on CUDA only), `threshold`, `roi` (`x,y,w,h`; unset: the whole frame),
 //!   `overlay` (contour, fill, both, none), `smooth` (weight of the previous probability maps),
-//!   `cleanup` (keep the largest component, filled), `mode` (`every-frame`: each buffer waits
+//!   `cleanup` (keep one component, filled; off: every component), `keep` (which one:
+//!   `confident`, the highest mean probability, or `largest`, the original's), `mode` (`every-frame`: each buffer waits
 //!   for its own mask; `latest`: buffers pass at once with the newest mask, the model on its own
 //!   thread on the newest frame).
 //! - Metadata: a `GstVideoRegionOfInterestMeta` of type [`ROI_TYPE`] on each buffer that has a
@@ -52,6 +53,7 @@ use gst_video::VideoFrameExt;
 
 use lightunet::device::{parse_device, parse_dtype};
 use lightunet::metrics::Mask;
+use lightunet::postprocess::Cleanup;
 use lightunet::model::{detect_variant, InferenceNet, UNet, Variant};
 use lightunet::pipeline::{
     FrameLayout, FrameProcessor, FrameView, LatestInput, LatestMask, LesionStats, Mode as PipelineMode, OverlayStyle,
@@ -59,7 +61,7 @@ use lightunet::pipeline::{
 };
 
 use lightunet::assets::Lookup;
-use super::{Mode, Overlay};
+use super::{Keep, Mode, Overlay};
 
 /// The element message's structure name.
 pub const MESSAGE_NAME: &str = "lightunet";
@@ -101,6 +103,7 @@ struct Settings {
     overlay: Overlay,
     smooth: f32,
     cleanup: bool,
+    keep: Keep,
     mode: Mode,
 }
 
@@ -116,7 +119,11 @@ impl Default for Settings {
             roi: None,
             overlay: Overlay::Contour,
             smooth: p.smooth,
-            cleanup: p.largest_component,
+            cleanup: p.cleanup != Cleanup::None,
+            keep: match p.cleanup {
+                Cleanup::Largest => Keep::Largest,
+                Cleanup::Confident | Cleanup::None => Keep::Confident,
+            },
             mode: Mode::EveryFrame,
         }
     }
@@ -228,8 +235,14 @@ impl ObjectImpl for LightUnetFilter {
                     .build(),
                 glib::ParamSpecBoolean::builder("cleanup")
                     .nick("Clean-up")
-                    .blurb("Keep only the largest connected component, filled (as the original)")
+                    .blurb("Keep one connected component, filled (which one: keep); off: every component")
                     .default_value(d.cleanup)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder("keep")
+                    .nick("Kept component")
+                    .blurb("Which component the clean-up keeps: confident (highest mean probability) or largest (the original's)")
+                    .default_value(d.keep)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecEnum::builder("mode")
@@ -259,6 +272,7 @@ impl ObjectImpl for LightUnetFilter {
                 "overlay" => s.overlay = value.get::<Overlay>().map_err(|e| e.to_string())?,
                 "smooth" => s.smooth = value.get::<f32>().map_err(|e| e.to_string())?,
                 "cleanup" => s.cleanup = value.get::<bool>().map_err(|e| e.to_string())?,
+                "keep" => s.keep = value.get::<Keep>().map_err(|e| e.to_string())?,
                 "mode" => s.mode = value.get::<Mode>().map_err(|e| e.to_string())?,
                 other => return Err(format!("no property `{other}`")),
             }
@@ -281,6 +295,7 @@ impl ObjectImpl for LightUnetFilter {
             "overlay" => s.overlay.to_value(),
             "smooth" => s.smooth.to_value(),
             "cleanup" => s.cleanup.to_value(),
+            "keep" => s.keep.to_value(),
             "mode" => s.mode.to_value(),
             // Only the properties above are installed: GObject asks for no other.
             _ => pspec.default_value().clone(),
@@ -443,7 +458,11 @@ impl LightUnetFilter {
             batch: 1,
             roi,
             smooth: s.smooth,
-            largest_component: s.cleanup,
+            cleanup: match (s.cleanup, s.keep) {
+                (false, _) => Cleanup::None,
+                (true, Keep::Confident) => Cleanup::Confident,
+                (true, Keep::Largest) => Cleanup::Largest,
+            },
             threshold: s.threshold,
             ..Default::default()
         };

@@ -26,6 +26,21 @@ pub enum Overlay {
     None,
 }
 
+/// Which connected component the clean-up keeps (with `cleanup` on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
+#[repr(u32)]
+#[enum_type(name = "GstLightunetKeep")]
+pub enum Keep {
+    /// The component with the highest mean probability (picks the lesion more often than size
+    /// does on BUSI val).
+    #[default]
+    #[enum_value(name = "The most confident component", nick = "confident")]
+    Confident,
+    /// The largest component (the original's predict.py).
+    #[enum_value(name = "The largest component (the original)", nick = "largest")]
+    Largest,
+}
+
 /// When a frame leaves the element.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, glib::Enum)]
 #[repr(u32)]
