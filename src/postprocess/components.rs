@@ -221,16 +221,8 @@ pub fn largest_component(mask: &Mask) -> Mask {
 
 /// [`largest_component`] into `out` (reshaped to the mask's size), reusing `scratch`.
 pub fn largest_component_into(mask: &Mask, scratch: &mut ComponentScratch, out: &mut Mask) {
-    label_components(mask, &mut scratch.labels, &mut scratch.comps, &mut scratch.stack);
-    let ComponentScratch {
-        labels,
-        comps,
-        stack,
-        outside,
-        inside,
-        best_inside,
-        ..
-    } = scratch;
+    let ComponentScratch { labels, comps, stack, outside, inside, best_inside, .. } = scratch;
+    label_components(mask, labels, comps, stack);
     let mut best: Option<(usize, usize)> = None; // (filled area, index into comps)
     for (k, c) in comps.iter().enumerate() {
         let box_area = (c.x1 - c.x0 + 1) * (c.y1 - c.y0 + 1);
@@ -265,16 +257,8 @@ pub fn clean_up_into(
             if probs.len() != n {
                 return Err(ShapeError::Length { what: "probability map for the clean-up", expected: n, got: probs.len() });
             }
-            label_components(mask, &mut scratch.labels, &mut scratch.comps, &mut scratch.stack);
-            let ComponentScratch {
-                labels,
-                comps,
-                stack,
-                outside,
-                best_inside,
-                mass,
-                ..
-            } = scratch;
+            let ComponentScratch { labels, comps, stack, outside, best_inside, mass, .. } = scratch;
+            label_components(mask, labels, comps, stack);
             mass.clear();
             mass.resize(comps.len(), (0.0, 0));
             for (&l, &p) in labels.iter().zip(probs) {
