@@ -25,6 +25,7 @@ fn ablation_trains_predicts_and_tabulates() {
 
     let table: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
     assert_eq!((table["epochs"].as_u64(), table["seed"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(table["cleanup"], "confident");
     let rows = table["recipes"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
     for (row, name) in rows.iter().zip(["seed", "avg"]) {
@@ -43,6 +44,7 @@ fn ablation_trains_predicts_and_tabulates() {
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("predict-val/metrics.json")).unwrap()).unwrap();
         assert_eq!(m["summary"]["mean"]["dice"], row["val_dice"]);
         assert_eq!(m["tta"], "none");
+        assert_eq!(m["post"]["cleanup"], "confident");
         let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("predict-val-hflip/metrics.json")).unwrap()).unwrap();
         assert_eq!(m["summary"]["mean"]["dice"], row["val_dice_hflip"]);
         assert_eq!(m["tta"], "hflip");
@@ -52,7 +54,7 @@ fn ablation_trains_predicts_and_tabulates() {
     // The run really had the flags: the average is in its log.
     assert!(std::fs::read_to_string(out.join("avg/log.jsonl")).unwrap().contains("ema_val_loss"));
     let md = std::fs::read_to_string(out.join("ablation.md")).unwrap();
-    assert!(md.contains("| recipe | train flags | val Dice |"), "{md}");
+    assert!(md.contains("| recipe | train flags | val Dice |") && md.contains("--cleanup confident"), "{md}");
     assert!(md.contains("| seed | (seed recipe) |") && md.contains("| avg | `--ema 0.9` |"), "{md}");
     assert!(stdout.contains("| avg |"), "{stdout}");
     // The curves of both runs, in one picture.
@@ -69,6 +71,15 @@ fn ablation_trains_predicts_and_tabulates() {
         assert_eq!(a["val_dice"], b["val_dice"]);
         assert_eq!(a["epochs_done"], b["epochs_done"]);
     }
+
+    // The original's clean-up for the table: the same runs, predicted again with it.
+    let largest: Vec<&str> = args.iter().copied().take_while(|a| *a != "--").chain(["--cleanup", "largest"]).chain(args.iter().copied().skip_while(|a| *a != "--")).collect();
+    let run = ablation(&largest);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let table3: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("ablation.json")).unwrap()).unwrap();
+    assert_eq!(table3["cleanup"], "largest");
+    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("seed/predict-val/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["post"]["cleanup"], "largest");
 
     // Another recipe under a name that has a run: refused, the run kept.
     let changed = ablation(&["--data", &data, "--out", &o, "--epochs", "1", "--seed", "3", "--recipe", "avg=--ema 0.5", "--", "--size", "32", "--batch", "2"]);

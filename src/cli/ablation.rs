@@ -27,6 +27,7 @@ use clap::Args;
 use lightunet::atomic_write::write_atomic;
 use lightunet::model::Variant;
 use lightunet::output::OutputPlan;
+use lightunet::postprocess::Cleanup;
 use lightunet::train::history::EpochRecord;
 use lightunet::train::plot::plot_runs;
 use serde::Serialize;
@@ -79,6 +80,9 @@ pub struct AblationArgs {
     /// cpu, cuda, cuda:N or auto, for training and predict.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// predict's clean-up for the table (confident, largest: the original's, none).
+    #[arg(long, default_value = "confident", value_parser = super::cleanup_parser())]
+    cleanup: Cleanup,
     /// A recipe: NAME=FLAGS (train flags, split at spaces; `seed=` for none) or the NAME of a
     /// built-in one. Repeat for several, in table order. Default: every built-in recipe.
     #[arg(long = "recipe", value_name = "NAME[=FLAGS]")]
@@ -222,7 +226,7 @@ pub fn markdown(args_line: &str, rows: &[Row]) -> String {
     let seed = rows.iter().find(|r| r.recipe == "seed").and_then(|r| r.val_dice);
     let mut s = format!(
         "# Ablation on val\n\n{args_line}\n\nval Dice and HD95 (pixels, at each image's own size; over the images where both masks are non-empty) \
-         from `lightunet predict` on the val split with each run's best.safetensors (its best val-loss epoch), \
+         from `lightunet predict` (with the `--cleanup` of the command above) on the val split with each run's best.safetensors (its best val-loss epoch), \
          with and without `--tta hflip`. The held-out test split is not used. \
          Curves per epoch: ablation.png.\n\n\
          | recipe | train flags | val Dice | Dice - seed | HD95 | Dice hflip-TTA | HD95 hflip-TTA | epochs | best epoch | minutes | status |\n\
@@ -301,10 +305,11 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
     let stop = super::interrupt::install("waiting for the training in progress to write its checkpoint", FINISH_GRACE);
     let device = args.device.clone();
     let args_line = format!(
-        "`lightunet ablation --model {} --epochs {} --seed {} --device {device}{}`, data {} (the table is on its {} split).",
+        "`lightunet ablation --model {} --epochs {} --seed {} --device {device} --cleanup {}{}`, data {} (the table is on its {} split).",
         args.model,
         args.epochs,
         args.seed,
+        args.cleanup,
         if args.common.is_empty() { String::new() } else { format!(" -- {}", args.common.join(" ")) },
         args.data.display(),
         args.dirs.val_dir,
@@ -312,7 +317,7 @@ pub fn run(args: AblationArgs) -> anyhow::Result<()> {
     let mut rows: Vec<Row> = Vec::new();
     let write_tables = |rows: &[Row]| -> anyhow::Result<()> {
         let json = serde_json::json!({
-            "model": args.model.to_string(), "epochs": args.epochs, "seed": args.seed, "device": device,
+            "model": args.model.to_string(), "epochs": args.epochs, "seed": args.seed, "device": device, "cleanup": args.cleanup.name(),
             "data": args.data, "val": val_images, "common_flags": args.common, "recipes": rows,
         });
         write_atomic(&args.out.join(TABLE_JSON), serde_json::to_string_pretty(&json)?.as_bytes())?;
@@ -402,7 +407,7 @@ fn run_recipe(
         let cmd: Vec<String> = vec![
             "predict".into(), "--weights".into(), s(&best), "--images".into(), s(val_images), "--masks".into(), s(val_masks),
             "--out".into(), s(&out), "--device".into(), args.device.clone(), "--tta".into(), tta.into(), "--no-overlays".into(),
-            "--overwrite".into(),
+            "--overwrite".into(), "--cleanup".into(), args.cleanup.to_string(),
         ];
         let status = run_child(&cmd, stop)?;
         if !status.success() {
