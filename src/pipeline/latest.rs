@@ -162,7 +162,7 @@ pub struct LatestMask {
 
 impl LatestMask {
     /// Starts the worker with the segmenter and the mask settings of `cfg` (threshold, smoothing,
-    /// largest component, model size), on rayon's global pool at the caller's priority.
+    /// clean-up, model size), on rayon's global pool at the caller's priority.
     pub fn start(segmenter: Box<dyn Segmenter>, cfg: &ProcessConfig) -> Result<LatestMask> {
         Self::start_with(segmenter, cfg, WorkerOptions::default())
     }

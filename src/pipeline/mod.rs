@@ -5,7 +5,7 @@
 //! {input: file | gst-launch | phantom} - {videoconvert} - {appsink BGR/GRAY8}
 //!   -> appsink callback: copied once into a Frame (FrameBuffer of our own; source::capture_bgr)
 //!   -> input queue (bounded; recorded: waits, live: drops the oldest)
-//!   -> inference thread: Processor (ROI, model input, Segmenter, threshold, largest component,
+//!   -> inference thread: Processor (ROI, model input, Segmenter, threshold, clean-up,
 //!      statistics, overlay drawn into the same buffer) -> Processed { frame, masks, stats }
 //!   -> queue (2) -> pusher thread: stamps into the Collector, Outputs::push
 //!   -> {appsrc} - {videoconvert} - ... - {encoder/muxer by extension | gst-launch sink}

@@ -1,5 +1,5 @@
 //! Per-frame work after capture: ROI, model input, segmenter, temporal smoothing, threshold,
-//! largest component, statistics, and the overlay drawn on the full-resolution frame.
+//! the clean-up (one component), statistics, and the overlay drawn on the full-resolution frame.
 //!
 //! One implementation for every caller: [`FrameProcessor`] works on borrowed frames
 //! ([`FrameRef`] to read, [`FrameView`] to draw: pixels, layout and [`PixelFormat`]), and
@@ -9,8 +9,8 @@
 //! mapped buffers it is handed; the latest-mask worker ([`super::latest`]) runs a [`MaskStage`]
 //! on its own thread and the element draws its masks with [`draw_mask`].
 //!
-//! The mask is computed at model size (threshold, largest component, hole fill) and mapped onto
-//! the ROI by pixel-centred nearest scaling ([`MaskScaling`]): statistics, outline, fill and the
+//! The mask is computed at model size (threshold, the one component the clean-up rule keeps, its
+//! holes filled) and mapped onto the ROI by pixel-centred nearest scaling ([`MaskScaling`]): statistics, outline, fill and the
 //! `--masks` output are those of that scaled mask, computed per model pixel or per outline run,
 //! never over the whole frame. Against resizing the probabilities to the ROI first (bilinear)
 //! and thresholding there, the boundary moves by less than one model pixel (ROI/model size, about
