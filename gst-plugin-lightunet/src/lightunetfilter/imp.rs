@@ -17,9 +17,9 @@
 //!   reduced precision on CUDA only), `threshold`, `roi` (`x,y,w,h`; unset: the whole frame),
 //!   `overlay` (contour, fill, both, none), `smooth` (weight of the previous probability maps),
 //!   `cleanup` (keep one component, filled; off: every component), `keep` (which one:
-//!   `confident`, the highest mean probability, or `largest`, the original's), `mode` (`every-frame`: each buffer waits
-//!   for its own mask; `latest`: buffers pass at once with the newest mask, the model on its own
-//!   thread on the newest frame).
+//!   `confident`, the highest mean probability, or `largest`, the original's), `mode`
+//!   (`every-frame`: each buffer waits for its own mask; `latest`: buffers pass at once with the
+//!   newest mask, the model on its own thread on the newest frame).
 //! - Metadata: a `GstVideoRegionOfInterestMeta` of type [`ROI_TYPE`] on each buffer that has a
 //!   lesion, its rectangle the lesion's bounding box in frame pixels, with one parameter
 //!   structure [`MASK_PARAMS`]: `mask` (a `GstBuffer` of `mask-width * mask-height` bytes, row by
