@@ -82,3 +82,31 @@ fn cli_names_the_rules_and_refuses_contradictions() {
         assert!(help.contains("--cleanup") && help.contains("largest"), "{cmd} --help:\n{help}");
     }
 }
+
+/// The video path (`process`, `live`, the element): [`MaskStage`] applies the rule at the model's
+/// size, and the lesion statistics follow the kept component.
+#[test]
+fn video_mask_stage_follows_the_rule() {
+    use lightunet::pipeline::{MaskStage, ProcessConfig, Roi};
+    // The 32x32 map above, scaled up 8 times to the model's 256x256.
+    let small = two_blobs();
+    let map: Vec<f32> = (0..256 * 256).map(|i| small[(i / 256 / 8) * 32 + (i % 256) / 8]).collect();
+    let frame = (512, 512);
+    let run = |cleanup: Cleanup| {
+        let cfg = ProcessConfig { cleanup, ..ProcessConfig::default() };
+        assert_eq!(cfg.model_size, (256, 256));
+        let mut stage = MaskStage::new(&cfg);
+        let stats = stage.run(0, &mut map.clone(), frame, Roi::full(frame.0, frame.1)).unwrap().expect("a lesion");
+        (stage.mask().count(), stats.area_px, stats.mean_probability)
+    };
+    // Default (confident): the small sure blob, 4x4 * 8^2 model pixels, 4x that in the frame.
+    assert_eq!(ProcessConfig::default().cleanup, Cleanup::Confident);
+    let (kept, area, p) = run(Cleanup::default());
+    assert_eq!((kept, area), (16 * 64, 16 * 64 * 4));
+    assert!((p - 0.95).abs() < 1e-6, "{p}");
+    let (kept, area, p) = run(Cleanup::Largest);
+    assert_eq!((kept, area), (100 * 64, 100 * 64 * 4));
+    assert!((p - 0.6).abs() < 1e-6, "{p}");
+    let (kept, _, _) = run(Cleanup::None);
+    assert_eq!(kept, 116 * 64);
+}
