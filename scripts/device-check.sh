@@ -17,8 +17,10 @@ BIN="$D/lightunet"
 # GStreamer is not installed there: use the libraries and plugins device-pack.sh carried.
 export LD_LIBRARY_PATH="$D/gst/lib:${LD_LIBRARY_PATH:-}" GST_PLUGIN_SYSTEM_PATH="$D/gst/plugins" \
   GST_REGISTRY="/tmp/lightunet-gst-registry.bin"
-# Steps in order. `train` (TRAIN_SECONDS of BUSI training, default 300) is not in the default:
-# with the machine's start-up, the rest already takes much of a session's 15 minutes.
+# Steps in order. `train` (TRAIN_SECONDS of BUSI training, default 300) and `runs` (the runs of
+# .device/runs.txt side by side, default 420 s) are not in the default: with the machine's
+# start-up, the rest already takes much of a session's 15 minutes. For a training call:
+# STEPS=runs TRAIN_SECONDS=420 scripts/device-check.sh.
 STEPS="${STEPS:-parity bench profile fused torch pipeline trainstep torchtrain}"
 echo "== $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 # Each step that runs says when it started (seconds into the script), so the next session can
@@ -157,6 +159,15 @@ if has train && [ -d "$D/train-data" ]; then
   # `cat checkpoint.part-* > checkpoint.safetensors` puts it together again.
   [ -f "$run/checkpoint.safetensors" ] && split -b 15M "$run/checkpoint.safetensors" "$OUT/train/checkpoint.part-"
   ls -la "$run"
+fi
+
+if has runs && [ -d "$D/train-data" ] && [ -f "$D/runs.txt" ]; then
+  # Several runs side by side on the GPU (more seeds, recipes at full length), each stopped after
+  # TRAIN_SECONDS (default 420) and resumable from what comes back (scripts/device-runs.sh).
+  echo "== training runs side by side, cuda, up to ${TRAIN_SECONDS:-420} s: $(grep -cv '^#' "$D/runs.txt") runs"
+  BIN="$BIN" DATA="$D/train-data" OUT="$OUT" DEVICE=cuda LIMIT="${TRAIN_SECONDS:-420}" RESUME="$D/resume-runs" \
+    bash "$D/device-runs.sh" "$D/runs.txt"
+  echo "rc=$?"
 fi
 
 python3 - "$OUT" <<'PY'

@@ -24,6 +24,13 @@ if [ -n "${RESUME_RUN:-}" ]; then
   mkdir -p .device/resume && cp "$RESUME_RUN"/*.json* "$RESUME_RUN"/*.safetensors .device/resume/ 2>/dev/null || true
   ls "$RESUME_RUN"/checkpoint.part-* >/dev/null 2>&1 && cat "$RESUME_RUN"/checkpoint.part-* > .device/resume/checkpoint.safetensors
 fi
+# Training runs side by side there (device-check.sh step `runs`): RUNS, a file of `NAME flags`
+# lines (see scripts/device-runs.sh), and RESUME_RUNS, the `runs/` folder an earlier call brought
+# back, to continue those runs.
+cp scripts/device-runs.sh .device/
+rm -rf .device/runs.txt .device/resume-runs
+if [ -n "${RUNS:-}" ]; then cp "$RUNS" .device/runs.txt; fi
+if [ -n "${RESUME_RUNS:-}" ]; then cp -r "$RESUME_RUNS" .device/resume-runs; fi
 # GStreamer for `bench pipeline` there: the libraries the binary and a few plugins link against
 # (system libraries excluded), and the plugins a videotestsrc -> appsink / appsrc -> fakesink
 # benchmark uses.
