@@ -30,7 +30,9 @@ pub enum Cleanup {
 }
 
 impl Cleanup {
-    /// The command-line and property names, in declaration order.
+    /// Every rule, in declaration order.
+    pub const ALL: [Cleanup; 3] = [Cleanup::Confident, Cleanup::Largest, Cleanup::None];
+    /// The command-line and property names, in the order of [`Cleanup::ALL`].
     pub const NAMES: [&'static str; 3] = ["confident", "largest", "none"];
 
     pub fn name(self) -> &'static str {
@@ -52,12 +54,10 @@ impl FromStr for Cleanup {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "confident" => Ok(Cleanup::Confident),
-            "largest" => Ok(Cleanup::Largest),
-            "none" => Ok(Cleanup::None),
-            other => Err(format!("unknown clean-up `{other}` (expected one of: {})", Self::NAMES.join(", "))),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown clean-up `{s}` (expected one of: {})", Self::NAMES.join(", ")))
     }
 }
 
@@ -470,8 +470,9 @@ mod tests {
 
     #[test]
     fn cleanup_names_round_trip() {
-        for name in Cleanup::NAMES {
-            assert_eq!(name.parse::<Cleanup>().unwrap().to_string(), name);
+        for (rule, name) in Cleanup::ALL.into_iter().zip(Cleanup::NAMES) {
+            assert_eq!(name.parse::<Cleanup>().unwrap(), rule);
+            assert_eq!(rule.to_string(), name);
         }
         assert!("biggest".parse::<Cleanup>().is_err());
         assert_eq!(Cleanup::default(), Cleanup::Confident);
