@@ -142,23 +142,18 @@ fi
 
 if has train && [ -d "$D/train-data" ]; then
   # The shipped weights: the original recipe on BUSI train (val for model selection), stopped by
-  # TRAIN_SECONDS if early stopping has not ended it; SIGTERM writes a resumable checkpoint.
+  # TRAIN_SECONDS if early stopping has not ended it. One run of scripts/device-runs.sh (the
+  # SIGTERM, the checkpoint in parts, the resume), continuing the run device-pack.sh put in
+  # .device/resume if there is one; it comes back in $OUT/train.
   echo "== training lighter@1 on BUSI, cuda, up to ${TRAIN_SECONDS:-300} s"
-  run=/tmp/lightunet-train
-  if [ -f "$D/resume/checkpoint.safetensors" ]; then
-    # Continue a run an earlier device call brought back (split to pass the 16 MB file limit).
-    rm -rf "$run"; cp -r "$D/resume" "$run"
-    timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --resume "$run" --quiet 2>&1 | tail -15
-  else
-    timeout -s TERM "${TRAIN_SECONDS:-300}" "$BIN" train --device cuda --data "$D/train-data" --model lighter@1 \
-      --out "$run" --quiet 2>&1 | tail -15
-  fi
-  mkdir -p "$OUT/train"
-  for f in best.safetensors config.json log.jsonl curves.png; do [ -f "$run/$f" ] && cp "$run/$f" "$OUT/train/"; done
-  # The resumable checkpoint (weights + Adam moments, ~24 MB) comes back in two parts:
-  # `cat checkpoint.part-* > checkpoint.safetensors` puts it together again.
-  [ -f "$run/checkpoint.safetensors" ] && split -b 15M "$run/checkpoint.safetensors" "$OUT/train/checkpoint.part-"
-  ls -la "$run"
+  t=/tmp/lightunet-train
+  rm -rf "$t" && mkdir -p "$t/resume"
+  echo train > "$t/runs.txt"
+  [ -f "$D/resume/checkpoint.safetensors" ] && ln -s "$D/resume" "$t/resume/train"
+  BIN="$BIN" DATA="$D/train-data" OUT="$t/out" DEVICE=cuda LIMIT="${TRAIN_SECONDS:-300}" RESUME="$t/resume" \
+    WORK="$t/work" bash "$D/device-runs.sh" "$t/runs.txt"
+  echo "rc=$?"
+  rm -rf "$OUT/train" && mv "$t/out/runs/train" "$OUT/train"
 fi
 
 if has runs && [ -d "$D/train-data" ] && [ -f "$D/runs.txt" ]; then

@@ -8,8 +8,9 @@
 #
 # RUNS: a file, one run a line: `NAME train flags...` (for example `seed1 --seed 1` or
 # `bce-us --loss bce-dice --augment us`); `#` starts a comment. Each run trains lighter@1 on DATA
-# into a folder of its own. RESUME: a folder of NAME/ folders an earlier call brought back; a run
-# whose folder holds checkpoint parts continues from them (its flags come from its checkpoint).
+# into a folder of its own. RESUME: a folder of NAME/ folders, the ones an earlier call brought
+# back or run folders of `lightunet train`; a run whose folder holds a checkpoint (whole, or in
+# parts) continues from it (its flags come from its checkpoint).
 # Back in OUT/runs/NAME/: log.jsonl, config.json, curves.png, best.safetensors, train.log and
 # the resumable checkpoint in 15 MB parts (`cat checkpoint.part-* > checkpoint.safetensors`).
 set -u
@@ -25,10 +26,12 @@ while read -r name flags; do
   case "$name" in ''|'#'*) continue ;; esac
   run="$work/$name"
   prev="${RESUME:-/nonexistent}/$name"
-  if ls "$prev"/checkpoint.part-* >/dev/null 2>&1; then
+  if [ -f "$prev/checkpoint.safetensors" ] || ls "$prev"/checkpoint.part-* >/dev/null 2>&1; then
     rm -rf "$run" && mkdir -p "$run"
     cp "$prev"/*.json "$prev"/*.jsonl "$prev"/*.safetensors "$run"/ 2>/dev/null
-    cat "$prev"/checkpoint.part-* > "$run/checkpoint.safetensors"
+    if ls "$prev"/checkpoint.part-* >/dev/null 2>&1; then
+      cat "$prev"/checkpoint.part-* > "$run/checkpoint.safetensors"
+    fi
     set -- train --device "$device" --resume "$run" --quiet
   else
     # shellcheck disable=SC2086 # the flags are words on purpose

@@ -1,6 +1,6 @@
 //! `scripts/device-runs.sh` (the GPU machine's side-by-side training runs) with `DEVICE=cpu` on
-//! generated data: two runs stopped at the time limit come back resumable, and a second call
-//! continues them from the parts it brought back.
+//! generated data: two runs stopped at the time limit come back resumable, a second call
+//! continues them from the parts it brought back, and a third from whole run folders.
 
 mod train_util;
 
@@ -60,5 +60,14 @@ fn runs_side_by_side_stop_at_the_limit_and_resume() {
         let (before, after) = (epochs(&root.join("out1/runs").join(name)), epochs(&root.join("out2/runs").join(name)));
         assert!(after.len() > before.len(), "{name}: {} epochs, then {}\n{second}", before.len(), after.len());
         assert_eq!(after[..before.len()], before[..], "{name}: the resumed log does not continue the first");
+    }
+    // A third call continues from run folders of `lightunet train` (a whole checkpoint, no
+    // parts): the second call's own work folders; `device-check.sh`'s step `train` resumes so.
+    let third = call(&root, "out3", "4", Some(&root.join("work-out2")));
+    assert!(third.contains("--resume"), "{third}");
+    for name in ["a", "b"] {
+        let (before, after) = (epochs(&root.join("out2/runs").join(name)), epochs(&root.join("out3/runs").join(name)));
+        assert!(after.len() > before.len(), "{name}: {} epochs, then {}\n{third}", before.len(), after.len());
+        assert_eq!(after[..before.len()], before[..], "{name}: the log does not continue the second call's");
     }
 }
