@@ -37,6 +37,16 @@ fn epochs(run: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// Both runs of call `next` resumed and extended the logs call `prev` brought back.
+fn continues(root: &Path, prev: &str, next: &str, text: &str) {
+    assert!(text.contains("--resume"), "{text}");
+    for name in ["a", "b"] {
+        let (before, after) = (epochs(&root.join(prev).join("runs").join(name)), epochs(&root.join(next).join("runs").join(name)));
+        assert!(after.len() > before.len(), "{name}: {} epochs, then {}\n{text}", before.len(), after.len());
+        assert_eq!(after[..before.len()], before[..], "{name}: the log of {next} does not continue {prev}'s");
+    }
+}
+
 #[test]
 fn runs_side_by_side_stop_at_the_limit_and_resume() {
     let root = temp_dir("device-runs");
@@ -55,19 +65,9 @@ fn runs_side_by_side_stop_at_the_limit_and_resume() {
     }
     // The second call continues both from the parts the first brought back.
     let second = call(&root, "out2", "4", Some(&root.join("out1/runs")));
-    assert!(second.contains("--resume"), "{second}");
-    for name in ["a", "b"] {
-        let (before, after) = (epochs(&root.join("out1/runs").join(name)), epochs(&root.join("out2/runs").join(name)));
-        assert!(after.len() > before.len(), "{name}: {} epochs, then {}\n{second}", before.len(), after.len());
-        assert_eq!(after[..before.len()], before[..], "{name}: the resumed log does not continue the first");
-    }
+    continues(&root, "out1", "out2", &second);
     // A third call continues from run folders of `lightunet train` (a whole checkpoint, no
     // parts): the second call's own work folders; `device-check.sh`'s step `train` resumes so.
     let third = call(&root, "out3", "4", Some(&root.join("work-out2")));
-    assert!(third.contains("--resume"), "{third}");
-    for name in ["a", "b"] {
-        let (before, after) = (epochs(&root.join("out2/runs").join(name)), epochs(&root.join("out3/runs").join(name)));
-        assert!(after.len() > before.len(), "{name}: {} epochs, then {}\n{third}", before.len(), after.len());
-        assert_eq!(after[..before.len()], before[..], "{name}: the log does not continue the second call's");
-    }
+    continues(&root, "out2", "out3", &third);
 }
