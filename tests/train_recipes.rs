@@ -225,6 +225,46 @@ fn all_options_resume_bit_exact() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Longer training without starting over: a run stopped early by its patience, resumed with a
+/// larger one, goes on bit for bit to where a fresh run with the larger patience stops. Resumed
+/// with its own patience it stays finished.
+#[test]
+fn larger_patience_on_resume_continues_bit_exact() -> anyhow::Result<()> {
+    let root = temp_dir("recipes-patience");
+    write_dataset(&root, 4, 2, 32);
+    let config = |patience| {
+        let mut cfg = small_config(&root);
+        cfg.max_epochs = 4;
+        cfg.min_epochs = 2;
+        cfg.early_stop_patience = patience;
+        cfg
+    };
+    let stop = AtomicBool::new(false);
+    let mut long = Trainer::new(config(100), &root.join("long"), Device::Cpu)?;
+    assert_eq!(long.run(&stop)?, Outcome::Finished);
+    assert_eq!(long.state().epoch, 4);
+
+    // Patience 0 stops at --min-epochs whatever the losses do.
+    let short_dir = root.join("short");
+    let mut short = Trainer::new(config(0), &short_dir, Device::Cpu)?;
+    assert_eq!(short.run(&stop)?, Outcome::Finished);
+    assert_eq!(short.state().epoch, 2);
+    let mut same = Trainer::resume(&short_dir, Device::Cpu, |_| ())?;
+    assert_eq!(same.run(&stop)?, Outcome::Finished);
+    assert_eq!(same.state().epoch, 2, "resumed with its own patience, a finished run trains no further");
+
+    let mut longer = Trainer::resume(&short_dir, Device::Cpu, |c| c.early_stop_patience = 100)?;
+    assert_eq!(longer.run(&stop)?, Outcome::Finished);
+    assert_eq!(longer.state().epoch, 4);
+    assert_same(&weights(&long), &weights(&longer), "weights");
+    assert_same(&long.optimizer().state_tensors(), &longer.optimizer().state_tensors(), "optimizer");
+    let losses = |t: &Trainer| t.state().history.iter().map(|r| (r.train_loss.to_bits(), r.val_loss.to_bits())).collect::<Vec<_>>();
+    assert_eq!(losses(&long), losses(&longer));
+    assert_eq!(longer.config().early_stop_patience, 100);
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(())
+}
+
 /// The defaults are the original recipe: no step schedule, no average, the original
 /// augmentation; the log has the original's fields and the checkpoint the original's tensors.
 /// A checkpoint in the format written before these options existed (their keys removed from
@@ -330,7 +370,10 @@ fn train_cli_options_reach_the_recipe() {
     assert!(e.contains("--schedule cosine or one-cycle"), "{e}");
     let e = stderr(train(&["--out", root.join("c").to_str().unwrap(), "--augment", "us", "--no-augment"]));
     assert!(e.contains("cannot be used with"), "{e}");
-    let e = stderr(Command::new(env!("CARGO_BIN_EXE_lightunet")).args(["train", "--ema", "0.5", "--resume"]).arg(&run).output().unwrap());
-    assert!(e.contains("cannot be used with"), "{e}");
+    // Every recipe flag, not only the newer ones: on --resume it would be ignored.
+    for flag in [["--ema", "0.5"], ["--lr", "0.1"], ["--loss", "dice"], ["--seed", "3"], ["--images-dir", "img"]] {
+        let e = stderr(Command::new(env!("CARGO_BIN_EXE_lightunet")).args(["train", "--resume"]).arg(&run).args(flag).output().unwrap());
+        assert!(e.contains("cannot be used with"), "{flag:?}: {e}");
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

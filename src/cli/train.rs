@@ -65,8 +65,13 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with_all = ["resume", "model", "out", "init"])]
     write_resized: Option<PathBuf>,
     /// Continue the run in this directory exactly where it stopped (the recipe comes from its
-    /// checkpoint; only --epochs and --max-steps may be changed).
-    #[arg(long, conflicts_with_all = ["data", "model", "out", "schedule", "warmup_epochs", "ema", "augment"])]
+    /// checkpoint; only --epochs, --max-steps and --patience may be changed: they decide where
+    /// the run stops, not what it learns).
+    #[arg(long, conflicts_with_all = [
+        "data", "model", "out", "loss", "optimizer", "lr", "weight_decay", "momentum", "batch",
+        "min_epochs", "lr_patience", "schedule", "warmup_epochs", "ema", "augment", "size", "seed",
+        "no_augment", "train_dir", "val_dir", "images_dir", "masks_dir",
+    ])]
     resume: Option<PathBuf>,
     /// Start from these weights (safetensors, PyTorch names, e.g. a shipped model) instead of a
     /// fresh initialisation: fine-tuning. The optimizer and schedule start fresh.
@@ -93,9 +98,11 @@ pub struct TrainArgs {
     /// Maximum number of epochs.
     #[arg(long)]
     epochs: Option<usize>,
-    /// Early stopping: epochs without improvement of the validation loss.
-    #[arg(long, default_value_t = 15)]
-    patience: usize,
+    /// Early stopping: epochs without improvement of the validation loss (default 15). With
+    /// --resume, a larger value continues a run that stopped early (longer training): the run
+    /// goes on bit for bit as a fresh run with that patience would have.
+    #[arg(long)]
+    patience: Option<usize>,
     /// Early stopping only from this epoch on (default 50; with --schedule cosine or one-cycle,
     /// --epochs: the schedule is laid over them, and stopping early would cut its decay short).
     #[arg(long)]
@@ -231,7 +238,9 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     if let Some(e) = args.epochs {
         cfg.max_epochs = e;
     }
-    cfg.early_stop_patience = args.patience;
+    if let Some(p) = args.patience {
+        cfg.early_stop_patience = p;
+    }
     cfg.schedule = args.schedule;
     cfg.warmup_epochs = args.warmup_epochs;
     cfg.ema = args.ema;
@@ -262,10 +271,13 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let (trainer, out) = match &args.resume {
         Some(dir) => {
-            let (epochs, max_steps) = (args.epochs, args.max_steps);
+            let (epochs, max_steps, patience) = (args.epochs, args.max_steps, args.patience);
             let t = Trainer::resume(dir, device, |c| {
                 if let Some(e) = epochs {
                     c.max_epochs = e;
+                }
+                if let Some(p) = patience {
+                    c.early_stop_patience = p;
                 }
                 c.max_steps = max_steps;
             })

@@ -255,7 +255,8 @@ impl Trainer {
     }
 
     /// Continues the run in `out` exactly where its checkpoint left it. `adjust` may change the
-    /// limits (`max_steps`, `max_epochs`) but nothing that would change the trajectory.
+    /// limits (`max_steps`, `max_epochs`, `early_stop_patience`) but nothing that would change
+    /// the trajectory.
     pub fn resume(out: &Path, device: Device, adjust: impl FnOnce(&mut TrainConfig)) -> Result<Self> {
         let path = out.join(CHECKPOINT_FILE);
         if !path.exists() {
@@ -291,6 +292,7 @@ impl Trainer {
             )));
         }
         state.early_stop.max_epochs = cfg.max_epochs;
+        state.early_stop.patience = cfg.early_stop_patience;
         // A finished run continues only if the new limits allow more epochs.
         state.finished = state.epoch > 0 && state.early_stop.should_stop(state.epoch);
         let variant = cfg.variant()?;
