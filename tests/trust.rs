@@ -290,13 +290,18 @@ fn predict_finds_the_weights_sidecar() {
     let r = predict("with-sidecar");
     assert_eq!(r.code, Some(0), "{}", r.stderr);
     assert!(dir.join("with-sidecar/masks/a.png").exists());
-    // The shipped weights and their sidecar, when this checkout has them.
-    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("pretrained_models/lighter_at1_busi.safetensors");
-    if shipped.exists() {
-        let r = lightunet(&["predict", "--weights", s(&shipped), "--images", s(&images), "--out", s(&dir.join("shipped")), "--size", "32"]);
-        assert_eq!(r.code, Some(0), "{}", r.stderr);
-    } else {
-        eprintln!("SKIP: {} is not present", shipped.display());
+    // The shipped weights and the seed-recipe weights kept beside them, each found with its
+    // sidecar, when this checkout has them.
+    for name in ["lighter_at1_busi", "lighter_at1_busi_seed"] {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("pretrained_models/{name}.safetensors"));
+        if shipped.exists() {
+            let r = lightunet(&["predict", "--weights", s(&shipped), "--images", s(&images), "--out", s(&dir.join(name)), "--size", "32"]);
+            assert_eq!(r.code, Some(0), "{}", r.stderr);
+            let report = std::fs::read_to_string(dir.join(name).join("metrics.json")).unwrap();
+            assert!(report.contains(r#""model": "lighter@1""#), "{report}");
+        } else {
+            eprintln!("SKIP: {} is not present", shipped.display());
+        }
     }
 }
 
