@@ -222,11 +222,26 @@ fn write_resized(args: &TrainArgs, dest: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl TrainArgs {
+    /// Where the run stops: the only flags a fresh run and `--resume` share, since they do not
+    /// change what the run learns.
+    fn set_limits(&self, cfg: &mut TrainConfig) {
+        if let Some(e) = self.epochs {
+            cfg.max_epochs = e;
+        }
+        if let Some(p) = self.patience {
+            cfg.early_stop_patience = p;
+        }
+        cfg.max_steps = self.max_steps;
+    }
+}
+
 fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     let (Some(data), Some(variant), Some(out)) = (&args.data, args.model, &args.out) else {
         bail!("--data, --model and --out are required for a new run");
     };
     let mut cfg = TrainConfig::recipe(variant, data.clone());
+    args.set_limits(&mut cfg);
     cfg.loss = args.loss;
     cfg.optimizer.kind = args.optimizer;
     cfg.optimizer.lr = args.lr;
@@ -235,12 +250,6 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     }
     cfg.optimizer.momentum = args.momentum;
     cfg.batch = args.batch;
-    if let Some(e) = args.epochs {
-        cfg.max_epochs = e;
-    }
-    if let Some(p) = args.patience {
-        cfg.early_stop_patience = p;
-    }
     cfg.schedule = args.schedule;
     cfg.warmup_epochs = args.warmup_epochs;
     cfg.ema = args.ema;
@@ -254,7 +263,6 @@ fn config(args: &TrainArgs) -> anyhow::Result<(TrainConfig, PathBuf)> {
     cfg.size = args.size;
     cfg.seed = args.seed;
     cfg.augment = !args.no_augment;
-    cfg.max_steps = args.max_steps;
     cfg.init = args.init.clone();
     cfg.data = args.dirs.layout(cfg.data.root.clone());
     cfg.validate()?;
@@ -271,17 +279,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let (trainer, out) = match &args.resume {
         Some(dir) => {
-            let (epochs, max_steps, patience) = (args.epochs, args.max_steps, args.patience);
-            let t = Trainer::resume(dir, device, |c| {
-                if let Some(e) = epochs {
-                    c.max_epochs = e;
-                }
-                if let Some(p) = patience {
-                    c.early_stop_patience = p;
-                }
-                c.max_steps = max_steps;
-            })
-            .with_context(|| format!("resuming {}", dir.display()))?;
+            let t = Trainer::resume(dir, device, |c| args.set_limits(c))
+                .with_context(|| format!("resuming {}", dir.display()))?;
             tracing::info!(
                 "resuming at epoch {} batch {} (step {})",
                 t.state().epoch + 1,
